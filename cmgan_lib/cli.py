@@ -1,0 +1,137 @@
+"""The `cmgan` command: thin argument parsing over cmgan_lib functions (no library code reads `args`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _cmd_enhance(a: argparse.Namespace) -> int:
+    from cmgan_lib.enhance import enhance_files
+
+    result = enhance_files(a.checkpoint, a.input, a.output, device=a.device, cut_len=a.cut_len)
+    return 0 if not result.failed else 1
+
+
+def _cmd_make_synthetic(a: argparse.Namespace) -> int:
+    from cmgan_lib.data.synthetic import make_dataset
+
+    manifest = make_dataset(
+        a.out,
+        n_train=a.n_train,
+        n_test=a.n_test,
+        seed=a.seed,
+        hard_fraction=a.hard_fraction,
+        use_espeak=a.espeak,
+    )
+    print(f"wrote {len(manifest)} clips to {a.out} (manifest: {a.out}/manifest.csv)")
+    return 0
+
+
+def _cmd_validate_data(a: argparse.Namespace) -> int:
+    from cmgan_lib.data.validate import DataValidationError, validate_dataset
+
+    try:
+        validate_dataset(a.data_dir, resample=a.resample)
+    except DataValidationError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print(f"{a.data_dir}: OK")
+    return 0
+
+
+def _cmd_evaluate(a: argparse.Namespace) -> int:
+    from cmgan_lib.evaluate import evaluate
+
+    result = evaluate(
+        checkpoint=a.checkpoint,
+        test_dir=a.test_dir,
+        out_dir=a.out,
+        device=a.device,
+        enhanced_dir=a.enhanced_dir,
+        legacy_float_scale=a.legacy_float_scale,
+        n_jobs=a.jobs,
+    )
+    return 0 if result is not None else 1
+
+
+def _cmd_train(argv: list[str]) -> int:
+    from cmgan_lib.train import main as train_main
+
+    return train_main(argv)
+
+
+def _cmd_ablate(a: argparse.Namespace) -> int:
+    from cmgan_lib.study import run_ablation
+
+    run_ablation(a.grid, a.out)
+    return 0
+
+
+def _cmd_study(a: argparse.Namespace) -> int:
+    from cmgan_lib.study import run_study
+
+    run_study(a.out)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cmgan", description="CMGAN reproducibility study tools.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    e = sub.add_parser("enhance", help="enhance WAV files with a CMGAN generator checkpoint")
+    e.add_argument("--checkpoint", required=True, help="official raw state dict or this project's last.pt/best.pt")
+    e.add_argument("--input", required=True, help="a WAV file or a folder of WAV files")
+    e.add_argument("--output", required=True, help="folder for the enhanced WAV files")
+    e.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: best available)")
+    e.add_argument("--cut-len", type=int, default=16000 * 16, help="chunk length in samples (published: 16 s)")
+    e.set_defaults(func=_cmd_enhance)
+
+    s = sub.add_parser("make-synthetic", help="write the embedded synthetic noisy-speech corpus")
+    s.add_argument("out", help="output folder (CMGAN layout: train/{clean,noisy}, test/{clean,noisy})")
+    s.add_argument("--n-train", type=int, default=160)
+    s.add_argument("--n-test", type=int, default=40)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--hard-fraction", type=float, default=0.1, help="fraction of hard clips for the audit")
+    s.add_argument("--espeak", action="store_true", help="use espeak-ng speech when the binary is on PATH")
+    s.set_defaults(func=_cmd_make_synthetic)
+
+    v = sub.add_parser("validate-data", help="check a Voice Bank + DEMAND style folder before training")
+    v.add_argument("data_dir")
+    v.add_argument("--resample", action="store_true", help="accept other sample rates (resampled on load)")
+    v.set_defaults(func=_cmd_validate_data)
+
+    ev = sub.add_parser("evaluate", help="enhance a test set and compute PESQ, CSIG, CBAK, COVL, SSNR, STOI")
+    ev.add_argument("--checkpoint", default=None)
+    ev.add_argument("--test-dir", required=True, help="folder with clean/ and noisy/")
+    ev.add_argument("--out", required=True)
+    ev.add_argument("--device", default=None)
+    ev.add_argument("--enhanced-dir", default=None, help="evaluate already-enhanced audio instead of a checkpoint")
+    ev.add_argument("--legacy-float-scale", action="store_true", help="reproduce the published inflated composites")
+    ev.add_argument("--jobs", type=int, default=None, help="parallel metric workers (default: all CPUs)")
+    ev.set_defaults(func=_cmd_evaluate)
+
+    t = sub.add_parser("train", help="train CMGAN: --config FILE [key=value ...] or --resume RUN_DIR", add_help=False)
+    t.set_defaults(func=None)
+
+    ab = sub.add_parser("ablate", help="run every variant x seed of an ablation grid, then evaluate")
+    ab.add_argument("--grid", required=True)
+    ab.add_argument("--out", required=True)
+    ab.set_defaults(func=_cmd_ablate)
+
+    st = sub.add_parser("study", help="the whole study on the embedded synthetic default")
+    st.add_argument("--out", default="runs/STUDY")
+    st.set_defaults(func=_cmd_study)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "train":  # the trainer owns its arguments (also run by torchrun)
+        return _cmd_train(argv[1:])
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
