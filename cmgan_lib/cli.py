@@ -9,7 +9,11 @@ import sys
 def _cmd_enhance(a: argparse.Namespace) -> int:
     from cmgan_lib.enhance import enhance_files
 
-    result = enhance_files(a.checkpoint, a.input, a.output, device=a.device, cut_len=a.cut_len)
+    try:
+        result = enhance_files(a.checkpoint, a.input, a.output, device=a.device, cut_len=a.cut_len)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0 if not result.failed else 1
 
 
