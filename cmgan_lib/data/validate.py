@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from cmgan_lib import SAMPLE_RATE
 from cmgan_lib.audio import AudioError, read_wav
-from cmgan_lib.data.dataset import natural_key, split_candidates, wav_names
+from cmgan_lib.data.layout import natural_key, split_candidates, wav_names
 
 # Problem kinds in report order, with the heading each group gets.
 KINDS: dict[str, str] = {
