@@ -79,7 +79,8 @@ class ValidationReport:
         counts = ", ".join(f"{split}: {n} pairs" for split, n in self.pairs.items())
         if self.ok:
             return f"{self.data_dir}: OK ({counts})"
-        lines = [f"{self.data_dir}: {len(self.problems)} problem(s) found ({counts}); nothing was started."]
+        n = len(self.problems)
+        lines = [f"{self.data_dir}: {n} problem(s) found ({counts}); fix them before training or evaluating."]
         for kind, found in self.by_kind().items():
             lines.append(f"\n{KINDS[kind]} ({len(found)}):")
             lines.extend(f"  {p}" for p in found)
