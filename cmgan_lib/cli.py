@@ -36,11 +36,11 @@ def _cmd_validate_data(a: argparse.Namespace) -> int:
     from cmgan_lib.data.validate import DataValidationError, validate_dataset
 
     try:
-        validate_dataset(a.data_dir, resample=a.resample)
+        report = validate_dataset(a.data_dir, resample=a.resample)
     except DataValidationError as exc:
         print(exc, file=sys.stderr)
         return 2
-    print(f"{a.data_dir}: OK")
+    print(report)  # "DIR: OK (train: N pairs, test: M pairs)"
     return 0
 
 

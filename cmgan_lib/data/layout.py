@@ -1,0 +1,68 @@
+"""Where the clean/noisy pairs of a split live (CMGAN layout or the original archive names); no torch."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+SPLITS = ("train", "test")
+# The folder names inside the original Edinburgh DataShare archive (28-speaker training set).
+ARCHIVE_NAMES = {
+    "train": ("clean_trainset_28spk_wav", "noisy_trainset_28spk_wav"),
+    "test": ("clean_testset_wav", "noisy_testset_wav"),
+}
+
+
+def natural_key(name: str) -> list:
+    """Sort key so that p232_9 < p232_10 (what natsort does for the published loader)."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
+
+
+def split_candidates(data_dir: str | os.PathLike, split: str) -> list[tuple[Path, Path]]:
+    """The (clean, noisy) folder pairs that may hold `split`, in order of preference."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    root = Path(data_dir)
+    clean_name, noisy_name = ARCHIVE_NAMES[split]
+    return [(root / split / "clean", root / split / "noisy"), (root / clean_name, root / noisy_name)]
+
+
+def find_split(data_dir: str | os.PathLike, split: str) -> tuple[Path, Path]:
+    """Return (clean_dir, noisy_dir) of `split` in the CMGAN layout or under the original archive names."""
+    candidates = split_candidates(data_dir, split)
+    for clean_dir, noisy_dir in candidates:
+        if clean_dir.is_dir() and noisy_dir.is_dir():
+            return clean_dir, noisy_dir
+    looked = "; ".join(f"{c} + {n}" for c, n in candidates)
+    raise FileNotFoundError(f"{data_dir}: no {split} split found (looked for {looked})")
+
+
+def wav_names(folder: Path) -> list[str]:
+    """Names of the .wav files directly in `folder`, natural-sorted (hidden temporary files skipped)."""
+    names = [
+        p.name
+        for p in folder.iterdir()
+        if p.suffix.lower() == ".wav" and not p.name.startswith(".") and p.is_file()
+    ]
+    return sorted(names, key=natural_key)
+
+
+def list_pairs(data_dir: str | os.PathLike, split: str) -> list[tuple[str, Path, Path]]:
+    """Return (name, clean_path, noisy_path) for every utterance of `split`, natural-sorted.
+
+    Raises ValueError naming the unpaired files rather than silently training on a subset.
+    """
+    clean_dir, noisy_dir = find_split(data_dir, split)
+    clean, noisy = wav_names(clean_dir), wav_names(noisy_dir)
+    only_clean = sorted(set(clean) - set(noisy), key=natural_key)
+    only_noisy = sorted(set(noisy) - set(clean), key=natural_key)
+    if only_clean or only_noisy:
+        raise ValueError(
+            f"{data_dir} ({split}): clean/noisy names differ; no noisy partner for {only_clean[:10]}"
+            f"{' ...' if len(only_clean) > 10 else ''}, no clean partner for {only_noisy[:10]}"
+            f"{' ...' if len(only_noisy) > 10 else ''} (run `cmgan validate-data` for the full list)"
+        )
+    if not clean:
+        raise ValueError(f"{clean_dir}: no .wav files")
+    return [(name, clean_dir / name, noisy_dir / name) for name in clean]
