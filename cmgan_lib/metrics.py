@@ -18,9 +18,12 @@ Everything per frame is vectorized over frames (numpy), so the composite measure
 from __future__ import annotations
 
 import math
+import os
+import re
 from functools import lru_cache
 
 import numpy as np
+import pandas as pd
 
 METRIC_NAMES: tuple[str, ...] = ("pesq", "csig", "cbak", "covl", "ssnr", "stoi")
 
@@ -44,8 +47,8 @@ _BANDWIDTH = np.array(
 class MetricsError(ValueError):
     """A pair that cannot be scored; `reason` is a short stable code for the evaluator's CSV.
 
-    Reasons: ``silent_reference``, ``too_short``, ``pesq_failed``, ``stoi_failed``, ``non_finite``,
-    ``bad_input``.
+    Reasons: ``silent_reference``, ``silent_enhanced``, ``too_short``, ``pesq_failed``, ``stoi_failed``,
+    ``non_finite``, ``bad_input``.
     """
 
     def __init__(self, reason: str, detail: str = ""):
@@ -384,6 +387,8 @@ def compute_metrics(
         raise MetricsError("non_finite", "audio contains NaN or inf")
     if not np.any(x):
         raise MetricsError("silent_reference", "the clean reference is all zeros")
+    if not np.any(y):  # PESQ divides by the joint peak and fails; a model that outputs silence is recorded
+        raise MetricsError("silent_enhanced", "the enhanced signal is all zeros")
     if clip_composites is None:
         clip_composites = legacy_float_scale
 
@@ -404,3 +409,32 @@ def compute_metrics(
     if bad:
         raise MetricsError("non_finite", f"{', '.join(bad)} not finite (degenerate enhanced audio?)")
     return out
+
+
+# ------------------------------------------------------------------------------------------ reference logs
+
+
+def read_reference_log(path: str | os.PathLike) -> pd.DataFrame:
+    """Per-track metrics from the MATLAB log (blocks, 3 decimals) or the Python log (one tab line per track).
+
+    Returns a DataFrame indexed by track name with columns METRIC_NAMES; the logs' own averages are dropped.
+    """
+    text = open(path, encoding="utf-8", errors="replace").read()
+    rows: dict[str, dict[str, float]] = {}
+    for block in text.split("Track name:")[1:]:
+        name = block.split(None, 1)[0]
+        row: dict[str, float] = {}
+        pesq_m = re.search(r"MOS-LQO\):\s*=\s*(-?[\d.]+)", block) or re.search(r"PESQ:\s*(-?[\d.]+)", block)
+        if pesq_m:
+            row["pesq"] = float(pesq_m.group(1))
+        for key in METRIC_NAMES[1:]:
+            m = re.search(rf"{key.upper()}\s*[:=]\s*(-?[\d.]+)", block)
+            if m:
+                row[key] = float(m.group(1))
+        if len(row) == len(METRIC_NAMES):
+            rows[name] = row
+    if not rows:
+        raise ValueError(f"{path}: no per-track metrics found")
+    df = pd.DataFrame.from_dict(rows, orient="index")[list(METRIC_NAMES)]
+    df.index.name = "track"
+    return df
