@@ -66,10 +66,10 @@ def to_float(audio: np.ndarray) -> np.ndarray:
     A defined scale is what makes int16 and float input give the same composite values.
     """
     a = np.asarray(audio)
+    if a.ndim == 2 and min(a.shape) == 1:  # (n, 1) as soundfile's always_2d gives, or (1, n)
+        a = a.reshape(-1)
     if a.ndim != 1:
-        a = np.squeeze(a)
-        if a.ndim != 1:
-            raise MetricsError("bad_input", f"expected mono 1-D audio, got shape {np.asarray(audio).shape}")
+        raise MetricsError("bad_input", f"expected mono 1-D audio, got shape {a.shape}")
     if np.issubdtype(a.dtype, np.signedinteger):
         return a.astype(np.float64) / float(2 ** (8 * a.dtype.itemsize - 1))
     if np.issubdtype(a.dtype, np.floating):
@@ -383,6 +383,8 @@ def compute_metrics(
     y = to_float(enhanced)
     n = min(x.size, y.size)
     x, y = x[:n], y[:n]
+    if n < sr // 4:  # PESQ's minimum; the frame measures need far less
+        raise MetricsError("too_short", f"{n} samples; at least {sr // 4} (0.25 s) are needed")
     if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
         raise MetricsError("non_finite", "audio contains NaN or inf")
     if not np.any(x):
