@@ -4,8 +4,9 @@ The composite measures follow the MATLAB reference (Loizou, "Speech Enhancement:
 audio arrives as `wavread` gives it, floats in [-1, 1]; `eps` is added to both signals; WSS and LLR average
 the lowest 95 % of their per-frame values; segmental SNR averages every frame, clipped to [-10, 35] dB;
 CSIG/CBAK/COVL are the unclipped linear regressions. PESQ is ITU P.862.2 (wide band) from the `pesq`
-package, STOI is Taal's `stoi.m` ported here (pystoi's Octave resampler misses the
-reference by up to 4e-3).
+package; STOI is Taal's `stoi.m` ported here, because pystoi resamples with Octave's filter and misses the
+MATLAB reference by up to 4e-3. LLR and segmental SNR are gain-invariant; WSS is not quite (its 1e-10 energy
+floor), in MATLAB as here, which is why the input scale must be defined: int16 / 32768 == wavread's floats.
 
 The field's usual Python port divides by 32768 inside WSS, which is right for int16 arrays but, fed floats in
 [-1, 1] as the published CMGAN evaluation does, pushes quiet critical-band energies under WSS's 1e-10 floor
