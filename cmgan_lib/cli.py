@@ -47,15 +47,19 @@ def _cmd_validate_data(a: argparse.Namespace) -> int:
 def _cmd_evaluate(a: argparse.Namespace) -> int:
     from cmgan_lib.evaluate import evaluate
 
-    result = evaluate(
-        checkpoint=a.checkpoint,
-        test_dir=a.test_dir,
-        out_dir=a.out,
-        device=a.device,
-        enhanced_dir=a.enhanced_dir,
-        legacy_float_scale=a.legacy_float_scale,
-        n_jobs=a.jobs,
-    )
+    try:
+        result = evaluate(
+            checkpoint=a.checkpoint,
+            test_dir=a.test_dir,
+            out_dir=a.out,
+            device=a.device,
+            enhanced_dir=a.enhanced_dir,
+            legacy_float_scale=a.legacy_float_scale,
+            n_jobs=a.jobs,
+        )
+    except (FileNotFoundError, ValueError) as exc:  # bad folders or arguments: one line, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0 if result is not None else 1
 
 

@@ -1,0 +1,300 @@
+"""The `cmgan evaluate` command: enhance a test set, score it in parallel, write CSVs, compare with the paper.
+
+Every file gets a row in `metrics_per_file.csv`; a file that cannot be scored (missing counterpart, wrong
+sample rate, silent reference, PESQ failure...) keeps its row with a `reason` and is left out of the
+summary, which says how many were excluded. Noisy and enhanced means are taken over the same files.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from cmgan_lib import SAMPLE_RATE
+from cmgan_lib.audio import AudioError, read_wav, write_wav
+from cmgan_lib.metrics import METRIC_NAMES, MetricsError, compute_metrics
+
+# Table 1 of Cao, Abdulatif & Yang (Interspeech 2022): PESQ, CSIG, CBAK, COVL, SSNR, STOI.
+PUBLISHED: dict[str, tuple[float, ...]] = {
+    "CMGAN": (3.41, 4.63, 3.94, 4.12, 11.10, 0.96),
+    "Noisy": (1.97, 3.35, 2.44, 2.63, 1.68, 0.91),
+}
+NOISY_PREFIX = "noisy_"
+PER_FILE_CSV = "metrics_per_file.csv"
+SUMMARY_CSV = "metrics_summary.csv"
+
+# (clean, noisy) folder names accepted under --test-dir, in order of preference.
+_LAYOUTS: tuple[tuple[str, str], ...] = (
+    ("clean", "noisy"),
+    ("test/clean", "test/noisy"),
+    ("clean_testset_wav", "noisy_testset_wav"),
+    ("test/clean_testset_wav", "test/noisy_testset_wav"),
+)
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One test utterance: its files (None when missing) and, when enhancement already failed, why."""
+
+    name: str
+    clean: Path | None
+    noisy: Path | None
+    enhanced: Path | None = None
+    reason: str | None = None
+    detail: str | None = None
+
+
+def published_table() -> pd.DataFrame:
+    """The paper's CMGAN and Noisy rows, indexed by system, columns METRIC_NAMES."""
+    df = pd.DataFrame.from_dict(PUBLISHED, orient="index", columns=list(METRIC_NAMES))
+    df.index.name = "system"
+    return df
+
+
+def resolve_test_dir(test_dir: str | os.PathLike) -> tuple[Path, Path]:
+    """The (clean, noisy) folders of a test set: DIR/clean + DIR/noisy, or DIR/test/..., or the VB names."""
+    root = Path(test_dir)
+    for clean, noisy in _LAYOUTS:
+        if (root / clean).is_dir() and (root / noisy).is_dir():
+            return root / clean, root / noisy
+    tried = ", ".join(f"{c}/ + {n}/" for c, n in _LAYOUTS)
+    raise FileNotFoundError(f"{root}: no clean/noisy test folders found (tried {tried})")
+
+
+def _wav_names(folder: Path | None) -> dict[str, Path]:
+    if folder is None or not folder.is_dir():
+        return {}
+    return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() == ".wav" and p.is_file()}
+
+
+def pair_files(clean_dir: Path, noisy_dir: Path, enhanced_dir: Path | None = None) -> list[Pair]:
+    """Match files by name across folders; a name present in only some folders still gets a Pair."""
+    clean, noisy = _wav_names(clean_dir), _wav_names(noisy_dir)
+    enhanced = _wav_names(enhanced_dir)
+    names = sorted(set(clean) | set(noisy) | set(enhanced))
+    pairs = []
+    for name in names:
+        enh = enhanced.get(name) if enhanced_dir is not None else None
+        pairs.append(Pair(name, clean.get(name), noisy.get(name), enh))
+    return pairs
+
+
+def _audio_reason(exc: AudioError) -> str:
+    problem = exc.problem.lower()
+    if "sample rate" in problem:
+        return "sample_rate"
+    if "does not exist" in problem:
+        return "missing_file"
+    return "bad_audio"
+
+
+def score_pair(pair: Pair, legacy_float_scale: bool = False, with_enhanced: bool = True) -> dict:
+    """One per-file row: enhanced and noisy-input metrics, or NaNs and a reason; bad input never raises."""
+    row: dict = {"name": pair.name}
+    for key in METRIC_NAMES:
+        row[key] = np.nan
+        row[NOISY_PREFIX + key] = np.nan
+    row.update(reason=pair.reason, detail=pair.detail)
+    row.update(clean=str(pair.clean or ""), noisy=str(pair.noisy or ""), enhanced=str(pair.enhanced or ""))
+    if pair.reason:
+        return row
+    missing = [
+        role
+        for role, path in (("clean", pair.clean), ("noisy", pair.noisy), ("enhanced", pair.enhanced))
+        if path is None and (role != "enhanced" or with_enhanced)
+    ]
+    if missing:
+        row.update(
+            reason=f"missing_{missing[0]}", detail=f"no {' or '.join(missing)} file named {pair.name}.wav"
+        )
+        return row
+    try:
+        clean = read_wav(pair.clean, sr=SAMPLE_RATE)
+        noisy = read_wav(pair.noisy, sr=SAMPLE_RATE)
+        enhanced = read_wav(pair.enhanced, sr=SAMPLE_RATE) if with_enhanced else None
+    except AudioError as exc:
+        row.update(reason=_audio_reason(exc), detail=str(exc))
+        return row
+    try:
+        noisy_scores = compute_metrics(clean, noisy, SAMPLE_RATE, legacy_float_scale=legacy_float_scale)
+    except MetricsError as exc:
+        row.update(reason=exc.reason, detail=f"noisy input: {exc}")
+        return row
+    row.update({NOISY_PREFIX + k: v for k, v in noisy_scores.items()})
+    if enhanced is not None:
+        try:
+            scores = compute_metrics(clean, enhanced, SAMPLE_RATE, legacy_float_scale=legacy_float_scale)
+        except MetricsError as exc:
+            row.update(reason=exc.reason, detail=f"enhanced: {exc}")
+            for key in METRIC_NAMES:  # keep both systems on the same files
+                row[NOISY_PREFIX + key] = np.nan
+            return row
+        row.update(scores)
+    return row
+
+
+def score_pairs(
+    pairs: Sequence[Pair],
+    legacy_float_scale: bool = False,
+    n_jobs: int | None = None,
+    progress: bool = True,
+    with_enhanced: bool = True,
+) -> pd.DataFrame:
+    """Score every pair in `n_jobs` processes (default: all CPUs) with a progress bar; one row per pair."""
+    n_jobs = _n_jobs(n_jobs, len(pairs))
+    args = dict(legacy_float_scale=legacy_float_scale, with_enhanced=with_enhanced)
+    if n_jobs == 1:
+        rows: Iterable[dict] = (score_pair(p, **args) for p in pairs)
+    else:
+        from joblib import Parallel, delayed
+
+        rows = Parallel(n_jobs=n_jobs, return_as="generator")(delayed(score_pair)(p, **args) for p in pairs)
+    rows = list(tqdm(rows, total=len(pairs), desc="metrics", unit="file", disable=not progress))
+    columns = ["name", *METRIC_NAMES, *(NOISY_PREFIX + k for k in METRIC_NAMES)]
+    columns += ["reason", "detail", "clean", "noisy", "enhanced"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _n_jobs(n_jobs: int | None, n_items: int) -> int:
+    if n_jobs is None or n_jobs <= 0:
+        n_jobs = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(n_jobs, n_items))
+
+
+def summarize(per_file: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
+    """Mean, std, t-based confidence interval per metric for the enhanced and the noisy input, on kept files.
+
+    One row per (system, metric); `n` files scored, `n_excluded` files left out with a reason.
+    """
+    from scipy import stats
+
+    kept = per_file[per_file["reason"].isna()] if "reason" in per_file else per_file
+    n_excluded = len(per_file) - len(kept)
+    systems = [("enhanced", "")] if kept[list(METRIC_NAMES)].notna().any().any() else []
+    if all(NOISY_PREFIX + k in kept for k in METRIC_NAMES):
+        systems.append(("noisy", NOISY_PREFIX))
+    records = []
+    for system, prefix in systems:
+        for key in METRIC_NAMES:
+            values = kept[prefix + key].dropna().to_numpy(dtype=float)
+            n = values.size
+            mean = float(values.mean()) if n else np.nan
+            std = float(values.std(ddof=1)) if n > 1 else np.nan
+            half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * std / np.sqrt(n)) if n > 1 else np.nan
+            records.append(
+                dict(system=system, metric=key, mean=mean, std=std, ci95_low=mean - half,
+                     ci95_high=mean + half, n=n, n_excluded=n_excluded)
+            )  # fmt: skip
+    return pd.DataFrame(
+        records, columns=["system", "metric", "mean", "std", "ci95_low", "ci95_high", "n", "n_excluded"]
+    )
+
+
+def comparison_table(summary: pd.DataFrame, label: str = "This run") -> pd.DataFrame:
+    """Published rows beside this run's means (systems as rows, METRIC_NAMES as columns)."""
+    pub = published_table()
+    means = summary.pivot(index="system", columns="metric", values="mean").reindex(columns=list(METRIC_NAMES))
+    rows = {"CMGAN (published)": pub.loc["CMGAN"]}
+    if "enhanced" in means.index:
+        rows[f"{label}: enhanced"] = means.loc["enhanced"]
+    rows["Noisy (published)"] = pub.loc["Noisy"]
+    if "noisy" in means.index:
+        rows[f"{label}: noisy"] = means.loc["noisy"]
+    table = pd.DataFrame(rows).T
+    table.columns = [c.upper() for c in table.columns]
+    return table
+
+
+def format_report(summary: pd.DataFrame, per_file: pd.DataFrame, legacy_float_scale: bool = False) -> str:
+    """The text `cmgan evaluate` prints: the comparison table and the exclusions by reason."""
+    lines = [comparison_table(summary).to_string(float_format=lambda v: f"{v:.2f}")]
+    n_total = len(per_file)
+    excluded = per_file[per_file["reason"].notna()]
+    lines.append(f"scored {n_total - len(excluded)} of {n_total} files; excluded {len(excluded)}")
+    for reason, count in excluded["reason"].value_counts().items():
+        lines.append(f"  {reason}: {count}")
+    if legacy_float_scale:
+        lines.append("composites computed with the published script's float-scale bug (inflated on purpose)")
+    return "\n".join(lines)
+
+
+def _enhance_all(
+    pairs: list[Pair],
+    checkpoint: str | os.PathLike,
+    out_dir: Path,
+    device: str | None,
+    cut_len: int,
+    progress: bool,
+) -> list[Pair]:
+    """Enhance every noisy file into out_dir (float WAV: re-scoring the folder gives the same numbers)."""
+    from cmgan_lib.enhance import enhance_track, load_generator, resolve_device
+
+    model = load_generator(checkpoint, device=resolve_device(device))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    done = []
+    for pair in tqdm(pairs, desc="enhance", unit="file", disable=not progress):
+        if pair.noisy is None:
+            done.append(pair)  # scored later as missing_noisy
+            continue
+        try:
+            noisy = read_wav(pair.noisy, sr=SAMPLE_RATE)
+        except AudioError as exc:
+            done.append(Pair(pair.name, pair.clean, pair.noisy, None, _audio_reason(exc), str(exc)))
+            continue
+        path = out_dir / f"{pair.name}.wav"
+        write_wav(path, enhance_track(model, noisy, cut_len=cut_len), SAMPLE_RATE, subtype="FLOAT")
+        done.append(Pair(pair.name, pair.clean, pair.noisy, path))
+    return done
+
+
+def evaluate(
+    checkpoint: str | os.PathLike | None = None,
+    *,
+    test_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    device: str | None = None,
+    enhanced_dir: str | os.PathLike | None = None,
+    legacy_float_scale: bool = False,
+    n_jobs: int | None = None,
+    cut_len: int = SAMPLE_RATE * 16,
+    progress: bool = True,
+) -> pd.DataFrame | None:
+    """Enhance `test_dir`'s noisy files with `checkpoint` (or read `enhanced_dir`) and score them.
+
+    Writes OUT/metrics_per_file.csv and OUT/metrics_summary.csv, prints the table beside the published rows
+    and returns the summary, or None when no file could be scored.
+    """
+    if (checkpoint is None) == (enhanced_dir is None):
+        raise ValueError("give exactly one of checkpoint (to enhance) or enhanced_dir (already enhanced)")
+    clean_dir, noisy_dir = resolve_test_dir(test_dir)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if enhanced_dir is not None:
+        enhanced_dir = Path(enhanced_dir)
+        if not enhanced_dir.is_dir():
+            raise FileNotFoundError(f"{enhanced_dir}: enhanced folder does not exist")
+        pairs = pair_files(clean_dir, noisy_dir, enhanced_dir)
+    else:
+        pairs = _enhance_all(
+            pair_files(clean_dir, noisy_dir), checkpoint, out / "enhanced", device, cut_len, progress
+        )
+    if not pairs:
+        raise FileNotFoundError(f"{clean_dir} and {noisy_dir} hold no .wav files")
+
+    per_file = score_pairs(pairs, legacy_float_scale=legacy_float_scale, n_jobs=n_jobs, progress=progress)
+    per_file.to_csv(out / PER_FILE_CSV, index=False, float_format="%.6f")
+    summary = summarize(per_file)
+    summary.to_csv(out / SUMMARY_CSV, index=False, float_format="%.6f")
+    print(format_report(summary, per_file, legacy_float_scale))
+    print(f"wrote {out / PER_FILE_CSV} and {out / SUMMARY_CSV}")
+    if per_file["reason"].notna().all():
+        print("no file could be scored", file=sys.stderr)
+        return None
+    return summary
