@@ -74,6 +74,7 @@ def main() -> None:
         f"date {datetime.date.today()}  host {platform.node()}  {platform.processor() or platform.machine()}"
     )
     print(f"python {platform.python_version()}  cores available {cores}  os.cpu_count {os.cpu_count()}")
+    print(f"load average at start {os.getloadavg()[0]:.2f}")
     print(f"repeats {args.repeats} (median ms, +- stdev), clips 2 s of real speech, estimate = noisy")
     head = ["(a) serial", "(b) joblib/call", "(c) pool", "(c)/(b)", "(c)/((a)/cores)"]
     print(f"{'B':>3} {head[0]:>16} {head[1]:>17} {head[2]:>16} {head[3]:>8} {head[4]:>16}")
@@ -97,6 +98,7 @@ def main() -> None:
                 f" {cc / bb:>8.2f} {cc / (a / cores):>16.2f}"
             )
     print("targets: (c)/(b) <= 0.80 at B=4; (c)/((a)/cores) <= 1.25 at B=16")
+    print(f"load average at end {os.getloadavg()[0]:.2f} (figures are only meaningful on an idle machine)")
 
 
 if __name__ == "__main__":

@@ -124,13 +124,22 @@ def crop_pesq(
     pool: PesqPool | None = None,
     scale_check: bool = True,
     progress: bool = True,
+    workers: int | None = None,
 ) -> pd.DataFrame:
     """One row per training crop: PESQ-WB of (clean, degraded), valid flag and failure reason.
 
     With `scale_check`, also PESQ of both signals times the training scale c (`pesq_scaled`,
-    `reason_scaled`, `abs_diff`). Metadata columns (e.g. snr_db) pass through. `pool` only changes the
-    speed: the crops and the numbers are the same as the serial loop's.
+    `reason_scaled`, `abs_diff`). Metadata columns (e.g. snr_db) pass through.
+
+    Parallelism only changes the speed (the crops and numbers equal the serial loop's): pass a running
+    `pool`, or leave it None to get a temporary `PesqPool(workers)` for this call (closed at return);
+    `workers=1` scores serially in this process.
     """
+    if pool is None and workers != 1:
+        with PesqPool(n_workers=workers, sr=sr) as temporary:
+            return crop_pesq(
+                pairs, crops_per_clip, cut_len, seed, sr, metadata, temporary, scale_check, progress
+            )
     clips = as_clip_pairs(pairs, metadata)
     if crops_per_clip < 1:
         raise ValueError("crops_per_clip must be >= 1")

@@ -59,7 +59,9 @@ def test_failure_causes_from_crops_of_a_partly_silent_set():
         ClipPair(f"short{i}", np.zeros(10000, np.float32), np.zeros(10000, np.float32)) for i in range(2)
     ]
     meta = [{"kind": "half"}] * 10 + [{"kind": "short_silent"}] * 2
-    crops = crop_pesq(pairs, crops_per_clip=60, metadata=meta, seed=1, scale_check=False, progress=False)
+    crops = crop_pesq(
+        pairs, crops_per_clip=60, metadata=meta, seed=1, scale_check=False, progress=False, workers=1
+    )
     assert len(crops) == 12 * 60 and not crops["valid"].any() and crops["pesq"].isna().all()
     assert (
         crops.loc[crops.kind == "short_silent", "tiled"].all()
@@ -79,7 +81,9 @@ def test_failure_causes_from_crops_of_a_partly_silent_set():
     weighted = (600 * by_kind.loc["half", "p_silent_reference"] + 120 * 1.0) / 720
     assert overall.loc["all", "p_silent_reference"] == pytest.approx(weighted)
     # Same seed, same crops: the audit reproduces.
-    again = crop_pesq(pairs, crops_per_clip=60, metadata=meta, seed=1, scale_check=False, progress=False)
+    again = crop_pesq(
+        pairs, crops_per_clip=60, metadata=meta, seed=1, scale_check=False, progress=False, workers=1
+    )
     pd.testing.assert_frame_equal(crops, again)
 
 
@@ -143,9 +147,11 @@ def test_crop_pesq_on_real_speech_with_silent_clips(vb_pairs, pool):
 
 def test_scale_invariance_and_pool_equals_serial(vb_pairs, pool):
     pairs = vb_pairs[:3]
-    serial = crop_pesq(pairs, crops_per_clip=2, seed=4, progress=False)
+    serial = crop_pesq(pairs, crops_per_clip=2, seed=4, progress=False, workers=1)
     pooled = crop_pesq(pairs, crops_per_clip=2, seed=4, pool=pool, progress=False)
     pd.testing.assert_frame_equal(serial, pooled)
+    temporary_pool = crop_pesq(pairs[:1], crops_per_clip=2, seed=4, progress=False, workers=2)
+    pd.testing.assert_frame_equal(temporary_pool, serial.iloc[:2])
     # c recomputed independently from the same training crops.
     rng = np.random.default_rng(4)
     for i, pair in enumerate(pairs):
