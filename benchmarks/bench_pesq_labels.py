@@ -1,0 +1,105 @@
+"""ms per batch of PESQ labels: serial loop, a new joblib.Parallel per call (published), this project's pool.
+
+Run from the repository root: `PYTHONPATH=$PWD python benchmarks/bench_pesq_labels.py [--repeats N]`.
+Clips: two-second crops (`crop_pair`) of the shared Voice Bank + DEMAND samples; estimate = the noisy crop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+from joblib import Parallel, delayed
+
+from cmgan_lib.audio import read_wav
+from cmgan_lib.data.crops import crop_pair
+from cmgan_lib.pesq_worker import PesqPool, available_cpus, score_many, score_one
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = Path(os.environ.get("CMGAN_SHARED", ROOT.parent / "shared")) / "data/voicebank_demand_samples"
+
+
+def load_crops(data: Path, n: int, cut_len: int = 32000, seed: int = 0) -> tuple[list, list]:
+    names = sorted(p.name for p in (data / "clean").glob("*.wav"))
+    if not names:
+        raise SystemExit(f"no WAVs under {data}/clean")
+    rng = np.random.default_rng(seed)
+    clean, noisy = [], []
+    for i in range(n):
+        name = names[i % len(names)]
+        c, e = crop_pair(read_wav(data / "clean" / name), read_wav(data / "noisy" / name), cut_len, rng)
+        clean.append(c)
+        noisy.append(e)
+    return clean, noisy
+
+
+def serial(clean, est):
+    return score_many(clean, est)
+
+
+def joblib_per_call(clean, est):
+    # As published: a new Parallel(n_jobs=-1) object for every batch.
+    return Parallel(n_jobs=-1)(delayed(score_one)(c, e) for c, e in zip(clean, est, strict=True))
+
+
+def time_interleaved(fns: list, repeats: int) -> list[tuple[float, float]]:
+    """Median and stdev ms per call; methods alternate each round so background load hits all alike."""
+    times: list[list[float]] = [[] for _ in fns]
+    for r in range(repeats):
+        order = list(range(len(fns)))
+        order = order[r % len(order) :] + order[: r % len(order)]
+        for i in order:
+            t0 = time.perf_counter()
+            fns[i]()
+            times[i].append((time.perf_counter() - t0) * 1e3)
+    return [(statistics.median(t), statistics.stdev(t) if len(t) > 1 else 0.0) for t in times]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[4, 8, 16])
+    parser.add_argument("--chunks-per-worker", type=int, default=1)
+    args = parser.parse_args()
+
+    cores = available_cpus()
+    print(
+        f"date {datetime.date.today()}  host {platform.node()}  {platform.processor() or platform.machine()}"
+    )
+    print(f"python {platform.python_version()}  cores available {cores}  os.cpu_count {os.cpu_count()}")
+    print(f"load average at start {os.getloadavg()[0]:.2f}")
+    print(f"repeats {args.repeats} (median ms, +- stdev), clips 2 s of real speech, estimate = noisy")
+    head = ["(a) serial", "(b) joblib/call", "(c) pool", "(c)/(b)", "(c)/((a)/cores)"]
+    print(f"{'B':>3} {head[0]:>16} {head[1]:>17} {head[2]:>16} {head[3]:>8} {head[4]:>16}")
+    with PesqPool(chunks_per_worker=args.chunks_per_worker) as pool:
+        for b in args.sizes:
+            clean, est = load_crops(args.data, b)
+            ref = serial(clean, est)
+            assert joblib_per_call(clean, est) == ref and pool.submit(clean, est).result()[1] == [
+                r for _, r in ref
+            ]
+            (a, a_sd), (bb, b_sd), (cc, c_sd) = time_interleaved(
+                [
+                    lambda c=clean, e=est: serial(c, e),
+                    lambda c=clean, e=est: joblib_per_call(c, e),
+                    lambda c=clean, e=est: pool.submit(c, e).result(),
+                ],
+                args.repeats,
+            )
+            print(
+                f"{b:>3} {a:>8.1f} +- {a_sd:>4.1f} {bb:>9.1f} +- {b_sd:>4.1f} {cc:>8.1f} +- {c_sd:>4.1f}"
+                f" {cc / bb:>8.2f} {cc / (a / cores):>16.2f}"
+            )
+    print("targets: (c)/(b) <= 0.80 at B=4; (c)/((a)/cores) <= 1.25 at B=16")
+    print(f"load average at end {os.getloadavg()[0]:.2f} (figures are only meaningful on an idle machine)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,323 @@
+"""PESQ-failure audit of training crops (notebook 01): how often labels fail, why, and the effect on batches.
+
+Crops are drawn with `crop_pair`, the training loader's own crop, from one seeded generator, so an
+audit reproduces. Everything returns pandas DataFrames.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from cmgan_lib.audio import read_wav
+from cmgan_lib.data.crops import crop_pair
+from cmgan_lib.pesq_worker import KNOWN_REASONS, PesqPool, score_many
+
+CUT_LEN = 32000  # the published 2 s training crop at 16 kHz
+BATCH_SIZES = (1, 2, 4, 8, 16)
+PathOrArray = str | os.PathLike | np.ndarray
+
+
+@dataclass
+class ClipPair:
+    """A clean/degraded clip as arrays or WAV paths (read on demand, so big sets need not fit in memory)."""
+
+    name: str
+    clean: PathOrArray
+    degraded: PathOrArray
+    meta: dict = field(default_factory=dict)
+
+    def load(self) -> tuple[np.ndarray, np.ndarray]:
+        clean = self.clean if isinstance(self.clean, np.ndarray) else read_wav(self.clean)
+        degraded = self.degraded if isinstance(self.degraded, np.ndarray) else read_wav(self.degraded)
+        return clean, degraded
+
+
+def load_folder_pairs(directory: str | os.PathLike, lazy: bool = False) -> list[ClipPair]:
+    """The pairs of `DIR/clean/*.wav` and `DIR/noisy/*.wav`, matched by file name, read with `read_wav`.
+
+    `lazy=True` keeps paths and reads each clip when it is audited (the full training set is ~12k clips).
+    """
+    directory = Path(directory)
+    clean_dir, noisy_dir = directory / "clean", directory / "noisy"
+    for d in (clean_dir, noisy_dir):
+        if not d.is_dir():
+            raise FileNotFoundError(f"{d} is not a folder (expected DIR/clean and DIR/noisy)")
+    clean_names = {p.name for p in clean_dir.glob("*.wav")}
+    noisy_names = {p.name for p in noisy_dir.glob("*.wav")}
+    if clean_names != noisy_names:
+        only_c, only_n = sorted(clean_names - noisy_names), sorted(noisy_names - clean_names)
+        raise ValueError(f"unmatched files: clean only {only_c[:5]}, noisy only {only_n[:5]}")
+    if not clean_names:
+        raise FileNotFoundError(f"no .wav files in {clean_dir}")
+    pairs = []
+    for name in sorted(clean_names):
+        pair = ClipPair(Path(name).stem, clean_dir / name, noisy_dir / name)
+        if not lazy:
+            pair.clean, pair.degraded = pair.load()
+        pairs.append(pair)
+    return pairs
+
+
+def as_clip_pairs(pairs: Sequence, metadata: pd.DataFrame | Sequence[dict] | None = None) -> list[ClipPair]:
+    """Accept ClipPairs or (clean, degraded) tuples of arrays/paths; attach per-clip metadata by position."""
+    out = []
+    for i, p in enumerate(pairs):
+        if isinstance(p, ClipPair):
+            out.append(ClipPair(p.name, p.clean, p.degraded, dict(p.meta)))
+        else:
+            clean, degraded = p
+            name = Path(clean).stem if not isinstance(clean, np.ndarray) else f"clip{i:05d}"
+            out.append(ClipPair(name, clean, degraded))
+    if metadata is not None:
+        rows = metadata.to_dict("records") if isinstance(metadata, pd.DataFrame) else list(metadata)
+        if len(rows) != len(out):
+            raise ValueError(f"{len(rows)} metadata rows for {len(out)} clips")
+        for pair, row in zip(out, rows, strict=True):
+            pair.meta.update(row)
+    return out
+
+
+def training_scale(degraded: np.ndarray) -> float:
+    """The published training normalization c = sqrt(N / sum(noisy^2)), applied to both signals."""
+    energy = float(np.sum(np.asarray(degraded, dtype=np.float64) ** 2))
+    return math.sqrt(len(degraded) / energy) if energy > 0 else float("inf")
+
+
+def _iter_crops(
+    pairs: list[ClipPair], crops_per_clip: int, cut_len: int, seed: int, scale_check: bool
+) -> Iterator[tuple[dict, list[np.ndarray], list[np.ndarray]]]:
+    """Yield (row, clean signals, degraded signals) per crop; the scaled copy rides along when asked."""
+    rng = np.random.default_rng(seed)
+    for i, pair in enumerate(pairs):
+        clean, degraded = pair.load()
+        for k in range(crops_per_clip):
+            c, d = crop_pair(clean, degraded, cut_len, rng)
+            row = {"clip": pair.name, "clip_index": i, "crop": k, "clip_samples": len(clean)}
+            row["tiled"] = len(clean) < cut_len
+            row.update(pair.meta)
+            cs, ds = [c], [d]
+            if scale_check:
+                scale = training_scale(d)
+                row["scale_c"] = scale
+                with np.errstate(invalid="ignore", over="ignore"):
+                    cs.append((c * np.float32(scale)).astype(c.dtype))
+                    ds.append((d * np.float32(scale)).astype(d.dtype))
+            yield row, cs, ds
+
+
+def crop_pesq(
+    pairs: Sequence,
+    crops_per_clip: int = 4,
+    cut_len: int = CUT_LEN,
+    seed: int = 0,
+    sr: int = 16000,
+    metadata: pd.DataFrame | Sequence[dict] | None = None,
+    pool: PesqPool | None = None,
+    scale_check: bool = True,
+    progress: bool = True,
+    workers: int | None = None,
+) -> pd.DataFrame:
+    """One row per training crop: PESQ-WB of (clean, degraded), valid flag and failure reason.
+
+    With `scale_check`, also PESQ of both signals times the training scale c (`pesq_scaled`,
+    `reason_scaled`, `abs_diff`). Metadata columns (e.g. snr_db) pass through.
+
+    Parallelism only changes the speed (the crops and numbers equal the serial loop's): pass a running
+    `pool`, or leave it None to get a temporary `PesqPool(workers)` for this call (closed at return);
+    `workers=1` scores serially in this process.
+    """
+    if pool is None and workers != 1:
+        with PesqPool(n_workers=workers, sr=sr) as temporary:
+            return crop_pesq(
+                pairs, crops_per_clip, cut_len, seed, sr, metadata, temporary, scale_check, progress
+            )
+    clips = as_clip_pairs(pairs, metadata)
+    if crops_per_clip < 1:
+        raise ValueError("crops_per_clip must be >= 1")
+    if pool is not None and pool.sr != sr:
+        raise ValueError(f"pool scores at {pool.sr} Hz but sr={sr}")
+    total = len(clips) * crops_per_clip
+    rows: list[dict] = []
+    bar = tqdm(total=total, desc="PESQ of training crops", unit="crop", disable=not progress)
+    per_crop = 2 if scale_check else 1
+
+    def collect(batch_rows: list[dict], results: list) -> None:
+        for j, row in enumerate(batch_rows):
+            first = results[j * per_crop]
+            row["pesq"], row["reason"] = first
+            if scale_check:
+                row["pesq_scaled"], row["reason_scaled"] = results[j * per_crop + 1]
+            rows.append(row)
+        bar.update(len(batch_rows))
+
+    chunk = 4 * (pool.n_workers if pool is not None else 1)
+    in_flight: deque = deque()
+    batch_rows, batch_c, batch_d = [], [], []
+
+    def flush() -> None:
+        if not batch_rows:
+            return
+        if pool is None:
+            collect(list(batch_rows), score_many(batch_c, batch_d, sr))
+        else:
+            in_flight.append((list(batch_rows), pool.submit(list(batch_c), list(batch_d))))
+            while len(in_flight) > 2:  # bounded: the audio of a few chunks in memory at most
+                done_rows, handle = in_flight.popleft()
+                collect(done_rows, _pairs(*handle.result()))
+        batch_rows.clear()
+        batch_c.clear()
+        batch_d.clear()
+
+    try:
+        for row, cs, ds in _iter_crops(clips, crops_per_clip, cut_len, seed, scale_check):
+            batch_rows.append(row)
+            batch_c.extend(cs)
+            batch_d.extend(ds)
+            if len(batch_rows) >= chunk:
+                flush()
+        flush()
+        while in_flight:
+            done_rows, handle = in_flight.popleft()
+            collect(done_rows, _pairs(*handle.result()))
+    finally:
+        bar.close()
+    df = pd.DataFrame(rows)
+    df["valid"] = df["reason"].isna()
+    if scale_check:
+        df["valid_scaled"] = df["reason_scaled"].isna()
+        df["abs_diff"] = (df["pesq_scaled"] - df["pesq"]).abs()
+    return df
+
+
+def _pairs(raw: np.ndarray, reasons: list) -> list:
+    return list(zip(raw.tolist(), reasons, strict=True))
+
+
+def _cause_columns(reasons: pd.Series) -> list[str]:
+    observed = sorted({r for r in reasons.dropna().unique() if r not in KNOWN_REASONS})
+    return list(KNOWN_REASONS) + observed
+
+
+def failure_rates(
+    crops: pd.DataFrame, by: str | list[str] | None = None, reason_col: str = "reason"
+) -> pd.DataFrame:
+    """Per-crop failure rate overall and by cause (`p_<cause>` columns), optionally grouped by metadata.
+
+    Bin continuous columns first (e.g. `crops.assign(snr=pd.cut(crops.snr_db, [-10, 0, 5, 10, 20]))`).
+    """
+    causes = _cause_columns(crops[reason_col])
+
+    def summarize(g: pd.DataFrame) -> dict:
+        n = len(g)
+        failed = g[reason_col].notna()
+        out = {"n_crops": n, "n_clips": g["clip_index"].nunique(), "n_failed": int(failed.sum())}
+        out["p_fail"] = failed.mean() if n else float("nan")
+        for cause in causes:
+            out[f"p_{cause}"] = (g[reason_col] == cause).mean() if n else float("nan")
+        return out
+
+    if by is None:
+        return pd.DataFrame([summarize(crops)], index=pd.Index(["all"], name="group"))
+    keys = [by] if isinstance(by, str) else list(by)
+    parts = {key: summarize(g) for key, g in crops.groupby(keys, observed=True, dropna=False)}
+    table = pd.DataFrame(list(parts.values()))
+    table.index = (
+        pd.MultiIndex.from_tuples(list(parts), names=keys)
+        if len(keys) > 1
+        else pd.Index([k[0] if isinstance(k, tuple) else k for k in parts], name=keys[0])
+    )
+    return table
+
+
+def skip_rates(
+    crops: pd.DataFrame,
+    batch_sizes: Sequence[int] = BATCH_SIZES,
+    n_batches: int = 20000,
+    seed: int = 0,
+    reason_col: str = "reason",
+    sampling: str = "loader",
+) -> pd.DataFrame:
+    """Batch-skip rate of the published `skip` strategy: implied 1 - (1 - p)^B next to a simulation.
+
+    `sampling="loader"`: shuffled epochs of clips cut into consecutive batches of B distinct clips (last
+    partial batch dropped, as the training loader does), each clip contributing one of its audited crops
+    at random. On a small set this differs from the implied rate because clips do not repeat within a
+    batch. `"iid"`: B crops drawn independently with replacement, which the implied formula assumes.
+    """
+    if sampling not in ("loader", "iid"):
+        raise ValueError(f"sampling must be 'loader' or 'iid', got {sampling!r}")
+    rng = np.random.default_rng(seed)
+    failed = crops[reason_col].notna().to_numpy()
+    p = float(failed.mean())
+    order = np.argsort(crops["clip_index"].to_numpy(), kind="stable")
+    clip_ids, starts, counts = np.unique(
+        crops["clip_index"].to_numpy()[order], return_index=True, return_counts=True
+    )
+    failed_by_clip = failed[order]
+    n_clips = len(clip_ids)
+    rows = []
+    for b in batch_sizes:
+        if sampling == "iid":
+            draws = rng.integers(0, len(failed), size=(n_batches, b))
+            skipped = failed[draws].any(axis=1)
+        elif b > n_clips:
+            skipped = np.array([], dtype=bool)  # the loader cannot form one full batch
+        else:
+            per_epoch = n_clips // b
+            n_epochs = -(-n_batches // per_epoch)
+            perms = np.argsort(rng.random((n_epochs, n_clips)), axis=1)[:, : per_epoch * b]
+            batches = perms.reshape(-1, b)[:n_batches]
+            pick = starts[batches] + (rng.random(batches.shape) * counts[batches]).astype(int)
+            skipped = failed_by_clip[pick].any(axis=1)
+        n = len(skipped)
+        sim = float(skipped.mean()) if n else float("nan")
+        rows.append(
+            {
+                "batch_size": b,
+                "p_fail": p,
+                "implied": 1.0 - (1.0 - p) ** b,
+                "simulated": sim,
+                "simulated_se": math.sqrt(sim * (1 - sim) / n) if n else float("nan"),
+                "n_batches": n,
+                "sampling": sampling,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def scale_invariance(crops: pd.DataFrame) -> pd.DataFrame:
+    """Per crop: PESQ(x, y), PESQ(c x, c y) with the training scale c, and their absolute difference."""
+    if "pesq_scaled" not in crops:
+        raise ValueError("run crop_pesq(..., scale_check=True) first")
+    cols = ["clip", "crop", "scale_c", "pesq", "pesq_scaled", "abs_diff", "reason", "reason_scaled"]
+    return crops[cols].copy()
+
+
+def scale_invariance_summary(crops: pd.DataFrame) -> pd.DataFrame:
+    """One row: how many crops, the largest and mean |PESQ(c x, c y) - PESQ(x, y)|, validity changes."""
+    table = scale_invariance(crops)
+    both = table["reason"].isna() & table["reason_scaled"].isna()
+    changed = table["reason"].isna() != table["reason_scaled"].isna()
+    diffs = table.loc[both, "abs_diff"]
+    return pd.DataFrame(
+        [
+            {
+                "n_crops": len(table),
+                "n_both_valid": int(both.sum()),
+                "max_abs_diff": float(diffs.max()) if len(diffs) else float("nan"),
+                "mean_abs_diff": float(diffs.mean()) if len(diffs) else float("nan"),
+                "n_validity_changed": int(changed.sum()),
+                "c_min": float(table["scale_c"].min()),
+                "c_max": float(table["scale_c"].max()),
+            }
+        ]
+    )

@@ -1,0 +1,220 @@
+"""PESQ labels for the metric discriminator, with the published, batch-mean and masked failure strategies.
+
+The published CMGAN `batch_pesq` returns None when PESQ fails for any sample, and the discriminator
+update is skipped for the whole batch. This module keeps that behaviour as `strategy="skip"`, the
+proposed fix (every sample gets the batch's valid mean) as `"batch_mean"`, and a per-sample alternative
+(`"masked"`: failed samples drop out of the loss) — each with the per-sample causes recorded.
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from cmgan_lib.pesq_worker import (
+    KNOWN_REASONS,
+    PesqHandle,
+    PesqPool,
+    available_cpus,
+    serial_scores,
+)
+
+STRATEGIES = ("skip", "batch_mean", "masked")
+ALL_FAILED_LABEL = 0.5  # batch_mean when nothing is valid: the fix document's "middle" value, PESQ 2.75
+
+__all__ = [
+    "ALL_FAILED_LABEL",
+    "KNOWN_REASONS",
+    "STRATEGIES",
+    "PesqHandle",
+    "PesqLabels",
+    "PesqPool",
+    "available_cpus",
+    "batch_pesq",
+    "close_default_pool",
+    "default_pool",
+    "discriminator_loss",
+    "make_labels",
+    "normalize_pesq",
+]
+
+
+def normalize_pesq(raw: np.ndarray | float) -> np.ndarray | float:
+    """The published label scale: (PESQ - 1) / 3.5, so PESQ-WB's 1..4.5 maps onto the sigmoid's 0..1."""
+    return (raw - 1.0) / 3.5
+
+
+@dataclass
+class PesqLabels:
+    """One batch's PESQ outcome and the discriminator targets the chosen strategy derives from it.
+
+    Under `masked`, `scores` holds NaN for invalid samples so that an unmasked use fails loudly;
+    `discriminator_loss` selects the valid ones.
+    """
+
+    raw: np.ndarray
+    valid: np.ndarray
+    reasons: list[str | None]
+    scores: torch.Tensor | None
+    skipped: bool
+    strategy: str
+    device: torch.device | None = field(default=None, repr=False)
+
+    @property
+    def batch_size(self) -> int:
+        return len(self.raw)
+
+    @property
+    def n_valid(self) -> int:
+        return int(self.valid.sum())
+
+    @property
+    def valid_frac(self) -> float:
+        return self.n_valid / self.batch_size if self.batch_size else float("nan")
+
+    @property
+    def mean_valid_raw(self) -> float:
+        """Mean raw PESQ of the valid samples (NaN when none), for logging."""
+        return float(self.raw[self.valid].mean()) if self.n_valid else float("nan")
+
+    @property
+    def mask(self) -> torch.Tensor:
+        """`valid` as a bool tensor on the labels' device."""
+        return torch.as_tensor(self.valid, dtype=torch.bool, device=self.device)
+
+    def reason_counts(self) -> dict[str, int]:
+        return dict(Counter(r for r in self.reasons if r is not None))
+
+
+def make_labels(
+    raw: np.ndarray,
+    reasons: list[str | None],
+    strategy: str = "skip",
+    device: torch.device | str | None = None,
+) -> PesqLabels:
+    """Turn per-sample (raw PESQ, failure reason) into labels; the one code path for every caller."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
+    raw = np.asarray(raw, dtype=np.float64).reshape(-1)
+    reasons = list(reasons)
+    if len(reasons) != len(raw):
+        raise ValueError(f"{len(raw)} scores but {len(reasons)} reasons")
+    valid = np.array([r is None for r in reasons], dtype=bool)
+    if not np.all(np.isfinite(raw[valid])) or not np.all(np.isnan(raw[~valid])):
+        raise ValueError("raw must be finite exactly where reasons is None and NaN elsewhere")
+    device = torch.device(device) if device is not None else torch.device("cpu")
+
+    def tensor(values: np.ndarray) -> torch.Tensor:
+        return torch.tensor(values, dtype=torch.float32, device=device)
+
+    n = len(raw)
+    all_valid, any_valid = bool(valid.all()), bool(valid.any())
+    if strategy == "skip":
+        scores = tensor(normalize_pesq(raw)) if all_valid and n else None
+    elif strategy == "batch_mean":
+        # The proposed fix replaces every label by the batch mean, also in batches where nothing failed.
+        value = normalize_pesq(raw[valid].mean()) if any_valid else ALL_FAILED_LABEL
+        scores = tensor(np.full(n, value))
+    else:  # masked
+        scores = tensor(np.where(valid, normalize_pesq(raw), np.nan)) if any_valid else None
+    return PesqLabels(
+        raw=raw,
+        valid=valid,
+        reasons=reasons,
+        scores=scores,
+        skipped=scores is None,
+        strategy=strategy,
+        device=device,
+    )
+
+
+def batch_pesq(
+    clean,
+    estimated,
+    strategy: str = "skip",
+    sr: int = 16000,
+    device: torch.device | str | None = None,
+    pool: PesqPool | None = None,
+) -> PesqLabels:
+    """PESQ-WB labels of a batch: clean/estimated as (B, T) arrays/tensors or sequences of 1-D signals.
+
+    `pool=None` scores serially in this process; pass a `PesqPool` (or `default_pool()`) for parallel
+    scoring. Results are identical either way. For overlap with the backward pass use
+    `pool.submit(...)` and `make_labels(*handle.result(), strategy, device)` instead.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
+    if pool is None:
+        raw, reasons = serial_scores(clean, estimated, sr)
+    else:
+        if pool.sr != sr:
+            raise ValueError(f"pool scores at {pool.sr} Hz but sr={sr}")
+        raw, reasons = pool.scores(clean, estimated)
+    return make_labels(raw, reasons, strategy, device)
+
+
+def discriminator_loss(
+    discriminator: torch.nn.Module,
+    clean_mag: torch.Tensor,
+    est_mag: torch.Tensor,
+    labels: PesqLabels,
+    detach_estimate: bool = True,
+) -> torch.Tensor | None:
+    """Published metric-discriminator loss: MSE(D(clean, clean), 1) + MSE(D(clean, est), PESQ labels).
+
+    Returns None when `labels.skipped` (the caller skips the discriminator step, as published).
+    Under `masked`, the second MSE averages over valid samples only, so failed samples get exactly zero
+    gradient; the first term needs no PESQ and stays over the whole batch, as published. D still runs on
+    the whole batch so per-batch layers and dropout see what they see in the published step. The
+    estimate is detached by default (the published step trains D on `est_mag.detach()`).
+    """
+    if labels.skipped or labels.scores is None:
+        return None
+    if detach_estimate:
+        est_mag = est_mag.detach()
+    pred_max = discriminator(clean_mag, clean_mag).flatten()
+    pred_est = discriminator(clean_mag, est_mag).flatten()
+    if pred_est.numel() != labels.batch_size:
+        raise ValueError(f"discriminator gave {pred_est.numel()} predictions for {labels.batch_size} labels")
+    target = labels.scores.to(device=pred_est.device, dtype=pred_est.dtype)
+    loss_max = F.mse_loss(pred_max, torch.ones_like(pred_max))
+    if labels.strategy == "masked":
+        index = torch.as_tensor(np.flatnonzero(labels.valid), dtype=torch.long, device=pred_est.device)
+        loss_est = F.mse_loss(pred_est.index_select(0, index), target.index_select(0, index))
+    else:
+        loss_est = F.mse_loss(pred_est, target)
+    return loss_max + loss_est
+
+
+_default_pool: PesqPool | None = None
+_default_lock = threading.Lock()
+
+
+def default_pool(n_workers: int | None = None) -> PesqPool:
+    """An explicit, lazily created process-wide pool (closed at exit or by `close_default_pool()`).
+
+    Nothing uses it implicitly: pass it as `batch_pesq(..., pool=default_pool())`. `n_workers` applies
+    only when it is first created.
+    """
+    global _default_pool
+    with _default_lock:
+        if _default_pool is None or _default_pool.closed:
+            _default_pool = PesqPool(n_workers=n_workers)
+        return _default_pool
+
+
+def close_default_pool() -> None:
+    global _default_pool
+    with _default_lock:
+        if _default_pool is not None:
+            _default_pool.close()
+            _default_pool = None
+
+
+atexit.register(close_default_pool)

@@ -1,0 +1,232 @@
+"""PESQ of one clean/estimate pair with the failure cause classified, and the persistent pool that runs it.
+
+Kept free of torch on purpose: pool workers import only this module (numpy + pesq), so starting them is
+cheap and safe beside a CUDA/DDP parent. `cmgan_lib.pesq_labels` turns the results into training labels.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+from collections.abc import Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+
+import numpy as np
+import pesq as _pesq
+
+SILENT_REFERENCE = "silent_reference"
+TOO_SHORT = "too_short"
+SILENT_OR_NONFINITE_ESTIMATE = "silent_or_nonfinite_estimate"
+OTHER_PREFIX = "other:"
+KNOWN_REASONS = (SILENT_REFERENCE, TOO_SHORT, SILENT_OR_NONFINITE_ESTIMATE)
+
+Result = tuple[float, str | None]
+
+
+def _message(exc: BaseException) -> str:
+    """pesq 0.0.4 raises with a bytes message; make it readable."""
+    arg = exc.args[0] if exc.args else ""
+    text = arg.decode(errors="replace") if isinstance(arg, bytes) else str(arg)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def score_one(clean: np.ndarray, estimate: np.ndarray, sr: int = 16000) -> Result:
+    """PESQ-WB of one pair as (score, None), or (nan, reason) when PESQ cannot be computed.
+
+    Degenerate inputs are caught first: pesq divides both signals by their joint peak, so an all-zero or
+    NaN estimate ends in an unrelated `ValueError` ("cannot convert float NaN to integer") rather than a
+    PesqError. Everything else is classified from pesq's own exception types; nothing else is swallowed.
+    """
+    if clean.ndim != 1 or estimate.ndim != 1:
+        raise ValueError(f"expected 1-D signals, got shapes {clean.shape} and {estimate.shape}")
+    if len(clean) != len(estimate):
+        raise ValueError(f"clean and estimate lengths differ: {len(clean)} vs {len(estimate)}")
+    if not np.all(np.isfinite(clean)):
+        return float("nan"), OTHER_PREFIX + "nonfinite_reference"
+    if not np.any(clean):
+        return float("nan"), SILENT_REFERENCE
+    if not np.all(np.isfinite(estimate)) or not np.any(estimate):
+        return float("nan"), SILENT_OR_NONFINITE_ESTIMATE
+    try:
+        value = _pesq.pesq(sr, clean, estimate, "wb", on_error=_pesq.PesqError.RAISE_EXCEPTION)
+    except _pesq.NoUtterancesError:  # PESQ's voice-activity detector found no speech in the reference
+        return float("nan"), SILENT_REFERENCE
+    except _pesq.BufferTooShortError:  # under 1/4 s
+        return float("nan"), TOO_SHORT
+    except _pesq.PesqError as exc:  # InvalidSampleRateError, OutOfMemoryError, unknown codes
+        return float("nan"), OTHER_PREFIX + _message(exc)
+    return float(value), None
+
+
+def score_many(clean: Sequence[np.ndarray], estimate: Sequence[np.ndarray], sr: int = 16000) -> list[Result]:
+    """The serial loop; also the unit of work a pool worker runs on its chunk."""
+    return [score_one(c, e, sr) for c, e in zip(clean, estimate, strict=True)]
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (affinity-aware), shared among torchrun's ranks on this node."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        cpus = os.cpu_count() or 1
+    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    return max(1, cpus // max(1, local_ranks))
+
+
+def default_start_method() -> str:
+    """forkserver where it exists (fork is unsafe after CUDA init or in a threaded parent), else spawn."""
+    methods = multiprocessing.get_all_start_methods()
+    return "forkserver" if "forkserver" in methods else "spawn"
+
+
+def _worker_init() -> None:
+    """Each worker runs one single-threaded PESQ at a time: keep any BLAS/torch from oversubscribing."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = "1"
+    torch = sys.modules.get("torch")  # only present if the parent's __main__ imported it
+    if torch is not None:
+        torch.set_num_threads(1)
+
+
+def _ping() -> int:
+    return os.getpid()
+
+
+def _as_1d(x) -> np.ndarray:
+    """1-D contiguous floating array from a numpy array or a torch tensor (no torch import needed)."""
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    arr = np.ascontiguousarray(x)
+    if not np.issubdtype(arr.dtype, np.floating):
+        arr = arr.astype(np.float32)
+    if arr.ndim != 1:
+        raise ValueError(f"expected a 1-D signal, got shape {arr.shape}")
+    return arr
+
+
+def as_signal_list(batch) -> list[np.ndarray]:
+    """Rows of a (B, T) array/tensor, or the items of a sequence of 1-D signals, as numpy arrays."""
+    if hasattr(batch, "detach"):
+        batch = batch.detach().cpu().numpy()
+    if isinstance(batch, np.ndarray):
+        if batch.ndim != 2:
+            raise ValueError(f"expected a (B, T) batch, got shape {batch.shape}")
+        return [_as_1d(row) for row in batch]
+    return [_as_1d(x) for x in batch]
+
+
+class PesqHandle:
+    """A batch in flight: `result()` blocks until every chunk is back and returns (raw, reasons)."""
+
+    def __init__(self, futures: list[Future], size: int):
+        self._futures = futures
+        self.size = size
+
+    def done(self) -> bool:
+        return all(f.done() for f in self._futures)
+
+    def result(self, timeout: float | None = None) -> tuple[np.ndarray, list[str | None]]:
+        pairs: list[Result] = []
+        for fut in self._futures:
+            pairs.extend(fut.result(timeout=timeout))
+        return _unzip(pairs)
+
+
+def _unzip(pairs: list[Result]) -> tuple[np.ndarray, list[str | None]]:
+    raw = np.array([p[0] for p in pairs], dtype=np.float64)
+    return raw, [p[1] for p in pairs]
+
+
+def serial_scores(clean, estimate, sr: int = 16000) -> tuple[np.ndarray, list[str | None]]:
+    """(raw, reasons) computed in this process: the reference the pool must match exactly."""
+    c, e = as_signal_list(clean), as_signal_list(estimate)
+    if len(c) != len(e):
+        raise ValueError(f"batch sizes differ: {len(c)} clean vs {len(e)} estimates")
+    return _unzip(score_many(c, e, sr))
+
+
+class PesqPool:
+    """Persistent PESQ worker processes: create once, reuse for every batch, close at the end.
+
+    Why not a new `joblib.Parallel` per call (the published code): each call pays dispatch setup and
+    cannot overlap with the generator's backward pass. Here `submit` returns at once and the trainer
+    collects `handle.result()` later. A batch is split into contiguous chunks, `chunks_per_worker` per
+    worker (1 = fewest messages; more = better balance when clips differ in PESQ time). Workers import
+    only numpy + pesq; the start method defaults to forkserver/spawn, which are safe beside CUDA and DDP
+    (the parent's `__main__` must be import-safe, as usual for multiprocessing). Under torchrun the
+    default size is this node's CPUs divided by LOCAL_WORLD_SIZE, so ranks do not oversubscribe.
+    """
+
+    def __init__(
+        self,
+        n_workers: int | None = None,
+        start_method: str | None = None,
+        chunks_per_worker: int = 1,
+        sr: int = 16000,
+        warm: bool = True,
+    ):
+        self.n_workers = int(n_workers) if n_workers else available_cpus()
+        if self.n_workers < 1:
+            raise ValueError(f"n_workers must be >= 1, got {n_workers}")
+        if chunks_per_worker < 1:
+            raise ValueError(f"chunks_per_worker must be >= 1, got {chunks_per_worker}")
+        self.start_method = start_method or default_start_method()
+        self.chunks_per_worker = chunks_per_worker
+        self.sr = sr
+        self._executor: ProcessPoolExecutor | None = ProcessPoolExecutor(
+            max_workers=self.n_workers,
+            mp_context=multiprocessing.get_context(self.start_method),
+            initializer=_worker_init,
+        )
+        if warm:
+            self.warm_up()
+
+    def warm_up(self) -> None:
+        """Start every worker now, so the first training batch does not pay process start-up."""
+        futures = [self._require().submit(_ping) for _ in range(self.n_workers)]
+        for f in futures:
+            f.result()
+
+    def _require(self) -> ProcessPoolExecutor:
+        if self._executor is None:
+            raise RuntimeError("PesqPool is closed")
+        return self._executor
+
+    def submit(self, clean, estimate) -> PesqHandle:
+        """Start scoring a batch; returns immediately. Inputs as for `as_signal_list`."""
+        executor = self._require()
+        c, e = as_signal_list(clean), as_signal_list(estimate)
+        if len(c) != len(e):
+            raise ValueError(f"batch sizes differ: {len(c)} clean vs {len(e)} estimates")
+        n_chunks = max(1, min(len(c), self.n_workers * self.chunks_per_worker))
+        bounds = np.linspace(0, len(c), n_chunks + 1).round().astype(int)
+        futures = [
+            executor.submit(score_many, c[lo:hi], e[lo:hi], self.sr)
+            for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)
+            if hi > lo
+        ]
+        return PesqHandle(futures, len(c))
+
+    def scores(self, clean, estimate) -> tuple[np.ndarray, list[str | None]]:
+        """Blocking convenience: submit and wait."""
+        return self.submit(clean, estimate).result()
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+
+    @property
+    def closed(self) -> bool:
+        return self._executor is None
+
+    def __enter__(self) -> PesqPool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"PesqPool(n_workers={self.n_workers}, start_method={self.start_method!r}, {state})"
