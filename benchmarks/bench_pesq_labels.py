@@ -97,7 +97,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--sizes", type=int, nargs="+", default=[4, 8, 16])
-    parser.add_argument("--chunks-per-worker", type=int, default=1)
+    parser.add_argument("--chunk-size", type=int, default=1, help="samples per pool task; 0 = one per worker")
     args = parser.parse_args()
 
     cores = available_cpus()
@@ -107,11 +107,12 @@ def main() -> None:
     print(f"python {platform.python_version()}  cores available {cores}  os.cpu_count {os.cpu_count()}")
     print(f"load average at start {os.getloadavg()[0]:.2f}")
     print(f"repeats {args.repeats}, interleaved; ms per batch as min / median; ratios from min (median)")
+    print(f"pool chunk size {args.chunk_size or 'one chunk per worker'}")
     print("clips: 2 s training crops of real speech, estimate = the noisy crop")
     head = ["(a) serial", "(b) joblib/call", "(c) pool", "(c)/(b)", "(c)/((a)/cores)"]
     print(f"{'B':>3} {head[0]:>15} {head[1]:>15} {head[2]:>15} {head[3]:>13} {head[4]:>16}")
     foreign0, wall0 = foreign_cpu_seconds(), time.perf_counter()
-    with PesqPool(chunks_per_worker=args.chunks_per_worker) as pool:
+    with PesqPool(chunk_size=args.chunk_size or None) as pool:
         for b in args.sizes:
             clean, est = load_crops(args.data, b)
             ref = serial(clean, est)
