@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import multiprocessing
 
 import numpy as np
 import pesq
@@ -268,9 +269,12 @@ def test_pool_equals_serial_exactly(batch, pool):
             torch.testing.assert_close(a.scores, b.scores, rtol=0, atol=0, equal_nan=True)
 
 
-def test_pool_chunking_and_lifecycle(batch):
+@pytest.mark.parametrize("start_method", ["spawn", "fork"])
+def test_pool_chunking_and_lifecycle(batch, start_method):
+    if start_method not in multiprocessing.get_all_start_methods():
+        pytest.skip(f"{start_method} is not available on this platform")
     want = pesq_worker.serial_scores(*batch)
-    with PesqPool(n_workers=1, chunk_size=3, start_method="spawn") as p:
+    with PesqPool(n_workers=1, chunk_size=3, start_method=start_method) as p:
         raw, reasons = p.scores(torch.from_numpy(np.stack(batch[0])), torch.from_numpy(np.stack(batch[1])))
         np.testing.assert_array_equal(raw, want[0])
         assert reasons == want[1]
