@@ -151,8 +151,9 @@ class PesqPool:
 
     Why not a new `joblib.Parallel` per call (the published code): each call pays dispatch setup and
     cannot overlap with the generator's backward pass. Here `submit` returns at once and the trainer
-    collects `handle.result()` later. A batch is split into contiguous chunks, `chunks_per_worker` per
-    worker (1 = fewest messages; more = better balance when clips differ in PESQ time). Workers import
+    collects `handle.result()` later. A batch goes out as even tasks of at most `chunk_size` samples (1: free
+    workers take the next sample, which balances uneven clips and CPUs shared with data loading; None:
+    one even chunk per worker, the fewest messages). Workers import
     only numpy + pesq; the start method defaults to forkserver/spawn, which are safe beside CUDA and DDP
     (the parent's `__main__` must be import-safe, as usual for multiprocessing). Under torchrun the
     default size is this node's CPUs divided by LOCAL_WORLD_SIZE, so ranks do not oversubscribe.
@@ -162,17 +163,17 @@ class PesqPool:
         self,
         n_workers: int | None = None,
         start_method: str | None = None,
-        chunks_per_worker: int = 1,
+        chunk_size: int | None = 1,
         sr: int = 16000,
         warm: bool = True,
     ):
         self.n_workers = int(n_workers) if n_workers else available_cpus()
         if self.n_workers < 1:
             raise ValueError(f"n_workers must be >= 1, got {n_workers}")
-        if chunks_per_worker < 1:
-            raise ValueError(f"chunks_per_worker must be >= 1, got {chunks_per_worker}")
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1 or None, got {chunk_size}")
         self.start_method = start_method or default_start_method()
-        self.chunks_per_worker = chunks_per_worker
+        self.chunk_size = chunk_size
         self.sr = sr
         self._executor: ProcessPoolExecutor | None = ProcessPoolExecutor(
             max_workers=self.n_workers,
@@ -199,7 +200,10 @@ class PesqPool:
         c, e = as_signal_list(clean), as_signal_list(estimate)
         if len(c) != len(e):
             raise ValueError(f"batch sizes differ: {len(c)} clean vs {len(e)} estimates")
-        n_chunks = max(1, min(len(c), self.n_workers * self.chunks_per_worker))
+        if self.chunk_size is None:
+            n_chunks = max(1, min(len(c), self.n_workers))
+        else:
+            n_chunks = max(1, -(-len(c) // self.chunk_size))
         bounds = np.linspace(0, len(c), n_chunks + 1).round().astype(int)
         futures = [
             executor.submit(score_many, c[lo:hi], e[lo:hi], self.sr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import multiprocessing
 
 import numpy as np
 import pesq
@@ -16,6 +17,8 @@ from cmgan_lib.data.crops import crop_pair
 from cmgan_lib.pesq_labels import (
     PesqPool,
     batch_pesq,
+    close_default_pool,
+    default_pool,
     discriminator_loss,
     make_labels,
     normalize_pesq,
@@ -48,7 +51,7 @@ def direct(batch) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def pool():
-    with PesqPool(n_workers=2) as p:
+    with PesqPool(n_workers=2, chunk_size=None) as p:  # one contiguous chunk per worker
         yield p
 
 
@@ -266,12 +269,27 @@ def test_pool_equals_serial_exactly(batch, pool):
             torch.testing.assert_close(a.scores, b.scores, rtol=0, atol=0, equal_nan=True)
 
 
-def test_pool_chunking_and_lifecycle(batch):
+@pytest.mark.parametrize("start_method", ["spawn", "fork"])
+def test_pool_chunking_and_lifecycle(batch, start_method):
+    if start_method not in multiprocessing.get_all_start_methods():
+        pytest.skip(f"{start_method} is not available on this platform")
     want = pesq_worker.serial_scores(*batch)
-    with PesqPool(n_workers=1, chunks_per_worker=3, start_method="spawn") as p:
+    with PesqPool(n_workers=1, chunk_size=3, start_method=start_method) as p:
         raw, reasons = p.scores(torch.from_numpy(np.stack(batch[0])), torch.from_numpy(np.stack(batch[1])))
         np.testing.assert_array_equal(raw, want[0])
         assert reasons == want[1]
     assert p.closed
     with pytest.raises(RuntimeError, match="closed"):
         p.submit(*batch)
+
+
+def test_default_pool_is_explicit_and_matches_serial(batch, direct):
+    pool = default_pool(n_workers=2)
+    try:
+        assert default_pool() is pool and pool.chunk_size == 1
+        labels = batch_pesq(*batch, strategy="skip", pool=pool)
+        np.testing.assert_array_equal(labels.raw, direct)
+    finally:
+        close_default_pool()
+    assert pool.closed and default_pool(n_workers=1) is not pool
+    close_default_pool()
