@@ -178,8 +178,10 @@ def discriminator_loss(
         return None
     if detach_estimate:
         est_mag = est_mag.detach()
-    pred_max = discriminator(clean_mag, clean_mag).flatten()
+    # Published order: D(clean, est) before D(clean, clean); in train mode each call advances spectral
+    # norm's power iteration, so the order is part of the recipe.
     pred_est = discriminator(clean_mag, est_mag).flatten()
+    pred_max = discriminator(clean_mag, clean_mag).flatten()
     if pred_est.numel() != labels.batch_size:
         raise ValueError(f"discriminator gave {pred_est.numel()} predictions for {labels.batch_size} labels")
     target = labels.scores.to(device=pred_est.device, dtype=pred_est.dtype)

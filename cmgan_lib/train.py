@@ -1,0 +1,656 @@
+"""The CMGAN trainer: the published recipe by default, each proposed fix a switch, every fact logged.
+
+Read top to bottom: `TrainConfig` (the hyperparameters, loaded from YAML with key=value overrides), then
+`Trainer.train_step` (generator step, then the metric discriminator on PESQ labels of the detached
+estimate), `Trainer.validate` (full validation files), `Trainer.fit` (epochs, logs, checkpoints, early
+stopping), and `main` (the `cmgan train` / `torchrun -m cmgan_lib.train` entry point).
+
+Distributed: torchrun sets RANK/WORLD_SIZE; the generator is wrapped in DistributedDataParallel (NCCL on
+GPU, Gloo on CPU). The discriminator's gradients are averaged by hand over the ranks that actually updated
+it, because PESQ labels are computed per rank and one rank may skip while another does not (the published
+code would then deadlock in DDP's all-reduce).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import math
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+import yaml
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader
+from torch.utils.data.distributed import DistributedSampler
+from tqdm.auto import tqdm
+
+from cmgan_lib.dsp import istft, power_compress, power_uncompress, rms_normalizer, stft
+from cmgan_lib.enhance import resolve_device
+from cmgan_lib.models import Discriminator, TSCNet
+from cmgan_lib.pesq_labels import STRATEGIES, PesqPool, discriminator_loss, make_labels
+
+DEFAULT_CORPUS = "runs/synthetic"
+STEP_COLUMNS = [
+    "epoch", "step", "loss", "loss_ri", "loss_mag", "loss_time", "loss_gan", "disc_loss", "disc_skipped",
+    "pesq_valid_frac", "pesq_mean", "grad_norm_g", "grad_norm_d", "nonfinite", "lr_g", "lr_d", "seconds",
+]  # fmt: skip
+EPOCH_COLUMNS = [
+    "epoch", "loss", "loss_ri", "loss_mag", "loss_time", "loss_gan", "disc_loss", "grad_norm_g", "grad_norm_d",
+    "val_loss", "val_pesq", "val_stoi", "val_files", "disc_skip_rate", "pesq_valid_frac", "nonfinite_steps",
+    "lr_g", "lr_d", "best", "patience_counter", "early_stop", "seconds",
+]  # fmt: skip
+
+
+@dataclass
+class TrainConfig:
+    """Hyperparameters. Defaults are the published recipe (official src/train.py)."""
+
+    data_dir: str | None = None  # None: the embedded synthetic corpus in runs/synthetic, built on demand
+    run_dir: str = "runs/train"
+    seed: int = 0
+    epochs: int = 120
+    batch_size: int = 4
+    cut_len: int = 32000
+    num_channel: int = 64
+    ndf: int = 16
+    n_fft: int = 400
+    hop: int = 100
+    compress: float = 0.3
+    lr_g: float = 5e-4
+    lr_d: float = 1e-3
+    decay_epoch: int = 30
+    lr_gamma: float = 0.5
+    loss_weights: list[float] = field(default_factory=lambda: [0.1, 0.9, 0.2, 0.05])  # RI, mag, time, GAN
+    pesq_strategy: str = "skip"  # skip (published) | batch_mean (fix document) | masked (per-sample)
+    early_stopping: bool = False
+    es_patience: int = 15
+    es_min_delta: float = 1e-4
+    es_monitor: str = "val_pesq"  # val_pesq (higher is better) | val_loss (lower is better)
+    grad_clip_norm: float = 0.0  # 0: off; pre-clip norms are logged either way
+    eval_denormalize: bool = False  # PESQ labels on audio divided by c (PESQ is scale-invariant: a check)
+    max_nonfinite_in_a_row: int = 10
+    overlap_pesq: bool = True  # PESQ labels run in the pool while the generator's backward pass runs
+    log_steps: bool = True
+    val_max_files: int | None = None
+    max_steps_per_epoch: int | None = None
+    num_workers: int = 0
+    pesq_workers: int | None = None
+    device: str | None = None
+    resample: bool = False
+    synthetic_n_train: int = 160
+    synthetic_n_test: int = 40
+    synthetic_seed: int = 0
+
+    def __post_init__(self) -> None:
+        self._coerce_types()
+        problems = []
+        if self.pesq_strategy not in STRATEGIES:
+            problems.append(f"pesq_strategy={self.pesq_strategy!r} is not one of {sorted(STRATEGIES)}")
+        if self.es_monitor not in ("val_pesq", "val_loss"):
+            problems.append(f"es_monitor={self.es_monitor!r} must be val_pesq or val_loss")
+        if len(self.loss_weights) != 4:
+            problems.append(f"loss_weights needs 4 values (RI, magnitude, time, GAN), got {self.loss_weights}")
+        if self.cut_len % self.hop:
+            problems.append(f"cut_len={self.cut_len} must be a multiple of hop={self.hop}")
+        if self.batch_size < 1 or self.epochs < 0:
+            problems.append("batch_size must be >= 1 and epochs >= 0")
+        if problems:
+            raise ValueError("invalid training config: " + "; ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def _coerce_types(self) -> None:
+        """YAML 1.1 reads `1e-3` as a string and `5` as an int: cast to each field's declared type."""
+        casts = {"float": float, "int": int, "float | None": float, "int | None": int, "str | None": str}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is None or f.type not in casts and f.type not in ("bool", "list[float]"):
+                continue
+            try:
+                if f.type == "bool":
+                    if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+                        value = value.lower() in ("true", "yes", "1")
+                    elif not isinstance(value, bool):
+                        raise ValueError
+                elif f.type == "list[float]":
+                    value = [float(v) for v in value]
+                else:
+                    value = casts[f.type](value)
+            except (TypeError, ValueError):
+                raise ValueError(f"invalid training config: {f.name}={value!r} is not a {f.type}") from None
+            setattr(self, f.name, value)
+
+
+def _parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    out = {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"override {item!r} is not key=value")
+        if key not in names:
+            raise ValueError(f"unknown config key {key!r}; valid keys: {', '.join(sorted(names))}")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: config file does not exist")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a config must be a YAML mapping")
+    base = data.pop("base", None)
+    if base is not None:
+        data = {**_read_yaml(path.parent / base), **data}
+    return data
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """A TrainConfig from YAML (with an optional `base:` file it extends) and `key=value` overrides."""
+    values = _read_yaml(Path(path)) if path is not None else {}
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"{path}: unknown config keys {unknown}")
+    values.update(_parse_overrides(overrides or []))
+    return TrainConfig(**values)
+
+
+class EarlyStopping:
+    """Patience counter on a monitored value; tracked even when early stopping is off, so the logs say
+    when it would have fired."""
+
+    def __init__(self, patience: int, min_delta: float, mode: str):
+        self.patience, self.min_delta, self.mode = patience, min_delta, mode
+        self.best = math.nan
+        self.best_epoch = -1
+        self.counter = 0
+
+    def update(self, value: float, epoch: int) -> bool:
+        """Record this epoch's value; True if it is a new best."""
+        better = (
+            math.isnan(self.best)
+            or (self.mode == "max" and value > self.best + self.min_delta)
+            or (self.mode == "min" and value < self.best - self.min_delta)
+        )
+        if not math.isnan(value) and better:
+            self.best, self.best_epoch, self.counter = value, epoch, 0
+            return True
+        self.counter += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.counter >= self.patience
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "best_epoch": self.best_epoch, "counter": self.counter}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.best_epoch, self.counter = state["best"], state["best_epoch"], state["counter"]
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many non-finite losses in a row."""
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """torch.save to a temporary file in the same folder, then rename: a crash never leaves a half file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _truncate_csv(path: Path, max_epoch: int) -> None:
+    """Drop rows of epochs after `max_epoch` (written by a run that crashed before its checkpoint)."""
+    if not path.exists():
+        return
+    with open(path, newline="") as fh:
+        rows = list(csv.reader(fh))
+    if not rows:
+        return
+    keep = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= max_epoch]
+    with open(path, "w", newline="") as fh:
+        csv.writer(fh).writerows(keep)
+
+
+def resolve_data_dir(cfg: TrainConfig, is_main: bool = True) -> Path:
+    """The configured data folder, or the embedded synthetic corpus, generated on first use."""
+    if cfg.data_dir is not None:
+        return Path(cfg.data_dir)
+    path = Path(DEFAULT_CORPUS)
+    if is_main and not (path / "manifest.csv").exists():
+        from cmgan_lib.data.synthetic import make_dataset
+
+        make_dataset(path, n_train=cfg.synthetic_n_train, n_test=cfg.synthetic_n_test, seed=cfg.synthetic_seed)
+    return path
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, resume: bool = False):
+        from cmgan_lib.data.dataset import CMGANDataset, list_pairs
+        from cmgan_lib.data.validate import validate_dataset
+
+        self.cfg = cfg
+        self.rank = int(os.environ.get("RANK", 0))
+        self.world = int(os.environ.get("WORLD_SIZE", 1))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        self.is_main = self.rank == 0
+        device = resolve_device(cfg.device)
+        if device.type == "cuda" and self.world > 1:
+            device = torch.device("cuda", self.local_rank)
+            torch.cuda.set_device(device)
+        self.device = device
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+
+        # Data: refuse bad data before anything starts (no run folder, no checkpoint).
+        self.data_dir = resolve_data_dir(cfg, self.is_main)
+        self._barrier()
+        validate_dataset(self.data_dir, resample=cfg.resample)
+        self.train_set = CMGANDataset(self.data_dir, "train", cut_len=cfg.cut_len, seed=cfg.seed,
+                                      resample=cfg.resample)  # fmt: skip
+        self.sampler = DistributedSampler(self.train_set, num_replicas=self.world, rank=self.rank, shuffle=True,
+                                          seed=cfg.seed)  # fmt: skip
+        self.loader = DataLoader(self.train_set, batch_size=cfg.batch_size, sampler=self.sampler, drop_last=True,
+                                 num_workers=cfg.num_workers, pin_memory=device.type == "cuda")  # fmt: skip
+        self.val_pairs = list_pairs(self.data_dir, "test")[: cfg.val_max_files]
+        self._val_audio: list[tuple[str, np.ndarray, np.ndarray]] | None = None
+
+        # Models and optimizers, identical on every rank (same seed; DDP also broadcasts from rank 0).
+        torch.manual_seed(cfg.seed)
+        self.gen = TSCNet(num_channel=cfg.num_channel, num_features=cfg.n_fft // 2 + 1).to(device)
+        self.disc = Discriminator(ndf=cfg.ndf).to(device)
+        self.generator = DDP(self.gen, device_ids=[device.index] if device.type == "cuda" else None) \
+            if self.world > 1 else self.gen  # fmt: skip
+        self.opt_g = torch.optim.AdamW(self.gen.parameters(), lr=cfg.lr_g)
+        self.opt_d = torch.optim.AdamW(self.disc.parameters(), lr=cfg.lr_d)
+        self.sched_g = torch.optim.lr_scheduler.StepLR(self.opt_g, step_size=cfg.decay_epoch, gamma=cfg.lr_gamma)
+        self.sched_d = torch.optim.lr_scheduler.StepLR(self.opt_d, step_size=cfg.decay_epoch, gamma=cfg.lr_gamma)
+        mode = "max" if cfg.es_monitor == "val_pesq" else "min"
+        self.stopper = EarlyStopping(cfg.es_patience, cfg.es_min_delta, mode)
+        workers = cfg.pesq_workers or max(1, len(os.sched_getaffinity(0)) // self.world)
+        self.pool = PesqPool(n_workers=workers)
+
+        self.run_dir = Path(cfg.run_dir)
+        self.start_epoch, self.global_step = 0, 0
+        self.nonfinite_in_a_row = 0
+        self.rank_record: dict[str, Any] = {"indices": [], "checksums": []}
+        if resume:
+            self._load_checkpoint(self.run_dir / "last.pt")
+        elif self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            for name in ("training_step_log.csv", "training_epoch_log.csv"):
+                (self.run_dir / name).unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------ one step
+    def forward_losses(self, clean: torch.Tensor, noisy: torch.Tensor, generator=None) -> dict[str, torch.Tensor]:
+        """Generator forward on RMS-normalized audio and the four published loss terms.
+
+        `generator` defaults to the (possibly DDP-wrapped) training module; validation, which runs on rank 0
+        alone, passes the bare module so that no collective (DDP's buffer broadcast) is started on one rank.
+        """
+        generator = self.generator if generator is None else generator
+        cfg, w = self.cfg, self.cfg.loss_weights
+        noisy_spec = power_compress(stft(noisy, cfg.n_fft, cfg.hop), cfg.compress).permute(0, 1, 3, 2)
+        clean_spec = power_compress(stft(clean, cfg.n_fft, cfg.hop), cfg.compress)
+        clean_real, clean_imag = clean_spec[:, 0:1], clean_spec[:, 1:2]
+        est_real, est_imag = generator(noisy_spec)
+        est_real, est_imag = est_real.permute(0, 1, 3, 2), est_imag.permute(0, 1, 3, 2)
+        est_mag = torch.sqrt(est_real**2 + est_imag**2)
+        clean_mag = torch.sqrt(clean_real**2 + clean_imag**2)
+        est_spec = power_uncompress(est_real, est_imag, cfg.compress).squeeze(1)
+        est_audio = istft(est_spec, cfg.n_fft, cfg.hop, length=clean.shape[-1])
+
+        predict_fake = self.disc(clean_mag, est_mag).flatten()
+        loss_gan = F.mse_loss(predict_fake, torch.ones_like(predict_fake))
+        loss_mag = F.mse_loss(est_mag, clean_mag)
+        loss_ri = F.mse_loss(est_real, clean_real) + F.mse_loss(est_imag, clean_imag)
+        loss_time = torch.mean(torch.abs(est_audio - clean))
+        loss = w[0] * loss_ri + w[1] * loss_mag + w[2] * loss_time + w[3] * loss_gan
+        return dict(loss=loss, loss_ri=loss_ri, loss_mag=loss_mag, loss_time=loss_time, loss_gan=loss_gan,
+                    est_mag=est_mag, clean_mag=clean_mag, est_audio=est_audio)  # fmt: skip
+
+    def train_step(self, clean: torch.Tensor, noisy: torch.Tensor) -> dict[str, float]:
+        cfg = self.cfg
+        clean, noisy = clean.to(self.device), noisy.to(self.device)
+        c = rms_normalizer(noisy)[:, None]
+        clean, noisy = clean * c, noisy * c
+
+        self.opt_g.zero_grad(set_to_none=True)
+        out = self.forward_losses(clean, noisy)
+        # PESQ labels of the detached estimate: start now, collect after the generator's update.
+        scale = c if cfg.eval_denormalize else torch.ones_like(c)
+        est_np = (out["est_audio"].detach() / scale).cpu().numpy()
+        clean_np = (clean / scale).cpu().numpy()
+        handle = self.pool.submit(clean_np, est_np) if cfg.overlap_pesq else None
+
+        finite = self._all_ranks(bool(torch.isfinite(out["loss"]).item()))
+        grad_norm_g = math.nan
+        if finite:
+            out["loss"].backward()
+            grad_norm_g = self._clip(self.gen.parameters())
+            self.opt_g.step()
+            self.nonfinite_in_a_row = 0
+        else:
+            self.nonfinite_in_a_row += 1
+
+        raw, reasons = (handle or self.pool.submit(clean_np, est_np)).result()
+        labels = make_labels(raw, reasons, cfg.pesq_strategy, self.device)
+        self.opt_d.zero_grad(set_to_none=True)
+        disc_loss = None
+        if finite:
+            disc_loss = discriminator_loss(self.disc, out["clean_mag"], out["est_mag"].detach(), labels)
+            if disc_loss is not None:
+                disc_loss.backward()
+        updated = self._sync_disc_grads(disc_loss is not None)
+        grad_norm_d = math.nan
+        if updated:
+            grad_norm_d = self._clip(self.disc.parameters())
+            self.opt_d.step()
+        valid = np.asarray(labels.valid)
+        return dict(
+            loss=out["loss"].item(), loss_ri=out["loss_ri"].item(), loss_mag=out["loss_mag"].item(),
+            loss_time=out["loss_time"].item(), loss_gan=out["loss_gan"].item(),
+            disc_loss=disc_loss.item() if disc_loss is not None else math.nan,  # never a made-up 0.0
+            disc_skipped=int(disc_loss is None), pesq_valid_frac=float(valid.mean()),
+            pesq_mean=float(np.nanmean(raw)) if valid.any() else math.nan,
+            grad_norm_g=grad_norm_g, grad_norm_d=grad_norm_d, nonfinite=int(not finite),
+        )  # fmt: skip
+
+    def _clip(self, params) -> float:
+        """Pre-clip global L2 gradient norm; clips to cfg.grad_clip_norm when it is > 0."""
+        params = [p for p in params if p.grad is not None]
+        if not params:
+            return math.nan
+        max_norm = self.cfg.grad_clip_norm if self.cfg.grad_clip_norm > 0 else float("inf")
+        return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+
+    # ------------------------------------------------------------------ distributed helpers
+    def _barrier(self) -> None:
+        if self.world > 1 and dist.is_initialized():
+            dist.barrier()
+
+    def _all_ranks(self, flag: bool) -> bool:
+        """True only if `flag` holds on every rank (so that all ranks take the same branch)."""
+        if self.world == 1:
+            return flag
+        t = torch.tensor([0.0 if flag else 1.0], device=self.device)
+        dist.all_reduce(t)
+        return t.item() == 0
+
+    def _sync_disc_grads(self, participated: bool) -> int:
+        """Average discriminator gradients over the ranks that computed a loss; returns how many did."""
+        if self.world == 1:
+            return int(participated)
+        n = torch.tensor([float(participated)], device=self.device)
+        dist.all_reduce(n)
+        count = int(n.item())
+        if count == 0:
+            return 0
+        for p in self.disc.parameters():
+            if p.grad is None or not participated:
+                p.grad = torch.zeros_like(p)
+            dist.all_reduce(p.grad)
+            p.grad /= count
+        return count
+
+    def _broadcast(self, obj: Any) -> Any:
+        if self.world == 1:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    # ------------------------------------------------------------------ validation
+    def _load_val_audio(self) -> list[tuple[str, np.ndarray, np.ndarray]]:
+        from cmgan_lib.audio import read_wav
+
+        if self._val_audio is None:
+            self._val_audio = []
+            for name, clean_path, noisy_path in self.val_pairs:
+                clean = read_wav(clean_path, resample=self.cfg.resample)
+                noisy = read_wav(noisy_path, resample=self.cfg.resample)
+                if len(clean) >= 4000 and np.any(noisy):  # < 0.25 s: PESQ cannot score it
+                    self._val_audio.append((name, clean, noisy))
+        return self._val_audio
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Loss, PESQ and STOI on full validation files (one file at a time, denormalized for the metrics)."""
+        from pystoi import stoi
+
+        self.gen.eval()
+        self.disc.eval()
+        losses, cleans, ests = [], [], []
+        for _, clean_np, noisy_np in self._load_val_audio():
+            clean = torch.from_numpy(clean_np).to(self.device)[None]
+            noisy = torch.from_numpy(noisy_np).to(self.device)[None]
+            c = rms_normalizer(noisy)[:, None]
+            out = self.forward_losses(clean * c, noisy * c, generator=self.gen)
+            losses.append(out["loss"].item())
+            cleans.append(clean_np)
+            ests.append((out["est_audio"] / c)[0].cpu().numpy())
+        self.gen.train()
+        self.disc.train()
+        if not cleans:
+            return dict(val_loss=math.nan, val_pesq=math.nan, val_stoi=math.nan, val_files=0)
+        raw, _ = self.pool.submit(cleans, ests).result()
+        stois = [stoi(c, e, 16000, extended=False) for c, e in zip(cleans, ests, strict=True)]
+        return dict(val_loss=float(np.mean(losses)), val_pesq=float(np.nanmean(raw)) if np.isfinite(raw).any()
+                    else math.nan, val_stoi=float(np.mean(stois)), val_files=len(cleans))  # fmt: skip
+
+    # ------------------------------------------------------------------ checkpoints
+    def _checkpoint(self, epoch: int) -> dict[str, Any]:
+        return {
+            "generator": self.gen.state_dict(),
+            "discriminator": self.disc.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "sched_g": self.sched_g.state_dict(),
+            "sched_d": self.sched_d.state_dict(),
+            "early_stopping": self.stopper.state_dict(),
+            "epoch": epoch,
+            "step": self.global_step,
+            "config": self.cfg.to_dict(),
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+
+    def _load_checkpoint(self, path: Path) -> None:
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no checkpoint to resume from")
+        ck = torch.load(path, map_location=self.device, weights_only=True)
+        self.gen.load_state_dict(ck["generator"])
+        self.disc.load_state_dict(ck["discriminator"])
+        self.opt_g.load_state_dict(ck["opt_g"])
+        self.opt_d.load_state_dict(ck["opt_d"])
+        self.sched_g.load_state_dict(ck["sched_g"])
+        self.sched_d.load_state_dict(ck["sched_d"])
+        self.stopper.load_state_dict(ck["early_stopping"])
+        self.start_epoch, self.global_step = ck["epoch"] + 1, ck["step"]
+        torch.set_rng_state(ck["rng_cpu"].cpu())
+        if ck["rng_cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([s.cpu() for s in ck["rng_cuda"]])
+        if self.is_main:
+            for name in ("training_step_log.csv", "training_epoch_log.csv"):
+                _truncate_csv(self.run_dir / name, ck["epoch"])
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self) -> Path:
+        cfg = self.cfg
+        step_file = epoch_file = None
+        if self.is_main:
+            step_file = self._open_csv("training_step_log.csv", STEP_COLUMNS) if cfg.log_steps else None
+            epoch_file = self._open_csv("training_epoch_log.csv", EPOCH_COLUMNS)
+        try:
+            for epoch in range(self.start_epoch, cfg.epochs):
+                stop = self._run_epoch(epoch, step_file, epoch_file)
+                if stop:
+                    break
+        finally:
+            for fh in (step_file, epoch_file):
+                if fh is not None:
+                    fh[0].close()
+            self.pool.close()
+        return self.run_dir
+
+    def _open_csv(self, name: str, columns: list[str]):
+        path = self.run_dir / name
+        new = not path.exists()
+        fh = open(path, "a", newline="")
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        if new:
+            writer.writeheader()
+        return fh, writer
+
+    def _run_epoch(self, epoch: int, step_file, epoch_file) -> bool:
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        self.sampler.set_epoch(epoch)
+        self.train_set.set_epoch(epoch)
+        self.gen.train()
+        self.disc.train()
+        lr_g, lr_d = self.opt_g.param_groups[0]["lr"], self.opt_d.param_groups[0]["lr"]
+        n_steps = min(len(self.loader), cfg.max_steps_per_epoch or len(self.loader))
+        rows: list[dict[str, float]] = []
+        bar = tqdm(total=n_steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not self.is_main, leave=False)
+        if epoch == self.start_epoch:
+            self.rank_record["indices"] = list(iter(self.sampler))
+        for step, (clean, noisy, _) in enumerate(self.loader):
+            if step >= n_steps:
+                break
+            ts = time.perf_counter()
+            row = self.train_step(clean, noisy)
+            self.global_step += 1
+            row.update(epoch=epoch, step=self.global_step, lr_g=lr_g, lr_d=lr_d, seconds=time.perf_counter() - ts)
+            rows.append(row)
+            if step_file is not None:
+                step_file[1].writerow(row)
+                step_file[0].flush()
+            skip_rate = np.mean([r["disc_skipped"] for r in rows])
+            bar.set_postfix(loss=f"{row['loss']:.3f}", d_skip=f"{skip_rate:.0%}")
+            bar.update()
+            if self.nonfinite_in_a_row >= cfg.max_nonfinite_in_a_row:
+                bar.close()
+                raise TrainingDiverged(
+                    f"{self.nonfinite_in_a_row} non-finite losses in a row (epoch {epoch}, step {self.global_step}); "
+                    f"stopping. The last good checkpoint is {self.run_dir / 'last.pt'} (untouched)."
+                )
+        bar.close()
+
+        val = self.validate() if self.is_main else {}
+        self.sched_g.step()
+        self.sched_d.step()
+        summary = {"stop": False}
+        if self.is_main:
+            improved = self.stopper.update(val[cfg.es_monitor], epoch)
+            epoch_row = self._epoch_row(epoch, rows, val, lr_g, lr_d, time.perf_counter() - t0)
+            epoch_row.update(best=int(improved), patience_counter=self.stopper.counter,
+                             early_stop=int(self.stopper.should_stop))  # fmt: skip
+            ckpt = self._checkpoint(epoch)
+            atomic_save(ckpt, self.run_dir / "last.pt")
+            if improved:
+                atomic_save(ckpt, self.run_dir / "best.pt")
+            epoch_file[1].writerow(epoch_row)
+            epoch_file[0].flush()
+            summary["stop"] = bool(cfg.early_stopping and self.stopper.should_stop)
+            tqdm.write(
+                f"epoch {epoch + 1}/{cfg.epochs}: loss {epoch_row['loss']:.4f} val_pesq {val['val_pesq']:.3f} "
+                f"val_stoi {val['val_stoi']:.3f} disc_skip {epoch_row['disc_skip_rate']:.1%}"
+                + (" (best)" if improved else "")
+                + (" -> early stop" if summary["stop"] else "")
+            )
+        self._record_ranks(epoch)
+        return self._broadcast(summary)["stop"]
+
+    def _epoch_row(self, epoch, rows, val, lr_g, lr_d, seconds) -> dict[str, float]:
+        def mean(key: str) -> float:
+            vals = np.array([r[key] for r in rows], dtype=float)
+            return float(np.nanmean(vals)) if np.isfinite(vals).any() else math.nan
+
+        keys = ["loss", "loss_ri", "loss_mag", "loss_time", "loss_gan", "disc_loss", "grad_norm_g", "grad_norm_d"]
+        row = {k: mean(k) for k in keys}
+        row.update(val)
+        row.update(
+            epoch=epoch,
+            disc_skip_rate=mean("disc_skipped"),
+            pesq_valid_frac=mean("pesq_valid_frac"),
+            nonfinite_steps=int(sum(r["nonfinite"] for r in rows)),
+            lr_g=lr_g,
+            lr_d=lr_d,
+            seconds=seconds,
+        )
+        return row
+
+    def _record_ranks(self, epoch: int) -> None:
+        """Under DDP, write which samples each rank saw and a weight checksum per rank (a sync check)."""
+        if self.world == 1:
+            return
+        checksum = float(sum(p.detach().double().sum().item() for p in self.gen.parameters()))
+        checksum_d = float(sum(p.detach().double().sum().item() for p in self.disc.parameters()))
+        mine = {"rank": self.rank, "epoch": epoch, "gen": checksum, "disc": checksum_d,
+                "indices": self.rank_record["indices"]}  # fmt: skip
+        gathered: list[Any] = [None] * self.world
+        dist.all_gather_object(gathered, mine)
+        if self.is_main:
+            import json
+
+            path = self.run_dir / "ddp_ranks.json"
+            history = json.loads(path.read_text()) if path.exists() else []
+            history.append(gathered)
+            path.write_text(json.dumps(history))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`cmgan train --config FILE [key=value ...]` or `cmgan train --resume RUN_DIR [key=value ...]`."""
+    from cmgan_lib.data.validate import DataValidationError
+
+    p = argparse.ArgumentParser(prog="cmgan train", description=main.__doc__)
+    p.add_argument("--config", help="YAML config (see configs/)")
+    p.add_argument("--resume", help="run folder to continue (reads its config.yaml and last.pt)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. epochs=2 pesq_strategy=masked")
+    a = p.parse_args(argv)
+    if bool(a.config) == bool(a.resume):
+        p.error("give exactly one of --config FILE or --resume RUN_DIR")
+    try:
+        if a.resume:
+            cfg = load_config(Path(a.resume) / "config.yaml", [f"run_dir={a.resume}", *a.overrides])
+        else:
+            cfg = load_config(a.config, a.overrides)
+        trainer = Trainer(cfg, resume=bool(a.resume))
+        trainer.fit()
+    except (DataValidationError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except TrainingDiverged as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+    finally:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,227 @@
+"""The trainer: published defaults, switches, logs, atomic checkpoints, exact resume, robustness, DDP."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from cmgan_lib.enhance import load_generator
+from cmgan_lib.train import (
+    EPOCH_COLUMNS,
+    STEP_COLUMNS,
+    EarlyStopping,
+    Trainer,
+    TrainingDiverged,
+    load_config,
+    main,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    from cmgan_lib.data.synthetic import make_dataset
+
+    out = tmp_path_factory.mktemp("corpus")
+    make_dataset(out, n_train=8, n_test=3, seed=0, hard_fraction=0.0, progress=False)
+    return out
+
+
+def tiny(corpus: Path, run_dir: Path, *extra: str) -> list[str]:
+    """Overrides for a seconds-long run: a 4-channel CMGAN on 0.5 s crops, 3 steps per epoch."""
+    return [
+        f"data_dir={corpus}", f"run_dir={run_dir}", "epochs=1", "batch_size=2", "cut_len=8000",
+        "num_channel=4", "ndf=4", "max_steps_per_epoch=3", "val_max_files=2", "pesq_workers=2", *extra,
+    ]  # fmt: skip
+
+
+def test_official_config_is_the_published_recipe():
+    cfg = load_config(CONFIGS / "official.yaml")
+    assert cfg.loss_weights == [0.1, 0.9, 0.2, 0.05]
+    assert (cfg.lr_g, cfg.lr_d, cfg.decay_epoch, cfg.lr_gamma) == (5e-4, 1e-3, 30, 0.5)
+    assert (cfg.batch_size, cfg.cut_len, cfg.epochs, cfg.n_fft, cfg.hop, cfg.compress) == (4, 32000, 120, 400, 100, 0.3)
+    assert (cfg.num_channel, cfg.ndf, cfg.pesq_strategy, cfg.grad_clip_norm) == (64, 16, "skip", 0.0)
+    assert not cfg.early_stopping
+
+
+def test_shipped_configs_change_only_their_switches():
+    official = load_config(CONFIGS / "official.yaml").to_dict()
+    fixes = load_config(CONFIGS / "seed_fixes.yaml").to_dict()
+    masked = load_config(CONFIGS / "masked.yaml").to_dict()
+    diff = {k for k in official if official[k] != fixes[k]}
+    assert diff == {"run_dir", "pesq_strategy", "early_stopping", "grad_clip_norm"}  # es_* defaults match
+    assert (fixes["pesq_strategy"], fixes["es_patience"], fixes["es_min_delta"], fixes["grad_clip_norm"]) == (
+        "batch_mean", 15, 1e-4, 5.0)
+    assert {k for k in official if official[k] != masked[k]} == {"run_dir", "pesq_strategy"}
+    assert load_config(CONFIGS / "tiny_cpu.yaml").num_channel < 64
+
+
+def test_overrides_are_typed_and_unknown_keys_refused():
+    cfg = load_config(CONFIGS / "official.yaml", ["epochs=2", "pesq_strategy=masked", "grad_clip_norm=5"])
+    assert cfg.epochs == 2 and cfg.pesq_strategy == "masked" and cfg.grad_clip_norm == 5
+    with pytest.raises(ValueError, match="unknown config key 'epoch'"):
+        load_config(CONFIGS / "official.yaml", ["epoch=2"])
+    with pytest.raises(ValueError, match="pesq_strategy"):
+        load_config(CONFIGS / "official.yaml", ["pesq_strategy=mean"])
+
+
+@pytest.mark.parametrize("mode, values, best_epoch, stops_at", [
+    ("max", [2.0, 2.5, 2.50005, 2.4, 2.3], 1, 4),  # +5e-5 is below min_delta 1e-4: no improvement
+    ("min", [1.0, 0.9, 0.95, 0.91, 0.8], 4, None),
+])  # fmt: skip
+def test_early_stopping_direction_and_min_delta(mode, values, best_epoch, stops_at):
+    es = EarlyStopping(patience=3, min_delta=1e-4, mode=mode)
+    fired = None
+    for epoch, v in enumerate(values):
+        es.update(v, epoch)
+        if es.should_stop and fired is None:
+            fired = epoch
+    assert es.best_epoch == best_epoch and fired == stops_at
+
+
+def test_one_epoch_writes_logs_and_atomic_checkpoints(corpus, tmp_path):
+    run = tmp_path / "run"
+    assert main(["--config", str(CONFIGS / "official.yaml"), *tiny(corpus, run)]) == 0
+    assert {p.name for p in run.iterdir()} >= {"config.yaml", "training_step_log.csv", "training_epoch_log.csv",
+                                              "last.pt", "best.pt"}  # fmt: skip
+    assert not list(run.glob("*.tmp"))
+    steps = pd.read_csv(run / "training_step_log.csv")
+    epochs = pd.read_csv(run / "training_epoch_log.csv")
+    assert list(steps.columns) == STEP_COLUMNS and len(steps) == 3
+    assert list(epochs.columns) == EPOCH_COLUMNS and len(epochs) == 1
+    # a skipped discriminator update is NaN, never 0.0; an update that ran has a loss and a gradient norm
+    skipped = steps.disc_skipped == 1
+    assert steps.loss[~skipped].notna().all()
+    assert steps.disc_loss[skipped].isna().all() and steps.grad_norm_d[skipped].isna().all()
+    assert (steps.disc_loss[~skipped] > 0).all() and steps.grad_norm_d[~skipped].notna().all()
+    assert steps.grad_norm_g.notna().all() and (steps.lr_g == 5e-4).all() and (steps.lr_d == 1e-3).all()
+    e = epochs.iloc[0]
+    assert 1.0 <= e.val_pesq <= 4.7 and 0.0 <= e.val_stoi <= 1.0 and e.val_files == 2
+    assert e.disc_skip_rate == pytest.approx(steps.disc_skipped.mean())
+    ck = torch.load(run / "last.pt", weights_only=True)
+    assert {"generator", "discriminator", "opt_g", "opt_d", "sched_g", "sched_d", "early_stopping", "epoch",
+            "step", "config", "rng_cpu"} <= set(ck)  # fmt: skip
+    assert ck["epoch"] == 0 and ck["step"] == 3
+    model = load_generator(run / "best.pt", device="cpu")  # what cmgan enhance / evaluate do
+    assert model.num_channel == 4
+
+
+def test_gradient_clipping_logs_pre_clip_norms_and_clips(corpus, tmp_path, monkeypatch):
+    seen = []
+    orig = torch.nn.utils.clip_grad_norm_
+
+    def spy(params, max_norm, *a, **k):
+        params = list(params)
+        norm = orig(params, max_norm, *a, **k)
+        seen.append((float(norm), max_norm, float(torch.linalg.vector_norm(
+            torch.stack([torch.linalg.vector_norm(p.grad) for p in params])))))
+        return norm
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", spy)
+    run = tmp_path / "clip"
+    assert main(["--config", str(CONFIGS / "official.yaml"), *tiny(corpus, run, "grad_clip_norm=1e-3")]) == 0
+    steps = pd.read_csv(run / "training_step_log.csv")
+    g_norms = [s for s in seen if s[1] == 1e-3]
+    assert g_norms and all(after <= 1e-3 * 1.01 for _, _, after in g_norms)
+    assert (steps.grad_norm_g > 1e-3).all()  # the log keeps the pre-clip norm
+
+
+def test_overlapped_pesq_gives_the_same_run_as_sequential(corpus, tmp_path):
+    logs = []
+    for overlap in ("true", "false"):
+        run = tmp_path / f"overlap_{overlap}"
+        assert main(["--config", str(CONFIGS / "official.yaml"),
+                     *tiny(corpus, run, f"overlap_pesq={overlap}", "pesq_strategy=masked")]) == 0
+        logs.append(pd.read_csv(run / "training_step_log.csv").drop(columns="seconds"))
+    pd.testing.assert_frame_equal(logs[0], logs[1])
+
+
+def test_resume_gives_the_same_epoch_log_as_an_uninterrupted_run(corpus, tmp_path):
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert main(["--config", str(CONFIGS / "official.yaml"), *tiny(corpus, full, "epochs=3", "decay_epoch=1")]) == 0
+    assert main(["--config", str(CONFIGS / "official.yaml"), *tiny(corpus, part, "epochs=1", "decay_epoch=1")]) == 0
+    assert main(["--resume", str(part), "epochs=3"]) == 0
+    a = pd.read_csv(full / "training_epoch_log.csv").drop(columns="seconds")
+    b = pd.read_csv(part / "training_epoch_log.csv").drop(columns="seconds")
+    assert len(a) == 3 and list(a.lr_g) == [5e-4, 2.5e-4, 1.25e-4]
+    pd.testing.assert_frame_equal(a, b)
+    sa = pd.read_csv(full / "training_step_log.csv").drop(columns="seconds")
+    sb = pd.read_csv(part / "training_step_log.csv").drop(columns="seconds")
+    pd.testing.assert_frame_equal(sa, sb)
+
+
+def test_non_finite_losses_are_skipped_then_stop_with_the_checkpoint_intact(corpus, tmp_path, monkeypatch):
+    run = tmp_path / "nan"
+    cfg = load_config(CONFIGS / "official.yaml", tiny(corpus, run, "epochs=2", "max_nonfinite_in_a_row=2"))
+    trainer = Trainer(cfg)
+    calls = {"n": 0}
+    forward = trainer.gen.forward
+
+    def poisoned(x):
+        calls["n"] += 1
+        real, imag = forward(x)
+        if trainer.gen.training and calls["n"] > 3:  # epoch 0 (3 steps) is clean; epoch 1 is NaN
+            real = real * float("nan")
+        return real, imag
+
+    monkeypatch.setattr(trainer.gen, "forward", poisoned)
+    before = None
+    with pytest.raises(TrainingDiverged, match="2 non-finite losses in a row"):
+        try:
+            trainer.fit()
+        finally:
+            before = torch.load(run / "last.pt", weights_only=True)
+    assert before["epoch"] == 0
+    assert all(torch.isfinite(v).all() for v in before["generator"].values() if v.is_floating_point())
+    steps = pd.read_csv(run / "training_step_log.csv")
+    assert list(steps.nonfinite) == [0, 0, 0, 1, 1]
+    assert steps.disc_loss.iloc[3:].isna().all()
+
+
+def test_invalid_data_is_refused_before_anything_starts(tmp_path, capsys):
+    bad = tmp_path / "bad"
+    for split in ("train", "test"):
+        (bad / split / "clean").mkdir(parents=True)
+        (bad / split / "noisy").mkdir(parents=True)
+    import soundfile as sf
+
+    sf.write(bad / "train" / "clean" / "a.wav", np.zeros(16000), 8000)
+    sf.write(bad / "train" / "noisy" / "a.wav", np.zeros(16000), 8000)
+    sf.write(bad / "train" / "clean" / "b.wav", np.zeros(16000), 16000)
+    run = tmp_path / "never"
+    assert main(["--config", str(CONFIGS / "official.yaml"), f"data_dir={bad}", f"run_dir={run}"]) == 2
+    err = capsys.readouterr().err
+    assert "a.wav" in err and "b.wav" in err
+    assert not run.exists()
+
+
+@pytest.mark.slow
+def test_ddp_two_gloo_processes_see_different_shards_and_stay_identical(corpus, tmp_path):
+    run = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+           "-m", "cmgan_lib.train", "--config", str(CONFIGS / "official.yaml"),
+           *tiny(corpus, run, "epochs=2", "max_steps_per_epoch=2", "batch_size=1", "pesq_workers=1",
+                 "device=cpu")]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    history = json.loads((run / "ddp_ranks.json").read_text())
+    assert len(history) == 2
+    for ranks in history:
+        assert [r["rank"] for r in ranks] == [0, 1]
+        assert ranks[0]["gen"] == ranks[1]["gen"] and ranks[0]["disc"] == ranks[1]["disc"]
+    first = history[0]
+    assert set(first[0]["indices"]).isdisjoint(first[1]["indices"]) and first[0]["indices"]
+    assert len(pd.read_csv(run / "training_epoch_log.csv")) == 2
+    assert not math.isnan(pd.read_csv(run / "training_epoch_log.csv").val_pesq.iloc[-1])
