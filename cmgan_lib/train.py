@@ -233,11 +233,16 @@ def _truncate_csv(path: Path, max_epoch: int) -> None:
         csv.writer(fh).writerows(keep)
 
 
+def synthetic_corpus_path(n_train: int, n_test: int, seed: int) -> Path:
+    """One folder per corpus size and seed, so differently sized runs never share a half-matching corpus."""
+    return Path(DEFAULT_CORPUS) / f"n{n_train}_{n_test}_s{seed}"
+
+
 def resolve_data_dir(cfg: TrainConfig, is_main: bool = True) -> Path:
     """The configured data folder, or the embedded synthetic corpus, generated on first use."""
     if cfg.data_dir is not None:
         return Path(cfg.data_dir)
-    path = Path(DEFAULT_CORPUS)
+    path = synthetic_corpus_path(cfg.synthetic_n_train, cfg.synthetic_n_test, cfg.synthetic_seed)
     if is_main and not (path / "manifest.csv").exists():
         from cmgan_lib.data.synthetic import make_dataset
 
