@@ -1,0 +1,56 @@
+"""The ablation runner: a failing variant is recorded and the others go on; finished runs are skipped."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from cmgan_lib import study
+from cmgan_lib.training_report import load_runs, parse_run_name, run_summary
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_run_names_and_overrides():
+    assert parse_run_name("seed_fixes_s12") == ("seed_fixes", 12)
+    assert parse_run_name("whatever") == ("whatever", None)
+    args = study.train_overrides("seed_fixes", 3, Path("r/seed_fixes_s3"), {"epochs": 2, "data_dir": None})
+    assert "pesq_strategy=batch_mean" in args and "grad_clip_norm=5.0" in args and "early_stopping=true" in args
+    assert "seed=3" in args and "epochs=2" in args and "data_dir=null" in args
+
+
+def test_grids_name_known_variants(tmp_path):
+    for name in ("ablation.yaml", "ablation_tiny.yaml"):
+        grid = study.load_grid(ROOT / "configs" / name)
+        assert set(grid.variants) <= set(study.VARIANTS)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("variants: [official, nope]\n")
+    with pytest.raises(ValueError, match="nope"):
+        study.load_grid(bad)
+
+
+@pytest.mark.slow
+def test_failing_variant_is_recorded_and_finished_runs_are_skipped(tmp_path, monkeypatch):
+    from cmgan_lib.data.synthetic import make_dataset
+
+    corpus = tmp_path / "corpus"
+    make_dataset(corpus, n_train=4, n_test=2, seed=0, hard_fraction=0.0, progress=False)
+    monkeypatch.setitem(study.VARIANTS, "broken", {"pesq_strategy": "not_a_strategy"})
+    grid = study.Grid(base_config=str(ROOT / "configs" / "tiny_cpu.yaml"), variants=["official", "broken"],
+                      seeds=[0], overrides={"data_dir": str(corpus), "epochs": 1, "max_steps_per_epoch": 1,
+                                            "val_max_files": 1, "batch_size": 2, "num_channel": 4})  # fmt: skip
+    root = tmp_path / "runs"
+    status = study.run_grid(grid, root, progress=False)
+    assert list(status.status.str.split().str[0]) == ["done", "failed"]
+    assert "pesq_strategy" in status.status.iloc[1]
+    assert (root / "official_s0" / "done.json").is_file() and not (root / "broken_s0" / "done.json").exists()
+    again = study.run_grid(grid, root, progress=False)
+    assert again.status.iloc[0] == "done (skipped)"
+    summary = study.write_summary(root, tmp_path, again)
+    assert list(summary.run) == ["official_s0", "broken_s0"]
+    assert summary.loc[0, "epochs"] == 1 and pd.isna(summary.loc[1, "epochs"])
+    epochs, steps = load_runs(root)
+    row = run_summary(epochs, steps).iloc[0]
+    assert row.variant == "official" and row.seed == 0 and 1.0 <= row.best_val_pesq <= 4.7
