@@ -386,8 +386,8 @@ class Trainer:
     def _clip(self, params) -> float:
         """Pre-clip global L2 gradient norm; clips to cfg.grad_clip_norm when it is > 0."""
         params = [p for p in params if p.grad is not None]
-        if not params:
-            return math.nan
+        if not params or (self.cfg.grad_clip_norm <= 0 and not self.cfg.log_steps):
+            return math.nan  # nothing to clip and nothing to log
         max_norm = self.cfg.grad_clip_norm if self.cfg.grad_clip_norm > 0 else float("inf")
         return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
 
