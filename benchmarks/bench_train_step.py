@@ -2,7 +2,8 @@
 
 Logging = the per-step CSV row (losses, disc_loss/skip, PESQ validity, pre-clip gradient norms of G and D,
 learning rates, time), flushed every step. Runs alternate (on, off, on, off, ...) so that machine load hits
-both alike; the figure is the median step time over all steps of each setting.
+both alike; a step's time runs from its start to the next step's start (so the loop's CSV writing and
+the next batch's loading count), and the figure is the median over all steps of each setting.
 
     python benchmarks/bench_train_step.py                 # tiny CPU config (and official on a GPU)
     python benchmarks/bench_train_step.py --steps 8 --repeats 3
@@ -28,26 +29,19 @@ def step_times(config: str, log_steps: bool, steps: int, device: str | None, run
     if device:
         overrides.append(f"device={device}")
     trainer = Trainer(load_config(config, overrides))
-    times: list[float] = []
+    starts: list[float] = []
     orig = trainer.train_step
 
     def timed(clean, noisy):
         if trainer.device.type == "cuda":
             torch.cuda.synchronize()
-        t = time.perf_counter()
-        row = orig(clean, noisy)
-        if trainer.device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t)
-        return row
+        starts.append(time.perf_counter())
+        return orig(clean, noisy)
 
     trainer.train_step = timed
-    t0 = time.perf_counter()
     trainer.fit()
-    loop = time.perf_counter() - t0
-    # the logging itself happens in the loop around train_step: charge the loop's extra time per step
-    overhead = max(0.0, loop - sum(times)) / max(1, len(times))
-    return [t + overhead for t in times[1:]]  # drop the first (warm-up) step
+    # wall time from one step's start to the next: the step, the loop's logging and the next batch's loading
+    return list(np.diff(starts)[1:])  # the first interval includes warm-up
 
 
 def bench(config: str, steps: int, repeats: int, device: str | None) -> None:
