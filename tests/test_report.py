@@ -159,3 +159,40 @@ def test_input_snr():
     clean = np.ones(100)
     assert report.input_snr(clean, clean + 0.1) == pytest.approx(20.0)
     assert report.input_snr(clean, clean) == math.inf
+
+
+def test_evaluate_runs_end_to_end_with_tiny_checkpoints(tmp_path):
+    """Two seeds of one variant enhance two 1 s files; rows carry variant/seed, legacy columns and SNR."""
+    import torch
+
+    from cmgan_lib import models
+    from cmgan_lib.audio import write_wav
+
+    rng = np.random.default_rng(1)
+    t = np.arange(16000) / 16000
+    for sub in ("clean", "noisy"):
+        (tmp_path / "test" / sub).mkdir(parents=True)
+    for i, noise in enumerate((0.01, 0.1)):
+        clean = (0.3 * np.sin(2 * np.pi * 200 * t) * (1 + np.sin(2 * np.pi * 4 * t))).astype(np.float32)
+        write_wav(tmp_path / "test" / "clean" / f"u{i}.wav", clean, 16000)
+        write_wav(tmp_path / "test" / "noisy" / f"u{i}.wav", clean + noise * rng.standard_normal(16000), 16000)
+    runs = []
+    for seed in (0, 1):
+        run = tmp_path / "runs" / f"tiny_s{seed}"
+        run.mkdir(parents=True)
+        torch.manual_seed(seed)
+        torch.save({"generator": models.TSCNet(num_channel=4).state_dict()}, run / "last.pt")
+        runs.append(run)
+    per_file = report.evaluate_runs(runs, tmp_path / "test", tmp_path / "out", max_files=2, n_jobs=1, progress=False)
+    assert len(per_file) == 4
+    assert set(per_file["variant"]) == {"tiny"} and sorted(per_file["seed"].unique()) == [0, 1]
+    assert per_file["reason"].isna().all()
+    assert {"csig_legacy", "noisy_covl_legacy", "input_snr_db"} <= set(per_file.columns)
+    assert set(per_file["snr_source"]) == {"measured"}
+    snr = per_file.drop_duplicates("name").set_index("name")["input_snr_db"]
+    assert snr["u0"] > snr["u1"]
+    assert (tmp_path / "out" / "tiny_s1" / "enhanced" / "u0.wav").exists()
+    vt = report.variant_table(per_file)
+    row = vt[(vt.variant == "tiny") & (vt.metric == "pesq")].iloc[0]
+    assert row["n_seeds"] == 2 and row["ci_over"] == "seeds" and row["n_files"] == 2
+    assert len(report.example_rows(per_file, 1)) == 2  # one file, one row per run
