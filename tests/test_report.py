@@ -1,0 +1,198 @@
+"""Tests of cmgan_lib.report: claims verdicts, variant aggregation and intervals, run discovery."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from cmgan_lib import report
+from cmgan_lib.metrics import METRIC_NAMES
+
+
+def _verdicts(table: pd.DataFrame) -> list[str]:
+    return table["verdict"].tolist()
+
+
+def test_claims_table_verdicts_follow_the_numbers():
+    table = report.claims_table(0.55, 0.10, 0.0002, skip_logged_ours=math.nan)
+    assert list(table.columns) == ["claim", "measured here", "verdict"]
+    assert len(table) == 4
+    v = _verdicts(table)
+    assert v[0].startswith("consistent") and "real speech" in v[0]
+    assert v[1].startswith("refuted")
+    assert v[2].startswith("refuted")
+    assert v[3] == "not measured here"
+
+    v = _verdicts(report.claims_table(0.05, 0.60, 0.5, log_stats={"last_epoch_mean": 0.15, "min_positive": 4e-6}))
+    assert v[0].startswith("not reproduced") and "real speech" in v[0]  # real speech decides, not synthetic
+    assert v[2].startswith("supported")
+    assert v[3] == "consistent"
+
+    t = report.claims_table(None, 0.60, math.nan, log_stats={"last_epoch_mean": 0.5, "min_positive": 4e-6})
+    v = _verdicts(t)
+    assert v[0].startswith("consistent") and "synthetic only" in v[0]
+    assert v[2] == "not measured here"
+    assert v[3].startswith("not reproduced")
+    assert "4e-06" in t.loc[1, "measured here"]
+
+
+def test_claim_two_depends_on_what_a_skip_logs():
+    assert _verdicts(report.claims_table(0.5, 0.5, 0.0, skip_logged_published=1e-6))[1].startswith("possible")
+    assert _verdicts(report.claims_table(0.5, 0.5, 0.0, skip_logged_ours=2e-6))[1].startswith("possible")
+
+
+def test_skipped_batch_logs_nan_through_the_real_label_path():
+    assert math.isnan(report.skipped_batch_logged_value())
+
+
+def test_disc_loss_stats_from_step_logs(tmp_path):
+    run = tmp_path / "masked_s0"
+    run.mkdir()
+    pd.DataFrame(
+        {"epoch": [1, 1, 2, 2], "disc_loss": [np.nan, 4e-6, 0.3, 0.1], "disc_skipped": [1, 0, 0, 0]}
+    ).to_csv(run / "training_step_log.csv", index=False)
+    s = report.disc_loss_stats(run)
+    assert s["n_steps"] == 4 and s["n_skipped"] == 1 and s["skipped_logged_nan"] is True
+    assert s["min_positive"] == pytest.approx(4e-6)
+    assert s["last_epoch_mean"] == pytest.approx(0.2)
+    assert report.disc_loss_stats(None) == {}
+    assert report.disc_loss_stats(tmp_path / "missing") == {}
+
+
+def test_parse_run_name_and_find_runs(tmp_path):
+    assert report.parse_run_name("seed_fixes_s12") == ("seed_fixes", 12)
+    assert report.parse_run_name("official") == ("official", None)
+    done = tmp_path / "runs" / "official_s0"
+    done.mkdir(parents=True)
+    (done / "done.json").write_text("{}")
+    (done / "best.pt").write_bytes(b"")
+    unfinished = tmp_path / "runs" / "masked_s0"
+    unfinished.mkdir()
+    (unfinished / "last.pt").write_bytes(b"")
+    no_ckpt = tmp_path / "runs" / "failed_s0"
+    no_ckpt.mkdir()
+    (no_ckpt / "done.json").write_text("{}")
+    assert report.find_runs(tmp_path / "runs") == [done]
+    assert report.find_runs(tmp_path / "nothing") == []
+    assert report.resolve_checkpoint(unfinished) == unfinished / "last.pt"
+    assert report.run_identity(done / "best.pt") == ("official_s0", "official", 0)
+    with pytest.raises(FileNotFoundError):
+        report.resolve_checkpoint(no_ckpt)
+
+
+def _per_file(values: dict[tuple[str, int], list[float]], noisy: list[float]) -> pd.DataFrame:
+    rows = []
+    for (variant, seed), vals in values.items():
+        for i, v in enumerate(vals):
+            row = {"run": f"{variant}_s{seed}", "variant": variant, "seed": seed, "name": f"f{i}", "reason": None}
+            for m in METRIC_NAMES:
+                row[m] = v
+                row["noisy_" + m] = noisy[i]
+            row["csig_legacy"] = v + 0.5
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def test_variant_table_aggregates_seed_means_with_t_interval():
+    per_file = _per_file(
+        {("a", 0): [1.0, 3.0], ("a", 1): [3.0, 5.0], ("a", 2): [5.0, 7.0], ("b", 0): [1.0, 2.0, 3.0]},
+        noisy=[0.5, 1.5, 2.5],
+    )
+    per_file.loc[(per_file["variant"] == "b") & (per_file["name"] == "f2"), "reason"] = "pesq_failed"
+    vt = report.variant_table(per_file)
+    assert list(vt.columns) == report.VARIANT_COLUMNS
+    a = vt[(vt.variant == "a") & (vt.metric == "pesq")].iloc[0]
+    seed_means = np.array([2.0, 4.0, 6.0])
+    half = stats.t.ppf(0.975, 2) * seed_means.std(ddof=1) / math.sqrt(3)
+    assert a["mean"] == pytest.approx(4.0)
+    assert a["ci95"] == pytest.approx(half)
+    assert a["ci95_low"] == pytest.approx(4.0 - half) and a["ci95_high"] == pytest.approx(4.0 + half)
+    assert a["seeds"] == "0,1,2" and a["n_seeds"] == 3 and a["ci_over"] == "seeds" and a["n_files"] == 2
+    b = vt[(vt.variant == "b") & (vt.metric == "pesq")].iloc[0]
+    # one seed: interval over files; the excluded file is left out
+    assert b["mean"] == pytest.approx(1.5) and b["ci_over"] == "files" and b["n_files"] == 2
+    assert b["ci95"] == pytest.approx(stats.t.ppf(0.975, 1) * np.std([1.0, 2.0], ddof=1) / math.sqrt(2))
+    noisy = vt[(vt.variant == "noisy") & (vt.metric == "stoi")].iloc[0]
+    assert noisy["mean"] == pytest.approx(1.0)  # files f0, f1 (f2 excluded in b's rows; a has only f0, f1)
+    legacy = report.legacy_difference(vt)
+    row = legacy[(legacy.variant == "a") & (legacy.metric == "csig")].iloc[0]
+    assert row["difference"] == pytest.approx(0.5)
+
+
+def test_display_table_has_published_rows_and_works_without_runs():
+    per_file = _per_file({("x", 0): [2.0, 2.0]}, noisy=[1.0, 2.0]).assign(variant="", run="", seed=np.nan)
+    for m in METRIC_NAMES:
+        per_file[m] = np.nan
+    vt = report.variant_table(per_file)
+    assert set(vt["variant"]) == {"noisy"}
+    table = report.display_table(vt)
+    assert list(table.index) == ["CMGAN (published)", "Noisy (measured)", "Noisy (published)"]
+    assert table.loc["CMGAN (published)", "PESQ"] == "3.41"
+    assert table.loc["Noisy (measured)", "PESQ"].startswith("1.50 ± ")
+
+
+def test_claims_from_a_real_audit_of_synthetic_crops():
+    rng = np.random.default_rng(0)
+    t = np.arange(16000) / 16000
+    clean = (0.3 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 3 * t))).astype(np.float32)
+    pairs = [(clean, clean + 0.05 * rng.standard_normal(16000).astype(np.float32)) for _ in range(3)]
+    silent = np.zeros(16000, dtype=np.float32)
+    pairs.append((silent, silent + 0.01 * rng.standard_normal(16000).astype(np.float32)))
+    from cmgan_lib.audit import crop_pesq, scale_invariance_summary
+
+    crops = crop_pesq(pairs, crops_per_clip=1, cut_len=16000, metadata=[{"snr_db": s} for s in (0, 5, 10, 20)],
+                      progress=False, workers=1)  # fmt: skip
+    long = report.failure_long(crops, "snr_db", report.SNR_BINS)
+    assert long.loc[long.cause == "any", "rate"].sum() == pytest.approx(1.0)  # the silent clip, in one bin
+    skips = report.skip_simulation(crops, [1, 2, 4, 8])
+    assert report.rate_at(skips, 1) == pytest.approx(0.25, abs=0.02)
+    assert set(skips["sampling"]) == {"loader", "iid"}  # B=8 > 4 clips falls back to iid
+    diff = float(scale_invariance_summary(crops)["max_abs_diff"].iloc[0])
+    assert _verdicts(report.claims_table(None, report.rate_at(skips, 4), diff))[2].startswith("refuted")
+
+
+def test_input_snr():
+    clean = np.ones(100)
+    assert report.input_snr(clean, clean + 0.1) == pytest.approx(20.0)
+    assert report.input_snr(clean, clean) == math.inf
+
+
+def test_evaluate_runs_end_to_end_with_tiny_checkpoints(tmp_path):
+    """Two seeds of one variant enhance two 1 s files; rows carry variant/seed, legacy columns and SNR."""
+    import torch
+
+    from cmgan_lib import models
+    from cmgan_lib.audio import write_wav
+
+    rng = np.random.default_rng(1)
+    t = np.arange(16000) / 16000
+    for sub in ("clean", "noisy"):
+        (tmp_path / "test" / sub).mkdir(parents=True)
+    for i, noise in enumerate((0.01, 0.1)):
+        clean = (0.3 * np.sin(2 * np.pi * 200 * t) * (1 + np.sin(2 * np.pi * 4 * t))).astype(np.float32)
+        write_wav(tmp_path / "test" / "clean" / f"u{i}.wav", clean, 16000)
+        write_wav(tmp_path / "test" / "noisy" / f"u{i}.wav", clean + noise * rng.standard_normal(16000), 16000)
+    runs = []
+    for seed in (0, 1):
+        run = tmp_path / "runs" / f"tiny_s{seed}"
+        run.mkdir(parents=True)
+        torch.manual_seed(seed)
+        torch.save({"generator": models.TSCNet(num_channel=4).state_dict()}, run / "last.pt")
+        runs.append(run)
+    per_file = report.evaluate_runs(runs, tmp_path / "test", tmp_path / "out", max_files=2, n_jobs=1, progress=False)
+    assert len(per_file) == 4
+    assert set(per_file["variant"]) == {"tiny"} and sorted(per_file["seed"].unique()) == [0, 1]
+    assert per_file["reason"].isna().all()
+    assert {"csig_legacy", "noisy_covl_legacy", "input_snr_db"} <= set(per_file.columns)
+    assert set(per_file["snr_source"]) == {"measured"}
+    snr = per_file.drop_duplicates("name").set_index("name")["input_snr_db"]
+    assert snr["u0"] > snr["u1"]
+    assert (tmp_path / "out" / "tiny_s1" / "enhanced" / "u0.wav").exists()
+    vt = report.variant_table(per_file)
+    row = vt[(vt.variant == "tiny") & (vt.metric == "pesq")].iloc[0]
+    assert row["n_seeds"] == 2 and row["ci_over"] == "seeds" and row["n_files"] == 2
+    assert len(report.example_rows(per_file, 1)) == 2  # one file, one row per run
