@@ -161,19 +161,28 @@ def write_summary(run_root: Path, out: Path, status: pd.DataFrame | None = None)
     if status is not None and len(status):
         summary = status[["run", "variant", "seed", "status"]].merge(summary, on=["run", "variant", "seed"],
                                                                        how="left")  # fmt: skip
-    metrics = out / "evaluate" / "metrics_by_run.csv"
-    if metrics.is_file():
-        summary = summary.merge(pd.read_csv(metrics), on="run", how="left")
+    per_file = out / "evaluate" / "metrics_per_file.csv"  # written by notebook 03 (report.evaluate_runs)
+    if per_file.is_file() and len(summary):
+        from cmgan_lib.metrics import METRIC_NAMES
+
+        scores = pd.read_csv(per_file)
+        if "reason" in scores:
+            scores = scores[scores.reason.isna()]
+        test = scores.groupby("run")[list(METRIC_NAMES)].mean().add_prefix("test_").reset_index()
+        summary = summary.merge(test, on="run", how="left")
     summary.to_csv(out / "summary.csv", index=False)
     return summary
 
 
-def run_ablation(grid: str | os.PathLike | Grid, out: str | os.PathLike, notebooks: bool = True) -> pd.DataFrame:
-    """`cmgan ablate`: train the grid into OUT/runs, then notebook 02 (plots) and 03 (metrics), summary.csv."""
+def run_ablation(grid: str | os.PathLike | Grid, out: str | os.PathLike, notebooks: bool = True,
+                 status: pd.DataFrame | None = None) -> pd.DataFrame:  # fmt: skip
+    """`cmgan ablate`: train the grid into OUT/runs (unless `status` says it was), then notebook 02 (plots)
+    and 03 (metrics), and summary.csv."""
     grid = grid if isinstance(grid, Grid) else load_grid(grid)
     out = Path(out)
     run_root = out / "runs"
-    status = run_grid(grid, run_root)
+    if status is None:
+        status = run_grid(grid, run_root)
     if notebooks:
         execute_notebook("02_train_baseline_vs_fixed", out, dict(run_root=str(run_root.resolve()), train=False))
         execute_notebook("03_evaluate", out, dict(run_root=str(run_root.resolve()),
@@ -196,9 +205,12 @@ def run_study(out: str | os.PathLike = "runs/STUDY", grid: str | os.PathLike = "
     t0 = time.perf_counter()
     g = load_grid(grid)
     print(f"[1/4] synthetic corpus: {resolve_data_dir(load_config(g.base_config))}")
-    print("[2/4] notebook 01: PESQ failure audit")
-    execute_notebook("01_pesq_failure_audit", out, dict(out_dir=str((out / "audit").resolve())))
-    print(f"[3/4] ablation: {', '.join(g.variants)} x seeds {g.seeds} ({g.base_config})")
-    print("[4/4] notebooks 02 and 03 run inside the ablation step")
-    run_ablation(g, out)
+    print(f"[2/4] ablation: {', '.join(g.variants)} x seeds {g.seeds} ({g.base_config})")
+    run_root = out / "runs"
+    status = run_grid(g, run_root)
+    print("[3/4] notebook 01: PESQ failure audit (with the ablation's step logs for the claims table)")
+    execute_notebook("01_pesq_failure_audit", out, dict(out_dir=str((out / "audit").resolve()),
+                                                        train_log=str(run_root.resolve())))  # fmt: skip
+    print("[4/4] notebooks 02 (training curves) and 03 (metrics), summary.csv")
+    run_ablation(g, out, status=status)
     print(f"study finished in {time.perf_counter() - t0:.0f} s: {out}/ (notebooks, HTML reports, summary.csv)")
