@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from cmgan_lib.metrics import METRIC_NAMES
+from cmgan_lib.training_report import parse_run_name
 
 TINY_CONFIG = "configs/tiny_cpu.yaml"
 COMPOSITES = ("csig", "cbak", "covl")
@@ -304,16 +304,7 @@ def _fmt(x: float) -> str:
 
 # --------------------------------------------------------------------------------------------- notebook 03
 
-_RUN_NAME = re.compile(r"^(?P<variant>.+)_s(?P<seed>\d+)$")
-
-
-def parse_run_name(name: str) -> tuple[str, int | None]:
-    """`{variant}_s{seed}` -> (variant, seed); any other name is its own variant with seed None."""
-    m = _RUN_NAME.match(name)
-    return (m["variant"], int(m["seed"])) if m else (name, None)
-
-
-def find_runs(run_root: str | os.PathLike) -> list[Path]:
+def find_finished_runs(run_root: str | os.PathLike) -> list[Path]:
     """Finished runs under `run_root`: folders (at any depth) holding done.json and a checkpoint."""
     root = Path(run_root)
     if not root.is_dir():

@@ -11,6 +11,7 @@ from scipy import stats
 
 from cmgan_lib import report
 from cmgan_lib.metrics import METRIC_NAMES
+from cmgan_lib.training_report import parse_run_name
 
 
 def _verdicts(table: pd.DataFrame) -> list[str]:
@@ -64,8 +65,8 @@ def test_disc_loss_stats_from_step_logs(tmp_path):
 
 
 def test_parse_run_name_and_find_runs(tmp_path):
-    assert report.parse_run_name("seed_fixes_s12") == ("seed_fixes", 12)
-    assert report.parse_run_name("official") == ("official", None)
+    assert parse_run_name("seed_fixes_s12") == ("seed_fixes", 12)
+    assert parse_run_name("official") == ("official", None)
     done = tmp_path / "runs" / "official_s0"
     done.mkdir(parents=True)
     (done / "done.json").write_text("{}")
@@ -76,8 +77,8 @@ def test_parse_run_name_and_find_runs(tmp_path):
     no_ckpt = tmp_path / "runs" / "failed_s0"
     no_ckpt.mkdir()
     (no_ckpt / "done.json").write_text("{}")
-    assert report.find_runs(tmp_path / "runs") == [done]
-    assert report.find_runs(tmp_path / "nothing") == []
+    assert report.find_finished_runs(tmp_path / "runs") == [done]
+    assert report.find_finished_runs(tmp_path / "nothing") == []
     assert report.resolve_checkpoint(unfinished) == unfinished / "last.pt"
     assert report.run_identity(done / "best.pt") == ("official_s0", "official", 0)
     with pytest.raises(FileNotFoundError):
