@@ -194,9 +194,11 @@ def disc_loss_stats(train_log: str | os.PathLike | Sequence[str | os.PathLike] |
     paths = [train_log] if isinstance(train_log, str | os.PathLike) else list(train_log)
     steps, last_means = [], []
     for p in map(Path, paths):
-        step_csv = p / "training_step_log.csv" if p.is_dir() else p
-        if step_csv.exists():
-            steps.append(pd.read_csv(step_csv))
+        if p.is_dir() and not (p / "training_step_log.csv").exists():  # a folder of run folders
+            found = sorted(p.glob("*/training_step_log.csv"))
+        else:
+            found = [p / "training_step_log.csv" if p.is_dir() else p]
+        steps += [pd.read_csv(f) for f in found if f.exists()]
     if not steps:
         return {}
     for df in steps:

@@ -209,8 +209,10 @@ def run_study(out: str | os.PathLike = "runs/STUDY", grid: str | os.PathLike = "
     run_root = out / "runs"
     status = run_grid(g, run_root)
     print("[3/4] notebook 01: PESQ failure audit (with the ablation's step logs for the claims table)")
-    execute_notebook("01_pesq_failure_audit", out, dict(out_dir=str((out / "audit").resolve()),
-                                                        train_log=str(run_root.resolve())))  # fmt: skip
+    # claim 4 is about disc_loss after the fix: the seed_fixes runs when the grid has them
+    fixed = [str(run_dir_for(run_root, "seed_fixes", s).resolve()) for s in g.seeds] \
+        if "seed_fixes" in g.variants else [str(run_root.resolve())]  # fmt: skip
+    execute_notebook("01_pesq_failure_audit", out, dict(out_dir=str((out / "audit").resolve()), train_log=fixed))
     print("[4/4] notebooks 02 (training curves) and 03 (metrics), summary.csv")
     run_ablation(g, out, status=status)
     print(f"study finished in {time.perf_counter() - t0:.0f} s: {out}/ (notebooks, HTML reports, summary.csv)")

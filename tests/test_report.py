@@ -62,6 +62,7 @@ def test_disc_loss_stats_from_step_logs(tmp_path):
     assert s["last_epoch_mean"] == pytest.approx(0.2)
     assert report.disc_loss_stats(None) == {}
     assert report.disc_loss_stats(tmp_path / "missing") == {}
+    assert report.disc_loss_stats(tmp_path)["n_steps"] == 4  # a folder of run folders
 
 
 def test_parse_run_name_and_find_runs(tmp_path):
