@@ -220,7 +220,7 @@ def test_masked_loss_value_and_zero_gradient_for_invalid(batch):
     clean, est = mags()
     est.requires_grad_(True)
     loss = discriminator_loss(d, clean, est, labels, detach_estimate=False)
-    pred_max, pred_est = d.outputs
+    pred_est, pred_max = d.outputs  # published order: D(clean, est), then D(clean, clean)
     valid = [0, 2, 3]
     want = ((pred_max - 1) ** 2).mean() + ((pred_est.flatten()[valid] - labels.scores[valid]) ** 2).mean()
     torch.testing.assert_close(loss, want)
