@@ -89,9 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{label:<44} median {statistics.median(times):.3f} s  runs {[round(t, 3) for t in times]}")
     f, b = (statistics.median(t) for t in list(runs.values())[:2])
     ratio = f / b
-    print(
-        f"ratio full / (PESQ + STOI) = {ratio:.2f}  (target <= 1.5: {'met' if ratio <= 1.5 else 'NOT met'})"
-    )
+    print(f"ratio full / (PESQ + STOI) = {ratio:.2f}  (target <= 1.5: {'met' if ratio <= 1.5 else 'NOT met'})")
     return 0
 
 

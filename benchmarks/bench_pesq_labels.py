@@ -68,9 +68,7 @@ def _tree_jiffies(pid: int) -> int:
 def foreign_cpu_seconds() -> float | None:
     """CPU time used on this machine by processes outside this benchmark's tree (Linux; else None)."""
     try:
-        busy = sum(
-            int(x) for i, x in enumerate(Path("/proc/stat").read_text().split()[1:11]) if i not in (3, 4)
-        )
+        busy = sum(int(x) for i, x in enumerate(Path("/proc/stat").read_text().split()[1:11]) if i not in (3, 4))
     except (FileNotFoundError, ValueError):
         return None
     return (busy - _tree_jiffies(os.getpid())) / os.sysconf("SC_CLK_TCK")
@@ -101,9 +99,7 @@ def main() -> None:
     args = parser.parse_args()
 
     cores = available_cpus()
-    print(
-        f"date {datetime.date.today()}  host {platform.node()}  {platform.processor() or platform.machine()}"
-    )
+    print(f"date {datetime.date.today()}  host {platform.node()}  {platform.processor() or platform.machine()}")
     print(f"python {platform.python_version()}  cores available {cores}  os.cpu_count {os.cpu_count()}")
     print(f"load average at start {os.getloadavg()[0]:.2f}")
     print(f"repeats {args.repeats}, interleaved; ms per batch as min / median; ratios from min (median)")
@@ -142,9 +138,7 @@ def main() -> None:
             ],
             args.repeats,
         )
-        print(
-            f"overhead only (B=16, no PESQ run), min ms: serial {a:.1f}, joblib/call {bb:.1f}, pool {cc:.1f}"
-        )
+        print(f"overhead only (B=16, no PESQ run), min ms: serial {a:.1f}, joblib/call {bb:.1f}, pool {cc:.1f}")
     foreign1, wall1 = foreign_cpu_seconds(), time.perf_counter()
     if foreign0 is not None and foreign1 is not None:
         share = (foreign1 - foreign0) / ((wall1 - wall0) * (os.cpu_count() or 1))

@@ -62,8 +62,10 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--repeats", type=int, default=3)
     a = p.parse_args()
-    print(f"{time.strftime('%Y-%m-%d')} {platform.machine()} cpus={os.cpu_count()} torch={torch.__version__} "
-          f"load={os.getloadavg()[0]:.2f}")
+    print(
+        f"{time.strftime('%Y-%m-%d')} {platform.machine()} cpus={os.cpu_count()} torch={torch.__version__} "
+        f"load={os.getloadavg()[0]:.2f}"
+    )
     bench("configs/tiny_cpu.yaml", a.steps, a.repeats, "cpu")
     if torch.cuda.is_available():
         print(torch.cuda.get_device_name())

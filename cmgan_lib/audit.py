@@ -137,9 +137,7 @@ def crop_pesq(
     """
     if pool is None and workers != 1:
         with PesqPool(n_workers=workers, sr=sr) as temporary:
-            return crop_pesq(
-                pairs, crops_per_clip, cut_len, seed, sr, metadata, temporary, scale_check, progress
-            )
+            return crop_pesq(pairs, crops_per_clip, cut_len, seed, sr, metadata, temporary, scale_check, progress)
     clips = as_clip_pairs(pairs, metadata)
     if crops_per_clip < 1:
         raise ValueError("crops_per_clip must be >= 1")
@@ -207,9 +205,7 @@ def _cause_columns(reasons: pd.Series) -> list[str]:
     return list(KNOWN_REASONS) + observed
 
 
-def failure_rates(
-    crops: pd.DataFrame, by: str | list[str] | None = None, reason_col: str = "reason"
-) -> pd.DataFrame:
+def failure_rates(crops: pd.DataFrame, by: str | list[str] | None = None, reason_col: str = "reason") -> pd.DataFrame:
     """Per-crop failure rate overall and by cause (`p_<cause>` columns), optionally grouped by metadata.
 
     Bin continuous columns first (e.g. `crops.assign(snr=pd.cut(crops.snr_db, [-10, 0, 5, 10, 20]))`).
@@ -259,9 +255,7 @@ def skip_rates(
     failed = crops[reason_col].notna().to_numpy()
     p = float(failed.mean())
     order = np.argsort(crops["clip_index"].to_numpy(), kind="stable")
-    clip_ids, starts, counts = np.unique(
-        crops["clip_index"].to_numpy()[order], return_index=True, return_counts=True
-    )
+    clip_ids, starts, counts = np.unique(crops["clip_index"].to_numpy()[order], return_index=True, return_counts=True)
     failed_by_clip = failed[order]
     n_clips = len(clip_ids)
     rows = []

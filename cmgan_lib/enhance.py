@@ -59,9 +59,7 @@ def generator_state_dict(checkpoint: str | os.PathLike | dict) -> dict[str, torc
             raise ValueError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})") from exc
     if isinstance(obj, dict) and "generator" in obj:
         obj = obj["generator"]
-    if not isinstance(obj, dict) or "dense_encoder.conv_1.0.weight" not in {
-        k.removeprefix("module.") for k in obj
-    }:
+    if not isinstance(obj, dict) or "dense_encoder.conv_1.0.weight" not in {k.removeprefix("module.") for k in obj}:
         raise ValueError(f"{name}: no CMGAN generator state dict found (expected key dense_encoder.conv_1.0.weight)")
     return {k.removeprefix("module."): v for k, v in obj.items()}
 
@@ -143,7 +141,10 @@ def enhance_track(model: torch.nn.Module, noisy: np.ndarray, cut_len: int = SAMP
                 torch.cuda.empty_cache()
             log.warning(
                 "out of memory enhancing %d samples in %d chunk(s) on %s; retrying with %d chunks",
-                length, k, device, counts[attempt + 1],
+                length,
+                k,
+                device,
+                counts[attempt + 1],
             )
     est = est / c
     return est.flatten()[:length].float().cpu().numpy()
@@ -190,6 +191,8 @@ def enhance_files(
         target = out / f.name
         write_wav(target, est)
         result.written.append(target)
-    print(f"enhanced {len(result.written)} of {len(result.written) + len(result.failed)} file(s) into {out}; "
-          f"{len(result.failed)} failed")
+    print(
+        f"enhanced {len(result.written)} of {len(result.written) + len(result.failed)} file(s) into {out}; "
+        f"{len(result.failed)} failed"
+    )
     return result

@@ -111,9 +111,7 @@ def score_pair(pair: Pair, legacy_float_scale: bool = False, with_enhanced: bool
         if path is None and (role != "enhanced" or with_enhanced)
     ]
     if missing:
-        row.update(
-            reason=f"missing_{missing[0]}", detail=f"no {' or '.join(missing)} file named {pair.name}.wav"
-        )
+        row.update(reason=f"missing_{missing[0]}", detail=f"no {' or '.join(missing)} file named {pair.name}.wav")
         return row
     try:
         clean = read_wav(pair.clean, sr=SAMPLE_RATE)
@@ -282,9 +280,7 @@ def evaluate(
             raise FileNotFoundError(f"{enhanced_dir}: enhanced folder does not exist")
         pairs = pair_files(clean_dir, noisy_dir, enhanced_dir)
     else:
-        pairs = _enhance_all(
-            pair_files(clean_dir, noisy_dir), checkpoint, out / "enhanced", device, cut_len, progress
-        )
+        pairs = _enhance_all(pair_files(clean_dir, noisy_dir), checkpoint, out / "enhanced", device, cut_len, progress)
     if not pairs:
         raise FileNotFoundError(f"{clean_dir} and {noisy_dir} hold no .wav files")
 

@@ -306,6 +306,7 @@ def _fmt(x: float) -> str:
 
 # --------------------------------------------------------------------------------------------- notebook 03
 
+
 def find_finished_runs(run_root: str | os.PathLike) -> list[Path]:
     """Finished runs under `run_root`: folders (at any depth) holding done.json and a checkpoint."""
     root = Path(run_root)

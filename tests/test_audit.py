@@ -55,35 +55,24 @@ def test_failure_causes_from_crops_of_a_partly_silent_set():
     speech_like = rng.standard_normal(32000).astype(np.float32)
     half = np.concatenate([np.zeros(48000, np.float32), speech_like])
     pairs = [ClipPair(f"half{i}", half, np.zeros_like(half)) for i in range(10)]
-    pairs += [
-        ClipPair(f"short{i}", np.zeros(10000, np.float32), np.zeros(10000, np.float32)) for i in range(2)
-    ]
+    pairs += [ClipPair(f"short{i}", np.zeros(10000, np.float32), np.zeros(10000, np.float32)) for i in range(2)]
     meta = [{"kind": "half"}] * 10 + [{"kind": "short_silent"}] * 2
-    crops = crop_pesq(
-        pairs, crops_per_clip=60, metadata=meta, seed=1, scale_check=False, progress=False, workers=1
-    )
+    crops = crop_pesq(pairs, crops_per_clip=60, metadata=meta, seed=1, scale_check=False, progress=False, workers=1)
     assert len(crops) == 12 * 60 and not crops["valid"].any() and crops["pesq"].isna().all()
-    assert (
-        crops.loc[crops.kind == "short_silent", "tiled"].all()
-        and not crops.loc[crops.kind == "half", "tiled"].any()
-    )
+    assert crops.loc[crops.kind == "short_silent", "tiled"].all() and not crops.loc[crops.kind == "half", "tiled"].any()
 
     by_kind = failure_rates(crops, by="kind")
     p = 16001 / 48001
     se = math.sqrt(p * (1 - p) / 600)
     assert abs(by_kind.loc["half", "p_silent_reference"] - p) < 4 * se
-    assert (
-        by_kind.loc["half", "p_silent_reference"] + by_kind.loc["half", "p_silent_or_nonfinite_estimate"] == 1
-    )
+    assert by_kind.loc["half", "p_silent_reference"] + by_kind.loc["half", "p_silent_or_nonfinite_estimate"] == 1
     assert by_kind.loc["short_silent", "p_silent_reference"] == 1.0
     overall = failure_rates(crops)
     assert overall.loc["all", "n_crops"] == 720 and overall.loc["all", "p_fail"] == 1.0
     weighted = (600 * by_kind.loc["half", "p_silent_reference"] + 120 * 1.0) / 720
     assert overall.loc["all", "p_silent_reference"] == pytest.approx(weighted)
     # Same seed, same crops: the audit reproduces.
-    again = crop_pesq(
-        pairs, crops_per_clip=60, metadata=meta, seed=1, scale_check=False, progress=False, workers=1
-    )
+    again = crop_pesq(pairs, crops_per_clip=60, metadata=meta, seed=1, scale_check=False, progress=False, workers=1)
     pd.testing.assert_frame_equal(crops, again)
 
 
@@ -130,9 +119,7 @@ def pool():
 def test_crop_pesq_on_real_speech_with_silent_clips(vb_pairs, pool):
     """9 real clips + 3 silent references, one crop each: p = 1/4 exactly; batches of distinct clips."""
     real = vb_pairs[:9]
-    silent = [
-        ClipPair(f"silent{i}", np.zeros_like(p.clean), p.degraded) for i, p in enumerate(vb_pairs[9:12])
-    ]
+    silent = [ClipPair(f"silent{i}", np.zeros_like(p.clean), p.degraded) for i, p in enumerate(vb_pairs[9:12])]
     crops = crop_pesq(real + silent, crops_per_clip=1, pool=pool, scale_check=False, progress=False)
     assert crops["valid"].tolist() == [True] * 9 + [False] * 3
     assert (crops.reason[9:] == "silent_reference").all() and crops.pesq[:9].between(1.0, 4.6).all()

@@ -143,9 +143,7 @@ def test_same_batches_with_workers_and_distributed_sampler(corpus: Path) -> None
     seen = []
     for rank in range(2):
         sampler = torch.utils.data.distributed.DistributedSampler(ds, num_replicas=2, rank=rank, shuffle=True)
-        loader = torch.utils.data.DataLoader(
-            ds, batch_size=1, sampler=sampler, num_workers=2, persistent_workers=True
-        )
+        loader = torch.utils.data.DataLoader(ds, batch_size=1, sampler=sampler, num_workers=2, persistent_workers=True)
         for epoch in (0, 2):  # the epoch set in the parent reaches already-running workers
             sampler.set_epoch(epoch)
             ds.set_epoch(epoch)

@@ -46,8 +46,9 @@ def _published_reference(model, noisy: np.ndarray, cut_len: int) -> np.ndarray:
         x = torch.reshape(x, (k, -1))
     win = torch.hamming_window(400)
     spec = torch.view_as_real(torch.stft(x, 400, 100, window=win, onesided=True, return_complex=True))
-    mag, phase = torch.abs(torch.complex(spec[..., 0], spec[..., 1])) ** 0.3, torch.angle(
-        torch.complex(spec[..., 0], spec[..., 1])
+    mag, phase = (
+        torch.abs(torch.complex(spec[..., 0], spec[..., 1])) ** 0.3,
+        torch.angle(torch.complex(spec[..., 0], spec[..., 1])),
     )
     comp = torch.stack([mag * torch.cos(phase), mag * torch.sin(phase)], 1).permute(0, 1, 3, 2)
     with torch.no_grad():
@@ -142,8 +143,13 @@ def test_enhance_command_reports_each_bad_file_and_goes_on(tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir()) == ["good.wav"]
     lines = [ln for ln in err.err.splitlines() if ln.startswith("error:")]
     assert len(lines) == 5
-    for name, word in [("rate8k", "8000 Hz"), ("stereo", "2 channels"), ("silent", "zeros"), ("empty", "empty"),
-                       ("garbage", "unreadable")]:
+    for name, word in [
+        ("rate8k", "8000 Hz"),
+        ("stereo", "2 channels"),
+        ("silent", "zeros"),
+        ("empty", "empty"),
+        ("garbage", "unreadable"),
+    ]:
         assert any(name in ln and word in ln for ln in lines), (name, lines)
     assert "enhanced 1 of 6" in err.out
 
@@ -151,11 +157,35 @@ def test_enhance_command_reports_each_bad_file_and_goes_on(tmp_path, capsys):
 def test_enhance_command_missing_input_and_checkpoint(tmp_path, capsys):
     ckpt = tmp_path / "raw.pt"
     torch.save(TSCNet(num_channel=8).state_dict(), ckpt)
-    assert cli_main(["enhance", "--checkpoint", str(ckpt), "--input", str(tmp_path / "nope.wav"),
-                     "--output", str(tmp_path / "o")]) == 1
+    assert (
+        cli_main(
+            [
+                "enhance",
+                "--checkpoint",
+                str(ckpt),
+                "--input",
+                str(tmp_path / "nope.wav"),
+                "--output",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 1
+    )
     assert "nope.wav: file does not exist" in capsys.readouterr().err
-    assert cli_main(["enhance", "--checkpoint", str(tmp_path / "missing.pt"), "--input", str(tmp_path),
-                     "--output", str(tmp_path / "o")]) == 2
+    assert (
+        cli_main(
+            [
+                "enhance",
+                "--checkpoint",
+                str(tmp_path / "missing.pt"),
+                "--input",
+                str(tmp_path),
+                "--output",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
     assert "missing.pt" in capsys.readouterr().err
 
 

@@ -120,9 +120,7 @@ def test_missing_enhanced_file_is_a_reason(synthetic_set, tmp_path):
     for sub in ("clean", "noisy"):
         (test_dir / sub).mkdir(parents=True)
         for name in GOOD:
-            (test_dir / sub / f"{name}.wav").write_bytes(
-                (synthetic_set / "data" / sub / f"{name}.wav").read_bytes()
-            )
+            (test_dir / sub / f"{name}.wav").write_bytes((synthetic_set / "data" / sub / f"{name}.wav").read_bytes())
     out = tmp_path / "out"
     args = [
         "evaluate",
@@ -186,9 +184,7 @@ def test_checkpoint_path_calls_enhance_track_per_noisy_file(synthetic_set, tmp_p
     args = ["evaluate", "--checkpoint", "ck.pt", "--test-dir", str(synthetic_set / "data"), "--out", str(out)]
     assert main([*args, "--device", "cpu", "--jobs", "1"]) == 0
     assert calls["load"] == [("ck.pt", "cpu")]
-    assert (
-        calls["enhance"] == 5
-    )  # every readable 16 kHz noisy file; the 8 kHz one is refused before enhancing
+    assert calls["enhance"] == 5  # every readable 16 kHz noisy file; the 8 kHz one is refused before enhancing
     per_file = pd.read_csv(out / PER_FILE_CSV).set_index("name")
     for name, reason in EXPECTED_REASONS.items():
         assert per_file.loc[name, "reason"] == reason
@@ -208,9 +204,7 @@ def test_cli_evaluate_with_checkpoint(synthetic_set, tmp_path, capsys):
     for sub in ("clean", "noisy"):
         (test_dir / sub).mkdir(parents=True)
         for name in GOOD[:1]:  # one file: a CPU forward pass takes seconds even at num_channel=8
-            (test_dir / sub / f"{name}.wav").write_bytes(
-                (synthetic_set / "data" / sub / f"{name}.wav").read_bytes()
-            )
+            (test_dir / sub / f"{name}.wav").write_bytes((synthetic_set / "data" / sub / f"{name}.wav").read_bytes())
     out = tmp_path / "out"
     args = ["evaluate", "--checkpoint", str(ckpt), "--test-dir", str(test_dir), "--out", str(out)]
     assert main([*args, "--device", "cpu", "--jobs", "1"]) == 0

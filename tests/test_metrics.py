@@ -281,9 +281,7 @@ def test_vectorized_llr_equals_per_frame_loop(random_pairs):
 
 def test_vectorized_segsnr_equals_per_frame_loop(random_pairs):
     for clean, processed in random_pairs:
-        np.testing.assert_allclose(
-            M.segsnr_frames(clean, processed), _loop_segsnr(clean, processed), rtol=1e-12
-        )
+        np.testing.assert_allclose(M.segsnr_frames(clean, processed), _loop_segsnr(clean, processed), rtol=1e-12)
 
 
 def test_trimmed_mean_rounds_half_away_from_zero_like_matlab():

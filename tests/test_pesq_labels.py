@@ -35,9 +35,7 @@ def batch(vb_samples) -> tuple[list[np.ndarray], list[np.ndarray]]:
     rng = np.random.default_rng(3)
     clean, noisy = [], []
     for name in names:
-        c, n = crop_pair(
-            read_wav(vb_samples / "clean" / name), read_wav(vb_samples / "noisy" / name), CUT, rng
-        )
+        c, n = crop_pair(read_wav(vb_samples / "clean" / name), read_wav(vb_samples / "noisy" / name), CUT, rng)
         clean.append(c)
         noisy.append(n)
     return clean, noisy
@@ -79,9 +77,7 @@ def test_no_failure_every_strategy(batch, direct):
     mean = make_labels(skip.raw, skip.reasons, "batch_mean")
     assert not mean.skipped
     # The proposed fix flattens labels even when nothing failed.
-    torch.testing.assert_close(
-        mean.scores, torch.full((B,), normalize_pesq(direct.mean()), dtype=torch.float32)
-    )
+    torch.testing.assert_close(mean.scores, torch.full((B,), normalize_pesq(direct.mean()), dtype=torch.float32))
 
 
 def test_one_silent_reference(batch, direct):

@@ -53,9 +53,9 @@ def test_skipped_batch_logs_nan_through_the_real_label_path():
 def test_disc_loss_stats_from_step_logs(tmp_path):
     run = tmp_path / "masked_s0"
     run.mkdir()
-    pd.DataFrame(
-        {"epoch": [1, 1, 2, 2], "disc_loss": [np.nan, 4e-6, 0.3, 0.1], "disc_skipped": [1, 0, 0, 0]}
-    ).to_csv(run / "training_step_log.csv", index=False)
+    pd.DataFrame({"epoch": [1, 1, 2, 2], "disc_loss": [np.nan, 4e-6, 0.3, 0.1], "disc_skipped": [1, 0, 0, 0]}).to_csv(
+        run / "training_step_log.csv", index=False
+    )
     s = report.disc_loss_stats(run)
     assert s["n_steps"] == 4 and s["n_skipped"] == 1 and s["skipped_logged_nan"] is True
     assert s["min_positive"] == pytest.approx(4e-6)

@@ -51,9 +51,7 @@ def test_layout_manifest_and_format(corpus) -> None:
             assert (info.samplerate, info.channels, info.subtype, info.format) == (16000, 1, "PCM_16", "WAV")
             assert info.frames == round(row.duration_s * 16000)
     assert set(manifest.noise_type) <= set(NOISE_TYPES)
-    assert set(manifest[manifest.split == "train"].speaker).isdisjoint(
-        manifest[manifest.split == "test"].speaker
-    )
+    assert set(manifest[manifest.split == "train"].speaker).isdisjoint(manifest[manifest.split == "test"].speaker)
     ordinary = manifest[manifest.hard_kind == "ordinary"]
     assert set(ordinary[ordinary.split == "train"].snr_db) <= set(TRAIN_SNRS)
     assert set(ordinary[ordinary.split == "test"].snr_db) <= set(TEST_SNRS)
@@ -176,9 +174,7 @@ def test_cli_make_synthetic(tmp_path: Path, capsys) -> None:
 
 @pytest.mark.slow
 def test_worker_count_does_not_change_files(tmp_path: Path) -> None:
-    one = make_dataset(
-        tmp_path / "one", n_train=6, n_test=2, seed=9, hard_fraction=0.5, progress=False, n_jobs=1
-    )
+    one = make_dataset(tmp_path / "one", n_train=6, n_test=2, seed=9, hard_fraction=0.5, progress=False, n_jobs=1)
     make_dataset(tmp_path / "two", n_train=6, n_test=2, seed=9, hard_fraction=0.5, progress=False, n_jobs=2)
     for row in one.itertuples():
         for sub in ("clean", "noisy"):
@@ -200,9 +196,7 @@ def test_default_corpus_time_and_pesq_target(tmp_path: Path) -> None:
     assert elapsed < 120, f"generation took {elapsed:.1f} s"
     test = manifest[(manifest.split == "test") & (manifest.hard_kind == "ordinary")]
     scores = Parallel(n_jobs=-1)(
-        delayed(pesq)(
-            16000, read_wav(tmp_path / "test/clean" / f), read_wav(tmp_path / "test/noisy" / f), "wb"
-        )
+        delayed(pesq)(16000, read_wav(tmp_path / "test/clean" / f), read_wav(tmp_path / "test/noisy" / f), "wb")
         for f in test.file
     )
     mean = float(np.mean(scores))

@@ -62,7 +62,11 @@ def test_shipped_configs_change_only_their_switches():
     diff = {k for k in official if official[k] != fixes[k]}
     assert diff == {"run_dir", "pesq_strategy", "early_stopping", "grad_clip_norm"}  # es_* defaults match
     assert (fixes["pesq_strategy"], fixes["es_patience"], fixes["es_min_delta"], fixes["grad_clip_norm"]) == (
-        "batch_mean", 15, 1e-4, 5.0)
+        "batch_mean",
+        15,
+        1e-4,
+        5.0,
+    )
     assert {k for k in official if official[k] != masked[k]} == {"run_dir", "pesq_strategy"}
     assert load_config(CONFIGS / "tiny_cpu.yaml").num_channel < 64
 
@@ -124,8 +128,13 @@ def test_gradient_clipping_logs_pre_clip_norms_and_clips(corpus, tmp_path, monke
     def spy(params, max_norm, *a, **k):
         params = list(params)
         norm = orig(params, max_norm, *a, **k)
-        seen.append((float(norm), max_norm, float(torch.linalg.vector_norm(
-            torch.stack([torch.linalg.vector_norm(p.grad) for p in params])))))
+        seen.append(
+            (
+                float(norm),
+                max_norm,
+                float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))),
+            )
+        )
         return norm
 
     monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", spy)
@@ -141,8 +150,16 @@ def test_overlapped_pesq_gives_the_same_run_as_sequential(corpus, tmp_path):
     logs = []
     for overlap in ("true", "false"):
         run = tmp_path / f"overlap_{overlap}"
-        assert main(["--config", str(CONFIGS / "official.yaml"),
-                     *tiny(corpus, run, f"overlap_pesq={overlap}", "pesq_strategy=masked")]) == 0
+        assert (
+            main(
+                [
+                    "--config",
+                    str(CONFIGS / "official.yaml"),
+                    *tiny(corpus, run, f"overlap_pesq={overlap}", "pesq_strategy=masked"),
+                ]
+            )
+            == 0
+        )
         logs.append(pd.read_csv(run / "training_step_log.csv").drop(columns="seconds"))
     pd.testing.assert_frame_equal(logs[0], logs[1])
 

@@ -41,9 +41,7 @@ def find_split(data_dir: str | os.PathLike, split: str) -> tuple[Path, Path]:
 def wav_names(folder: Path) -> list[str]:
     """Names of the .wav files directly in `folder`, natural-sorted (hidden temporary files skipped)."""
     names = [
-        p.name
-        for p in folder.iterdir()
-        if p.suffix.lower() == ".wav" and not p.name.startswith(".") and p.is_file()
+        p.name for p in folder.iterdir() if p.suffix.lower() == ".wav" and not p.name.startswith(".") and p.is_file()
     ]
     return sorted(names, key=natural_key)
 

@@ -136,12 +136,9 @@ def make_speaker(name: str, rng: np.random.Generator) -> Speaker:
 
 def speakers_for(seed: int, split: str) -> list[Speaker]:
     """The disjoint speaker sets of each split, fixed by `seed`."""
-    n, offset, prefix = (
-        (N_TRAIN_SPEAKERS, 0, "s") if split == "train" else (N_TEST_SPEAKERS, N_TRAIN_SPEAKERS, "s")
-    )
+    n, offset, prefix = (N_TRAIN_SPEAKERS, 0, "s") if split == "train" else (N_TEST_SPEAKERS, N_TRAIN_SPEAKERS, "s")
     return [
-        make_speaker(f"{prefix}{offset + k + 1:02d}", np.random.default_rng([seed, 7919, offset + k]))
-        for k in range(n)
+        make_speaker(f"{prefix}{offset + k + 1:02d}", np.random.default_rng([seed, 7919, offset + k])) for k in range(n)
     ]
 
 
@@ -202,15 +199,11 @@ def _plan_utterance(
                 fricatives.append((t, cons, kind, FRICATIVES[kind][1] * rng.uniform(0.6, 1.2)))
             elif onset_kind == "stop" and syl > int(0.12 * SR):
                 cons = int(rng.uniform(0.03, 0.05) * SR)  # closure, then burst at the vowel onset
-                fricatives.append(
-                    (t + cons - int(0.012 * SR), int(0.015 * SR), "stop", rng.uniform(0.3, 0.6))
-                )
+                fricatives.append((t + cons - int(0.012 * SR), int(0.015 * SR), "stop", rng.uniform(0.3, 0.6)))
             v0, v1 = t + cons, t + syl
             b0, b1 = v0 // BLOCK, max(v1 // BLOCK, v0 // BLOCK + 1)
             level = rng.uniform(0.85, 1.0) if s == stressed else rng.uniform(0.45, 0.75)
-            env = _raised_cosine_env(
-                b1 - b0, attack=int(rng.integers(2, 6)), release=int(rng.integers(4, 12))
-            )
+            env = _raised_cosine_env(b1 - b0, attack=int(rng.integers(2, 6)), release=int(rng.integers(4, 12)))
             voice_amp[b0:b1] = np.maximum(voice_amp[b0:b1], level * env)
             if s > 0 and cons == 0:  # sonorant onset inside a word: voicing runs on through a dip
                 lo = max(b0 - 10, 0)
@@ -660,9 +653,7 @@ def make_dataset(
         warnings.warn("espeak-ng is not on PATH; using the built-in source-filter speech", stacklevel=2)
         use_espeak = False
     out = Path(out_dir)
-    rows = _plan_split(seed, "train", n_train, hard_fraction) + _plan_split(
-        seed, "test", n_test, hard_fraction
-    )
+    rows = _plan_split(seed, "train", n_train, hard_fraction) + _plan_split(seed, "test", n_test, hard_fraction)
     planned = {(row["split"], row["file"]) for row in rows}
     stale = [
         str(path)

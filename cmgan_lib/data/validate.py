@@ -129,9 +129,7 @@ def _check_file(path: Path, resample: bool) -> tuple[list[Problem], int | None]:
         bad = ~np.isfinite(audio)
         if bad.any():
             problems.append(
-                Problem(
-                    "non_finite", str(path), f"{int(bad.sum())} NaN/inf sample(s), first at {bad.argmax()}"
-                )
+                Problem("non_finite", str(path), f"{int(bad.sum())} NaN/inf sample(s), first at {bad.argmax()}")
             )
     return problems, _resampled_length(info.frames, info.samplerate)
 
@@ -144,9 +142,7 @@ def _check_split(root: Path, split: str, resample: bool, progress: bool) -> tupl
         return [Problem("missing_folder", str(root), f"no {split} split ({looked})")], 0
     clean_dir, noisy_dir = found
     problems = [
-        Problem("missing_folder", str(d), "folder does not exist")
-        for d in (clean_dir, noisy_dir)
-        if not d.is_dir()
+        Problem("missing_folder", str(d), "folder does not exist") for d in (clean_dir, noisy_dir) if not d.is_dir()
     ]
     if problems:
         return problems, 0
