@@ -134,7 +134,7 @@ def enhance_track(model: torch.nn.Module, noisy: np.ndarray, cut_len: int = SAMP
         try:
             est = _enhance_chunks(model, x.reshape(k, -1))
             break
-        except (torch.OutOfMemoryError, RuntimeError) as exc:
+        except RuntimeError as exc:  # torch.OutOfMemoryError is one; other errors are re-raised
             if not _is_oom(exc) or attempt == len(counts) - 1:
                 raise
             if device.type == "cuda":

@@ -345,9 +345,10 @@ class Trainer:
         self.opt_g.zero_grad(set_to_none=True)
         out = self.forward_losses(clean, noisy)
         # PESQ labels of the detached estimate: start now, collect after the generator's update.
-        scale = c if cfg.eval_denormalize else torch.ones_like(c)
-        est_np = (out["est_audio"].detach() / scale).cpu().numpy()
-        clean_np = (clean / scale).cpu().numpy()
+        est_pesq, clean_pesq = out["est_audio"].detach(), clean
+        if cfg.eval_denormalize:
+            est_pesq, clean_pesq = est_pesq / c, clean_pesq / c
+        est_np, clean_np = est_pesq.cpu().numpy(), clean_pesq.cpu().numpy()
         handle = self.pool.submit(clean_np, est_np) if cfg.overlap_pesq else None
 
         finite = self._all_ranks(bool(torch.isfinite(out["loss"]).item()))
