@@ -168,6 +168,10 @@ def test_resume_gives_the_same_epoch_log_as_an_uninterrupted_run(corpus, tmp_pat
     full, part = tmp_path / "full", tmp_path / "part"
     assert main(["--config", str(CONFIGS / "official.yaml"), *tiny(corpus, full, "epochs=3", "decay_epoch=1")]) == 0
     assert main(["--config", str(CONFIGS / "official.yaml"), *tiny(corpus, part, "epochs=1", "decay_epoch=1")]) == 0
+    # a crash after logging some epoch-1 rows but before its checkpoint: resume must drop them
+    for name in ("training_step_log.csv", "training_epoch_log.csv"):
+        log = pd.read_csv(part / name)
+        pd.concat([log, log.tail(1).assign(epoch=1)]).to_csv(part / name, index=False)
     assert main(["--resume", str(part), "epochs=3"]) == 0
     a = pd.read_csv(full / "training_epoch_log.csv").drop(columns="seconds")
     b = pd.read_csv(part / "training_epoch_log.csv").drop(columns="seconds")
@@ -176,6 +180,23 @@ def test_resume_gives_the_same_epoch_log_as_an_uninterrupted_run(corpus, tmp_pat
     sa = pd.read_csv(full / "training_step_log.csv").drop(columns="seconds")
     sb = pd.read_csv(part / "training_step_log.csv").drop(columns="seconds")
     pd.testing.assert_frame_equal(sa, sb)
+
+
+@pytest.mark.parametrize("denormalize", [False, True])
+def test_eval_denormalize_decides_what_audio_pesq_labels_see(corpus, tmp_path, denormalize):
+    cfg = load_config(CONFIGS / "official.yaml", tiny(corpus, tmp_path / "d", f"eval_denormalize={denormalize}"))
+    trainer = Trainer(cfg)
+    clean, noisy, _ = next(iter(trainer.loader))
+    submitted = []
+    submit = trainer.pool.submit
+    trainer.pool.submit = lambda c, e: submitted.append(c) or submit(c, e)
+    try:
+        trainer.train_step(clean, noisy)
+    finally:
+        trainer.pool.close()
+    c = torch.sqrt(noisy.shape[-1] / torch.sum(noisy**2, dim=-1))[:, None]
+    expected = clean if denormalize else clean * c  # published: PESQ of the RMS-normalized audio
+    np.testing.assert_allclose(submitted[0], expected.numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_non_finite_losses_are_skipped_then_stop_with_the_checkpoint_intact(corpus, tmp_path, monkeypatch):
