@@ -10,7 +10,8 @@ def _cmd_enhance(a: argparse.Namespace) -> int:
     from cmgan_lib.enhance import enhance_files
 
     try:
-        result = enhance_files(a.checkpoint, a.input, a.output, device=a.device, cut_len=a.cut_len)
+        result = enhance_files(a.checkpoint, a.input, a.output, device=a.device, cut_len=a.cut_len,
+                               trust_checkpoint=a.trust_checkpoint)  # fmt: skip
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -20,14 +21,19 @@ def _cmd_enhance(a: argparse.Namespace) -> int:
 def _cmd_make_synthetic(a: argparse.Namespace) -> int:
     from cmgan_lib.data.synthetic import make_dataset
 
-    manifest = make_dataset(
-        a.out,
-        n_train=a.n_train,
-        n_test=a.n_test,
-        seed=a.seed,
-        hard_fraction=a.hard_fraction,
-        use_espeak=a.espeak,
-    )
+    try:
+        manifest = make_dataset(
+            a.out,
+            n_train=a.n_train,
+            n_test=a.n_test,
+            seed=a.seed,
+            hard_fraction=a.hard_fraction,
+            use_espeak=a.espeak,
+            overwrite=a.overwrite,
+        )
+    except (FileExistsError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(f"wrote {len(manifest)} clips to {a.out} (manifest: {a.out}/manifest.csv)")
     return 0
 
@@ -56,11 +62,19 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
             enhanced_dir=a.enhanced_dir,
             legacy_float_scale=a.legacy_float_scale,
             n_jobs=a.jobs,
+            trust_checkpoint=a.trust_checkpoint,
         )
     except (FileNotFoundError, ValueError) as exc:  # bad folders or arguments: one line, no traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    return 0 if result is not None else 1
+    if result is None:
+        return 1
+    excluded = int(result["n_excluded"].max()) if len(result) else 0
+    if excluded:  # as enhance does: a file that could not be scored is a failure, even if the rest were
+        print(f"error: {excluded} file(s) could not be scored; see reason/detail in {a.out}/metrics_per_file.csv",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    return 0
 
 
 def _cmd_train(argv: list[str]) -> int:
@@ -83,6 +97,9 @@ def _cmd_study(a: argparse.Namespace) -> int:
     return 0
 
 
+TRUST_HELP = "load a checkpoint that needs unpickling (can run arbitrary code: only for files you trust)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cmgan", description="CMGAN reproducibility study tools.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -93,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--output", required=True, help="folder for the enhanced WAV files")
     e.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: best available)")
     e.add_argument("--cut-len", type=int, default=16000 * 16, help="chunk length in samples (published: 16 s)")
+    e.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
     e.set_defaults(func=_cmd_enhance)
 
     s = sub.add_parser("make-synthetic", help="write the embedded synthetic noisy-speech corpus")
@@ -102,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--hard-fraction", type=float, default=0.1, help="fraction of hard clips for the audit")
     s.add_argument("--espeak", action="store_true", help="use espeak-ng speech when the binary is on PATH")
+    s.add_argument("--overwrite", action="store_true", help="replace a corpus already in OUT (its WAVs and manifest)")
     s.set_defaults(func=_cmd_make_synthetic)
 
     v = sub.add_parser("validate-data", help="check a Voice Bank + DEMAND style folder before training")
@@ -117,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--enhanced-dir", default=None, help="evaluate already-enhanced audio instead of a checkpoint")
     ev.add_argument("--legacy-float-scale", action="store_true", help="reproduce the published inflated composites")
     ev.add_argument("--jobs", type=int, default=None, help="parallel metric workers (default: all CPUs)")
+    ev.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
     ev.set_defaults(func=_cmd_evaluate)
 
     t = sub.add_parser("train", help="train CMGAN: --config FILE [key=value ...] or --resume RUN_DIR", add_help=False)

@@ -34,18 +34,34 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     return torch.device("cpu")
 
 
-def _load_checkpoint_file(path: Path) -> dict:
+class UntrustedCheckpointError(ValueError):
+    """A checkpoint that only loads by unpickling, which can run arbitrary code."""
+
+
+def _load_checkpoint_file(path: Path, trust: bool = False) -> dict:
+    """weights_only=True (tensors and plain containers only); full unpickling only when the user trusts it."""
+    import pickle
+    import zipfile
+
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
-    except Exception:
-        # This project's own checkpoints also hold config and RNG states: trusted files written by us.
-        return torch.load(path, map_location="cpu", weights_only=False)
+    except pickle.UnpicklingError as exc:
+        if not zipfile.is_zipfile(path):  # not torch.save's format at all: garbage, not a trust question
+            raise
+        if not trust:
+            raise UntrustedCheckpointError(
+                f"{path}: this checkpoint needs unpickling, which can run arbitrary code; if you trust its source, "
+                f"pass --trust-checkpoint (trust_checkpoint=True) to load it anyway ({str(exc).splitlines()[0]})"
+            ) from None
+    return torch.load(path, map_location="cpu", weights_only=False)
 
 
-def generator_state_dict(checkpoint: str | os.PathLike | dict) -> dict[str, torch.Tensor]:
-    """The generator weights of an official raw state dict or of this project's checkpoint (key "generator")."""
+def generator_state_dict(checkpoint: str | os.PathLike | dict, trust: bool = False) -> dict[str, torch.Tensor]:
+    """The generator weights of an official raw state dict or of this project's checkpoint (key "generator").
+
+    Refuses weights that are not finite: a model with NaN in a weight or a BatchNorm buffer writes
+    constant audio for every input.
+    """
     name = str(checkpoint) if not isinstance(checkpoint, dict) else "<dict>"
     if isinstance(checkpoint, dict):
         obj = checkpoint
@@ -54,19 +70,30 @@ def generator_state_dict(checkpoint: str | os.PathLike | dict) -> dict[str, torc
         if not path.is_file():
             raise FileNotFoundError(f"{path}: checkpoint file does not exist")
         try:
-            obj = _load_checkpoint_file(path)
+            obj = _load_checkpoint_file(path, trust)
+        except UntrustedCheckpointError:
+            raise
         except Exception as exc:
             raise ValueError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})") from exc
     if isinstance(obj, dict) and "generator" in obj:
         obj = obj["generator"]
     if not isinstance(obj, dict) or "dense_encoder.conv_1.0.weight" not in {k.removeprefix("module.") for k in obj}:
         raise ValueError(f"{name}: no CMGAN generator state dict found (expected key dense_encoder.conv_1.0.weight)")
-    return {k.removeprefix("module."): v for k, v in obj.items()}
+    state = {k.removeprefix("module."): v for k, v in obj.items()}
+    bad = [k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise ValueError(f"{name}: {len(bad)} tensor(s) hold NaN or inf (first: {bad[0]}); this model cannot enhance")
+    return state
 
 
-def load_generator(checkpoint: str | os.PathLike | dict, device: str | torch.device | None = None) -> TSCNet:
-    """TSCNet in eval mode on `device`, its size inferred from the weights, loaded with strict=True."""
-    state = generator_state_dict(checkpoint)
+def load_generator(
+    checkpoint: str | os.PathLike | dict, device: str | torch.device | None = None, trust: bool = False
+) -> TSCNet:
+    """TSCNet in eval mode on `device`, its size inferred from the weights, loaded with strict=True.
+
+    `trust=True` allows a checkpoint that needs unpickling (only for files from a source you trust).
+    """
+    state = generator_state_dict(checkpoint, trust)
     num_channel = state["dense_encoder.conv_1.0.weight"].shape[0]
     num_features = state["mask_decoder.prelu_out.weight"].shape[0]
     model = TSCNet(num_channel=num_channel, num_features=num_features)
@@ -150,6 +177,26 @@ def enhance_track(model: torch.nn.Module, noisy: np.ndarray, cut_len: int = SAMP
     return est.flatten()[:length].float().cpu().numpy()
 
 
+def output_problem(est: np.ndarray) -> str | None:
+    """Why an enhanced track must not be written as a success (non-finite or constant samples), or None."""
+    if not np.all(np.isfinite(est)):
+        return f"the model's output has {int((~np.isfinite(est)).sum())} NaN/inf sample(s); nothing written"
+    if est.size and np.all(est == est[0]):
+        return f"the model's output is constant ({float(est[0]):.6g}); nothing written"
+    return None
+
+
+def refuse_overwriting_inputs(files: list[Path], output_dir: Path) -> None:
+    """Raise when writing `output_dir/<name>` would replace one of the input files."""
+    inputs = {f.resolve() for f in files}
+    clash = [f for f in files if (output_dir / f.name).resolve() in inputs]
+    if clash:
+        raise ValueError(
+            f"{output_dir}: the output folder would overwrite input file(s) (e.g. {clash[0]}); "
+            "choose an output folder other than the input's"
+        )
+
+
 @dataclass
 class EnhanceResult:
     written: list[Path] = field(default_factory=list)
@@ -170,11 +217,13 @@ def enhance_files(
     output_dir: str | os.PathLike,
     device: str | None = None,
     cut_len: int = SAMPLE_RATE * 16,
+    trust_checkpoint: bool = False,
 ) -> EnhanceResult:
     """Enhance a WAV or a folder of WAVs into `output_dir`; bad files get one line each and are skipped."""
-    model = load_generator(checkpoint, device)
     files = list_wavs(inputs)
     out = Path(output_dir)
+    refuse_overwriting_inputs(files, out)
+    model = load_generator(checkpoint, device, trust=trust_checkpoint)
     result = EnhanceResult()
     if not files:
         print(f"error: {inputs}: no .wav files in this folder", file=sys.stderr)
@@ -183,6 +232,9 @@ def enhance_files(
         try:
             noisy = read_wav(f, allow_silent=False)
             est = enhance_track(model, noisy, cut_len=cut_len)
+            problem = output_problem(est)
+            if problem:
+                raise ValueError(problem)
         except (AudioError, ValueError) as exc:
             problem = exc.problem if isinstance(exc, AudioError) else str(exc)
             tqdm.write(f"error: {f}: {problem}", file=sys.stderr)

@@ -230,11 +230,16 @@ def _enhance_all(
     device: str | None,
     cut_len: int,
     progress: bool,
+    trust_checkpoint: bool = False,
 ) -> list[Pair]:
-    """Enhance every noisy file into out_dir (float WAV: re-scoring the folder gives the same numbers)."""
-    from cmgan_lib.enhance import enhance_track, load_generator, resolve_device
+    """Enhance every noisy file into out_dir (float WAV: re-scoring the folder gives the same numbers).
 
-    model = load_generator(checkpoint, device=resolve_device(device))
+    A file that cannot be enhanced (silent, too short, non-finite or constant output) keeps its Pair with a
+    reason and detail; one bad file never stops the others.
+    """
+    from cmgan_lib.enhance import enhance_track, load_generator, output_problem, resolve_device
+
+    model = load_generator(checkpoint, device=resolve_device(device), trust=trust_checkpoint)
     out_dir.mkdir(parents=True, exist_ok=True)
     done = []
     for pair in tqdm(pairs, desc="enhance", unit="file", disable=not progress):
@@ -246,8 +251,17 @@ def _enhance_all(
         except AudioError as exc:
             done.append(Pair(pair.name, pair.clean, pair.noisy, None, _audio_reason(exc), str(exc)))
             continue
+        try:
+            est = enhance_track(model, noisy, cut_len=cut_len)
+        except ValueError as exc:  # all-zero or too short noisy input
+            done.append(Pair(pair.name, pair.clean, pair.noisy, None, "enhance_failed", f"{pair.noisy}: {exc}"))
+            continue
+        problem = output_problem(est)
+        if problem:
+            done.append(Pair(pair.name, pair.clean, pair.noisy, None, "bad_output", f"{pair.noisy}: {problem}"))
+            continue
         path = out_dir / f"{pair.name}.wav"
-        write_wav(path, enhance_track(model, noisy, cut_len=cut_len), SAMPLE_RATE, subtype="FLOAT")
+        write_wav(path, est, SAMPLE_RATE, subtype="FLOAT")
         done.append(Pair(pair.name, pair.clean, pair.noisy, path))
     return done
 
@@ -263,11 +277,13 @@ def evaluate(
     n_jobs: int | None = None,
     cut_len: int = SAMPLE_RATE * 16,
     progress: bool = True,
+    trust_checkpoint: bool = False,
 ) -> pd.DataFrame | None:
     """Enhance `test_dir`'s noisy files with `checkpoint` (or read `enhanced_dir`) and score them.
 
     Writes OUT/metrics_per_file.csv and OUT/metrics_summary.csv, prints the table beside the published rows
-    and returns the summary, or None when no file could be scored.
+    and returns the summary (its `n_excluded` counts the files that could not be scored), or None when no
+    file could be scored.
     """
     if (checkpoint is None) == (enhanced_dir is None):
         raise ValueError("give exactly one of checkpoint (to enhance) or enhanced_dir (already enhanced)")
@@ -280,7 +296,8 @@ def evaluate(
             raise FileNotFoundError(f"{enhanced_dir}: enhanced folder does not exist")
         pairs = pair_files(clean_dir, noisy_dir, enhanced_dir)
     else:
-        pairs = _enhance_all(pair_files(clean_dir, noisy_dir), checkpoint, out / "enhanced", device, cut_len, progress)
+        pairs = _enhance_all(pair_files(clean_dir, noisy_dir), checkpoint, out / "enhanced", device, cut_len, progress,
+                             trust_checkpoint)  # fmt: skip
     if not pairs:
         raise FileNotFoundError(f"{clean_dir} and {noisy_dir} hold no .wav files")
 

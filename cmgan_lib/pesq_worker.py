@@ -80,13 +80,47 @@ def default_start_method() -> str:
     return "forkserver" if "forkserver" in methods else "spawn"
 
 
-def _worker_init() -> None:
-    """Each worker runs one single-threaded PESQ at a time: keep any BLAS/torch from oversubscribing."""
+def _pid_alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie, dead but not yet reaped, counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as fh:  # Linux: state is the field after "(comm)"
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True  # no /proc (macOS): os.kill said it exists
+
+
+def _watch_parent(owner: int, interval: float) -> None:
+    """Exit this worker once the process that owns the pool is gone (or the forkserver that forked us).
+
+    Workers of a ProcessPoolExecutor otherwise outlive a parent killed with SIGKILL: they block forever on
+    a queue whose write end they hold themselves.
+    """
+    import time
+
+    ppid = os.getppid()
+    while _pid_alive(owner) and os.getppid() == ppid:
+        time.sleep(interval)
+    os._exit(0)
+
+
+def _worker_init(owner: int | None = None, interval: float = 0.5) -> None:
+    """Each worker runs one single-threaded PESQ at a time: keep any BLAS/torch from oversubscribing.
+    With `owner` (the pool owner's pid), a daemon thread ends the worker when the owner dies."""
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = "1"
     torch = sys.modules.get("torch")  # only present if the parent's __main__ imported it
     if torch is not None:
         torch.set_num_threads(1)
+    if owner is not None:
+        import threading
+
+        threading.Thread(target=_watch_parent, args=(owner, interval), name="pesq-parent-watch", daemon=True).start()
 
 
 def _ping() -> int:
@@ -179,6 +213,7 @@ class PesqPool:
             max_workers=self.n_workers,
             mp_context=multiprocessing.get_context(self.start_method),
             initializer=_worker_init,
+            initargs=(os.getpid(),),
         )
         if warm:
             self.warm_up()

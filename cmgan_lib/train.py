@@ -16,8 +16,10 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import io
 import math
 import os
+import pickle
 import sys
 import tempfile
 import time
@@ -50,6 +52,36 @@ EPOCH_COLUMNS = [
     "val_loss", "val_pesq", "val_stoi", "val_files", "disc_skip_rate", "pesq_valid_frac", "nonfinite_steps",
     "lr_g", "lr_d", "best", "patience_counter", "early_stop", "seconds",
 ]  # fmt: skip
+
+
+_POSITIVE = (lambda v: v > 0, "> 0")
+_AT_LEAST_ONE = (lambda v: v >= 1, ">= 1")
+_NON_NEGATIVE = (lambda v: v >= 0, ">= 0")
+# The range of every numeric TrainConfig field (tests/test_bad_inputs.py checks that none is missing).
+RANGES: dict[str, tuple[Any, str]] = {
+    "seed": _NON_NEGATIVE, "epochs": _NON_NEGATIVE, "batch_size": _AT_LEAST_ONE, "cut_len": _AT_LEAST_ONE,
+    "num_channel": _AT_LEAST_ONE, "ndf": _AT_LEAST_ONE, "n_fft": (lambda v: v >= 2, ">= 2"), "hop": _AT_LEAST_ONE,
+    "compress": _POSITIVE, "lr_g": _POSITIVE, "lr_d": _POSITIVE, "decay_epoch": _AT_LEAST_ONE,
+    "lr_gamma": _POSITIVE, "loss_weights": (lambda v: v >= 0, "finite and >= 0"), "es_patience": _AT_LEAST_ONE,
+    "es_min_delta": _NON_NEGATIVE, "grad_clip_norm": (lambda v: v >= 0, ">= 0 (0: off)"),
+    "max_nonfinite_in_a_row": _AT_LEAST_ONE, "val_max_files": (lambda v: v >= 1, ">= 1 or null (all)"),
+    "max_steps_per_epoch": (lambda v: v >= 1, ">= 1 or null (all)"), "num_workers": _NON_NEGATIVE,
+    "pesq_workers": (lambda v: v >= 1, ">= 1 or null (all CPUs)"), "synthetic_n_train": _AT_LEAST_ONE,
+    "synthetic_n_test": _AT_LEAST_ONE, "synthetic_seed": _NON_NEGATIVE,
+}  # fmt: skip
+OPTIONAL_NUMBERS = {"val_max_files", "max_steps_per_epoch", "pesq_workers"}  # None means "no limit" / "default"
+# Keys `--resume` may change: how long, where and how fast the run goes, never what it learns from or how.
+RESUMABLE_KEYS = frozenset({
+    "epochs", "max_steps_per_epoch", "device", "num_workers", "pesq_workers", "val_max_files", "log_steps",
+    "checkpoint_every", "overlap_pesq", "max_nonfinite_in_a_row",
+})  # fmt: skip
+RUN_FILES = (  # what a run writes into its folder; `--overwrite` removes them all
+    "config.yaml", "last.pt", "best.pt", "training_step_log.csv", "training_epoch_log.csv", "ddp_ranks.json",
+    "validation_dropped.csv", "nonfinite_batches.csv", "resume_overrides.csv",
+)  # fmt: skip
+VAL_DROPPED_COLUMNS = ["epoch", "name", "reason"]
+NONFINITE_COLUMNS = ["epoch", "step", "name", "reason"]
+RESUME_COLUMNS = ["time", "resumed_after_epoch", "key", "old", "new"]
 
 
 @dataclass
@@ -101,15 +133,31 @@ class TrainConfig:
             problems.append(f"es_monitor={self.es_monitor!r} must be val_pesq or val_loss")
         if len(self.loss_weights) != 4:
             problems.append(f"loss_weights needs 4 values (RI, magnitude, time, GAN), got {self.loss_weights}")
-        if self.cut_len % self.hop:
+        problems += self._range_problems()
+        if not problems and self.hop > self.n_fft:
+            problems.append(f"hop={self.hop} must be <= n_fft={self.n_fft} (frames would leave gaps)")
+        if not problems and self.cut_len < self.n_fft:
+            problems.append(f"cut_len={self.cut_len} must be >= n_fft={self.n_fft}")
+        if not problems and self.cut_len % self.hop:
             problems.append(f"cut_len={self.cut_len} must be a multiple of hop={self.hop}")
-        if self.batch_size < 1 or self.epochs < 0:
-            problems.append("batch_size must be >= 1 and epochs >= 0")
         if problems:
             raise ValueError("invalid training config: " + "; ".join(problems))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def _range_problems(self) -> list[str]:
+        """Every numeric field against its range in RANGES, before anything starts (hop=0 would divide by zero,
+        decay_epoch=0 would fail in StepLR after a whole epoch)."""
+        problems = []
+        for name, (ok, text) in RANGES.items():
+            value = getattr(self, name)
+            values = value if isinstance(value, list) else [value]
+            if value is None and name in OPTIONAL_NUMBERS:
+                continue
+            if any(v is None or not math.isfinite(v) or not ok(v) for v in values):
+                problems.append(f"{name}={value!r} must be {text}")
+        return problems
 
     def _coerce_types(self) -> None:
         """YAML 1.1 reads `1e-3` as a string and `5` as an int: cast to each field's declared type."""
@@ -142,14 +190,23 @@ def _parse_overrides(overrides: list[str]) -> dict[str, Any]:
             raise ValueError(f"override {item!r} is not key=value")
         if key not in names:
             raise ValueError(f"unknown config key {key!r}; valid keys: {', '.join(sorted(names))}")
-        out[key] = yaml.safe_load(value)
+        try:
+            out[key] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ValueError(f"override {item!r}: the value is not valid YAML") from None
     return out
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: config file does not exist")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ValueError(f"{path}:{where} YAML syntax error: {problem}") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a config must be a YAML mapping")
     base = data.pop("base", None)
@@ -166,7 +223,52 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
     if unknown:
         raise ValueError(f"{path}: unknown config keys {unknown}")
     values.update(_parse_overrides(overrides or []))
-    return TrainConfig(**values)
+    try:
+        return TrainConfig(**values)
+    except ValueError as exc:
+        if path is None:
+            raise
+        raise ValueError(f"{path}: {exc}") from None
+
+
+def resume_config(run_dir: str | os.PathLike, overrides: list[str]) -> tuple[TrainConfig, list[tuple[str, Any, Any]]]:
+    """The config of the run in `run_dir` with `overrides`, and the (key, old, new) changes they make.
+
+    Refuses what is not a run folder, and any change to a key outside RESUMABLE_KEYS: continuing a run with
+    another recipe would give a model that no config describes.
+    """
+    run = Path(run_dir)
+    if run.is_file():
+        raise ValueError(f"{run}: --resume takes a run folder (holding config.yaml and last.pt), not a file; "
+                         "a checkpoint file is for cmgan enhance / cmgan evaluate --checkpoint")  # fmt: skip
+    if not run.is_dir():
+        raise FileNotFoundError(f"{run}: run folder does not exist")
+    if not (run / "config.yaml").is_file():
+        raise ValueError(f"{run}: not a run folder (no config.yaml); start a run with cmgan train --config FILE")
+    old = load_config(run / "config.yaml", [f"run_dir={run}"])
+    new = load_config(run / "config.yaml", [f"run_dir={run}", *overrides])
+    old_d, new_d = old.to_dict(), new.to_dict()
+    changes = [(k, old_d[k], new_d[k]) for k in old_d if old_d[k] != new_d[k]]
+    refused = [f"{k} ({o!r} -> {n!r})" for k, o, n in changes if k not in RESUMABLE_KEYS]
+    if refused:
+        raise ValueError(
+            f"{run}: --resume cannot change {', '.join(refused)}: that changes the recipe of the run being "
+            f"continued; keys that may change: {', '.join(sorted(RESUMABLE_KEYS))}. "
+            "Start a new run instead (--config FILE run_dir=NEW_DIR)."
+        )
+    return new, changes
+
+
+def record_resume_changes(run_dir: Path, changes: list[tuple[str, Any, Any]], cfg: TrainConfig, epoch: int) -> None:
+    """Append each change to RUN/resume_overrides.csv and rewrite config.yaml, so the folder says what ran."""
+    if not changes:
+        return
+    log = CsvLog(run_dir / "resume_overrides.csv", RESUME_COLUMNS)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    for key, old, new in changes:
+        log.write(dict(time=stamp, resumed_after_epoch=epoch, key=key, old=old, new=new))
+    log.close()
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
 class EarlyStopping:
@@ -220,17 +322,72 @@ def atomic_save(obj: Any, path: Path) -> None:
         raise
 
 
-def _truncate_csv(path: Path, max_epoch: int) -> None:
-    """Drop rows of epochs after `max_epoch` (written by a run that crashed before its checkpoint)."""
+class CsvLog:
+    """An append-only CSV log whose header goes out in the same write as the first row: a full disk can
+    leave a truncated last line (repaired on resume by `repair_csv`) but never a file of rows with no header."""
+
+    def __init__(self, path: Path, columns: list[str]):
+        self.path, self.columns = path, columns
+        self.fh = open(path, "a", newline="")
+
+    def write(self, row: dict[str, Any]) -> None:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=self.columns)
+        if self.fh.tell() == 0:
+            writer.writeheader()
+        writer.writerow(row)
+        self.fh.write(buf.getvalue())
+        self.fh.flush()
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+def repair_csv(path: Path, columns: list[str], max_epoch: int) -> None:
+    """Rewrite a log as the checkpoint of `max_epoch` knows it: the header, then only complete rows of epochs
+    up to `max_epoch` (drops rows a crash wrote after its checkpoint, a truncated last line from a full disk,
+    and restores a missing header)."""
     if not path.exists():
         return
-    with open(path, newline="") as fh:
-        rows = list(csv.reader(fh))
-    if not rows:
-        return
-    keep = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= max_epoch]
-    with open(path, "w", newline="") as fh:
-        csv.writer(fh).writerows(keep)
+    text = path.read_text()
+    rows = list(csv.reader(io.StringIO(text)))
+    if rows and not text.endswith("\n"):
+        rows = rows[:-1]  # the last line was cut off mid-write
+
+    def epoch_of(row: list[str]) -> int | None:
+        try:
+            return int(row[0])
+        except (ValueError, IndexError):
+            return None
+
+    keep = [r for r in rows if len(r) == len(columns) and epoch_of(r) is not None and epoch_of(r) <= max_epoch]
+    buf = io.StringIO()
+    csv.writer(buf).writerows([columns, *keep])
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(buf.getvalue())
+    os.replace(tmp, path)
+
+
+def remove_stale_temporaries(run_dir: Path) -> list[Path]:
+    """Delete `.last.pt.*.tmp`-style files a killed checkpoint write left behind; returns what was removed."""
+    stale = sorted(run_dir.glob(".*.pt.*.tmp")) if run_dir.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+class RunExistsError(FileExistsError):
+    """`train --config` into a folder that holds a run."""
+
+
+def refuse_existing_run(run_dir: Path) -> None:
+    """A folder with a checkpoint holds a run: starting afresh there would delete it."""
+    found = [name for name in ("last.pt", "best.pt") if (run_dir / name).is_file()]
+    if found:
+        raise RunExistsError(
+            f"{run_dir}: holds a run ({', '.join(found)}); continue it with `cmgan train --resume {run_dir}`, "
+            "or start afresh with --overwrite (deletes its checkpoints and logs), or choose another run_dir"
+        )
 
 
 def synthetic_corpus_path(n_train: int, n_test: int, seed: int) -> Path:
@@ -251,11 +408,14 @@ def resolve_data_dir(cfg: TrainConfig, is_main: bool = True) -> Path:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, resume: bool = False):
+    def __init__(self, cfg: TrainConfig, resume: bool = False, overwrite: bool = False):
         from cmgan_lib.data.dataset import CMGANDataset, list_pairs
         from cmgan_lib.data.validate import validate_dataset
 
         self.cfg = cfg
+        self.run_dir = Path(cfg.run_dir)
+        if not resume and not overwrite:
+            refuse_existing_run(self.run_dir)  # before anything starts: nothing is lost without asking
         self.rank = int(os.environ.get("RANK", 0))
         self.world = int(os.environ.get("WORLD_SIZE", 1))
         self.local_rank = int(os.environ.get("LOCAL_RANK", 0))
@@ -280,6 +440,7 @@ class Trainer:
                                  num_workers=cfg.num_workers, pin_memory=device.type == "cuda")  # fmt: skip
         self.val_pairs = list_pairs(self.data_dir, "test")[: cfg.val_max_files]
         self._val_audio: list[tuple[str, np.ndarray, np.ndarray]] | None = None
+        self._val_dropped: list[tuple[str, str]] = []  # (name, reason) of files validation cannot score
 
         # Models and optimizers, identical on every rank (same seed; DDP also broadcasts from rank 0).
         torch.manual_seed(cfg.seed)
@@ -296,17 +457,19 @@ class Trainer:
         workers = cfg.pesq_workers or max(1, len(os.sched_getaffinity(0)) // self.world)
         self.pool = PesqPool(n_workers=workers)
 
-        self.run_dir = Path(cfg.run_dir)
         self.start_epoch, self.global_step = 0, 0
         self.nonfinite_in_a_row = 0
         self.rank_record: dict[str, Any] = {"indices": [], "checksums": []}
+        if self.is_main:
+            for path in remove_stale_temporaries(self.run_dir):
+                tqdm.write(f"removed {path} (left by a checkpoint write that was killed)")
         if resume:
             self._load_checkpoint(self.run_dir / "last.pt")
         elif self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-            for name in ("training_step_log.csv", "training_epoch_log.csv"):
+            for name in RUN_FILES:
                 (self.run_dir / name).unlink(missing_ok=True)
+            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
     # ------------------------------------------------------------------ one step
     def forward_losses(self, clean: torch.Tensor, noisy: torch.Tensor, generator=None) -> dict[str, torch.Tensor]:
@@ -336,13 +499,17 @@ class Trainer:
         return dict(loss=loss, loss_ri=loss_ri, loss_mag=loss_mag, loss_time=loss_time, loss_gan=loss_gan,
                     est_mag=est_mag, clean_mag=clean_mag, est_audio=est_audio)  # fmt: skip
 
-    def train_step(self, clean: torch.Tensor, noisy: torch.Tensor) -> dict[str, float]:
+    def train_step(self, clean: torch.Tensor, noisy: torch.Tensor, names: list[str] | None = None) -> dict[str, Any]:
         cfg = self.cfg
         clean, noisy = clean.to(self.device), noisy.to(self.device)
         c = rms_normalizer(noisy)[:, None]
+        bad = self._bad_inputs(clean, noisy, c)
+        if not self._all_ranks(not bad.any()):  # an all-zero noisy file makes c infinite: never run forward
+            return self._skipped_step(names, bad)
         clean, noisy = clean * c, noisy * c
 
         self.opt_g.zero_grad(set_to_none=True)
+        buffers = self._buffers()  # BatchNorm statistics and spectral-norm vectors change in the forward pass
         out = self.forward_losses(clean, noisy)
         # PESQ labels of the detached estimate: start now, collect after the generator's update.
         est_pesq, clean_pesq = out["est_audio"].detach(), clean
@@ -359,6 +526,7 @@ class Trainer:
             self.opt_g.step()
             self.nonfinite_in_a_row = 0
         else:
+            self._restore_buffers(buffers)
             self.nonfinite_in_a_row += 1
 
         raw, reasons = (handle or self.pool.submit(clean_np, est_np)).result()
@@ -383,6 +551,31 @@ class Trainer:
             pesq_mean=float(np.nanmean(raw)) if valid.any() else math.nan,
             grad_norm_g=grad_norm_g, grad_norm_d=grad_norm_d, nonfinite=int(not finite),
         )  # fmt: skip
+
+    # ------------------------------------------------------------------ non-finite bookkeeping
+    @staticmethod
+    def _bad_inputs(clean: torch.Tensor, noisy: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """Per sample: True when the normalizer or the audio is not finite (the model must never see it)."""
+        return ~(torch.isfinite(c[:, 0]) & torch.isfinite(clean).all(-1) & torch.isfinite(noisy).all(-1))
+
+    def _skipped_step(self, names: list[str] | None, bad: torch.Tensor) -> dict[str, Any]:
+        """The step row of a batch refused before the forward pass: nothing ran, nothing changed."""
+        self.nonfinite_in_a_row += 1
+        bad_names = [n for n, b in zip(names, bad.tolist(), strict=True) if b] if names else []
+        nan = math.nan
+        return dict(loss=nan, loss_ri=nan, loss_mag=nan, loss_time=nan, loss_gan=nan, disc_loss=nan,
+                    disc_skipped=1, pesq_valid_frac=nan, pesq_mean=nan, grad_norm_g=nan, grad_norm_d=nan,
+                    nonfinite=1, bad_files=bad_names or ["<batch on another rank>"])  # fmt: skip
+
+    def _buffers(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return [(b, b.detach().clone()) for m in (self.gen, self.disc) for b in m.buffers()]
+
+    @staticmethod
+    def _restore_buffers(saved: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Put back the buffers a non-finite forward pass wrote (NaN running statistics would stay forever)."""
+        with torch.no_grad():
+            for buf, copy in saved:
+                buf.copy_(copy)
 
     def _clip(self, params) -> float:
         """Pre-clip global L2 gradient norm; clips to cfg.grad_clip_norm when it is > 0."""
@@ -433,23 +626,32 @@ class Trainer:
         from cmgan_lib.audio import read_wav
 
         if self._val_audio is None:
-            self._val_audio = []
+            self._val_audio, self._val_dropped = [], []
             for name, clean_path, noisy_path in self.val_pairs:
                 clean = read_wav(clean_path, resample=self.cfg.resample)
                 noisy = read_wav(noisy_path, resample=self.cfg.resample)
-                if len(clean) >= 4000 and np.any(noisy):  # < 0.25 s: PESQ cannot score it
+                if len(clean) < 4000:
+                    self._val_dropped.append((name, f"too short for PESQ ({len(clean)} samples < 0.25 s)"))
+                elif not np.any(noisy) or not np.any(clean):
+                    self._val_dropped.append((name, f"{'noisy' if not np.any(noisy) else 'clean'} is all zeros"))
+                else:
                     self._val_audio.append((name, clean, noisy))
         return self._val_audio
 
     @torch.no_grad()
-    def validate(self) -> dict[str, float]:
-        """Loss, PESQ and STOI on full validation files (one file at a time, denormalized for the metrics)."""
+    def validate(self) -> dict[str, Any]:
+        """Loss, PESQ and STOI on full validation files (one file at a time, denormalized for the metrics).
+
+        All three average over the same files: those every metric could score. `val_files` counts them and
+        `val_dropped` lists (name, reason) for every validation file left out.
+        """
         from pystoi import stoi
 
         self.gen.eval()
         self.disc.eval()
-        losses, cleans, ests = [], [], []
-        for _, clean_np, noisy_np in self._load_val_audio():
+        losses, cleans, ests, names = [], [], [], []
+        for name, clean_np, noisy_np in self._load_val_audio():
+            names.append(name)
             clean = torch.from_numpy(clean_np).to(self.device)[None]
             noisy = torch.from_numpy(noisy_np).to(self.device)[None]
             c = rms_normalizer(noisy)[:, None]
@@ -459,12 +661,23 @@ class Trainer:
             ests.append((out["est_audio"] / c)[0].cpu().numpy())
         self.gen.train()
         self.disc.train()
+        dropped = list(self._val_dropped)
         if not cleans:
-            return dict(val_loss=math.nan, val_pesq=math.nan, val_stoi=math.nan, val_files=0)
-        raw, _ = self.pool.submit(cleans, ests).result()
-        stois = [stoi(c, e, 16000, extended=False) for c, e in zip(cleans, ests, strict=True)]
-        return dict(val_loss=float(np.mean(losses)), val_pesq=float(np.nanmean(raw)) if np.isfinite(raw).any()
-                    else math.nan, val_stoi=float(np.mean(stois)), val_files=len(cleans))  # fmt: skip
+            return dict(val_loss=math.nan, val_pesq=math.nan, val_stoi=math.nan, val_files=0, val_dropped=dropped)
+        raw, reasons = self.pool.submit(cleans, ests).result()
+        stois = np.array([stoi(c, e, 16000, extended=False) if np.isfinite(e).all() else math.nan
+                          for c, e in zip(cleans, ests, strict=True)])  # fmt: skip
+        losses = np.array(losses)
+        scored = np.isfinite(raw) & np.isfinite(stois) & np.isfinite(losses)
+        for i in np.flatnonzero(~scored):
+            why = [f"PESQ: {reasons[i]}"] if not np.isfinite(raw[i]) else []
+            why += ["STOI not finite"] if not np.isfinite(stois[i]) else []
+            why += ["loss not finite"] if not np.isfinite(losses[i]) else []
+            dropped.append((names[i], "; ".join(why)))
+        if not scored.any():
+            return dict(val_loss=math.nan, val_pesq=math.nan, val_stoi=math.nan, val_files=0, val_dropped=dropped)
+        return dict(val_loss=float(losses[scored].mean()), val_pesq=float(raw[scored].mean()),
+                    val_stoi=float(stois[scored].mean()), val_files=int(scored.sum()), val_dropped=dropped)  # fmt: skip
 
     # ------------------------------------------------------------------ checkpoints
     def _checkpoint(self, epoch: int) -> dict[str, Any]:
@@ -485,8 +698,17 @@ class Trainer:
 
     def _load_checkpoint(self, path: Path) -> None:
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: no checkpoint to resume from")
-        ck = torch.load(path, map_location=self.device, weights_only=True)
+            raise FileNotFoundError(f"{path}: no checkpoint to resume from (the run never finished an epoch; "
+                                    "start it again with --config FILE --overwrite)")  # fmt: skip
+        try:
+            ck = torch.load(path, map_location=self.device, weights_only=True)
+        except pickle.UnpicklingError:
+            raise ValueError(f"{path}: not a checkpoint of this trainer (it needs unpickling, which can run "
+                             "code; this trainer's checkpoints never do)") from None  # fmt: skip
+        missing = sorted(set(self._checkpoint(0)) - set(ck)) if isinstance(ck, dict) else ["generator"]
+        if missing:
+            raise ValueError(f"{path}: not a training checkpoint of this project (no {', '.join(missing)}); a bare "
+                             "generator state dict is for cmgan enhance / evaluate, it cannot be resumed")  # fmt: skip
         self.gen.load_state_dict(ck["generator"])
         self.disc.load_state_dict(ck["discriminator"])
         self.opt_g.load_state_dict(ck["opt_g"])
@@ -499,38 +721,38 @@ class Trainer:
         if ck["rng_cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([s.cpu() for s in ck["rng_cuda"]])
         if self.is_main:
-            for name in ("training_step_log.csv", "training_epoch_log.csv"):
-                _truncate_csv(self.run_dir / name, ck["epoch"])
+            for name, columns in self._logs().items():
+                repair_csv(self.run_dir / name, columns, ck["epoch"])
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> Path:
         cfg = self.cfg
-        step_file = epoch_file = None
+        self.logs: dict[str, CsvLog] = {}
         if self.is_main:
-            step_file = self._open_csv("training_step_log.csv", STEP_COLUMNS) if cfg.log_steps else None
-            epoch_file = self._open_csv("training_epoch_log.csv", EPOCH_COLUMNS)
+            self.logs = {name: CsvLog(self.run_dir / name, columns) for name, columns in self._logs().items()
+                         if cfg.log_steps or name != "training_step_log.csv"}  # fmt: skip
         try:
             for epoch in range(self.start_epoch, cfg.epochs):
-                stop = self._run_epoch(epoch, step_file, epoch_file)
+                stop = self._run_epoch(epoch)
                 if stop:
                     break
         finally:
-            for fh in (step_file, epoch_file):
-                if fh is not None:
-                    fh[0].close()
+            for log in self.logs.values():
+                log.close()
             self.pool.close()
         return self.run_dir
 
-    def _open_csv(self, name: str, columns: list[str]):
-        path = self.run_dir / name
-        new = not path.exists()
-        fh = open(path, "a", newline="")
-        writer = csv.DictWriter(fh, fieldnames=columns)
-        if new:
-            writer.writeheader()
-        return fh, writer
+    @staticmethod
+    def _logs() -> dict[str, list[str]]:
+        """Every CSV log of a run and its columns (repaired together on resume)."""
+        return {"training_step_log.csv": STEP_COLUMNS, "training_epoch_log.csv": EPOCH_COLUMNS,
+                "validation_dropped.csv": VAL_DROPPED_COLUMNS, "nonfinite_batches.csv": NONFINITE_COLUMNS}  # fmt: skip
 
-    def _run_epoch(self, epoch: int, step_file, epoch_file) -> bool:
+    def _log(self, name: str, row: dict[str, Any]) -> None:
+        if name in self.logs:
+            self.logs[name].write(row)
+
+    def _run_epoch(self, epoch: int) -> bool:
         cfg = self.cfg
         t0 = time.perf_counter()
         self.sampler.set_epoch(epoch)
@@ -541,19 +763,21 @@ class Trainer:
         n_steps = min(len(self.loader), cfg.max_steps_per_epoch or len(self.loader))
         rows: list[dict[str, float]] = []
         bar = tqdm(total=n_steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not self.is_main, leave=False)
+        order = list(iter(self.sampler))  # batch k holds order[k * batch_size:(k + 1) * batch_size]
         if epoch == self.start_epoch:
-            self.rank_record["indices"] = list(iter(self.sampler))
+            self.rank_record["indices"] = order
+        bs = cfg.batch_size
         for step, (clean, noisy, _) in enumerate(self.loader):
             if step >= n_steps:
                 break
             ts = time.perf_counter()
-            row = self.train_step(clean, noisy)
+            names = [self.train_set.names[i] for i in order[step * bs : (step + 1) * bs]]
+            row = self.train_step(clean, noisy, names)
             self.global_step += 1
             row.update(epoch=epoch, step=self.global_step, lr_g=lr_g, lr_d=lr_d, seconds=time.perf_counter() - ts)
+            self._log_bad_batch(epoch, row.pop("bad_files", None))
             rows.append(row)
-            if step_file is not None:
-                step_file[1].writerow(row)
-                step_file[0].flush()
+            self._log("training_step_log.csv", row)
             skip_rate = np.mean([r["disc_skipped"] for r in rows])
             bar.set_postfix(loss=f"{row['loss']:.3f}", d_skip=f"{skip_rate:.0%}")
             bar.update()
@@ -566,6 +790,8 @@ class Trainer:
         bar.close()
 
         val = self.validate() if self.is_main else {}
+        for name, reason in val.pop("val_dropped", []):
+            self._log("validation_dropped.csv", dict(epoch=epoch, name=name, reason=reason))
         self.sched_g.step()
         self.sched_d.step()
         summary = {"stop": False}
@@ -578,8 +804,7 @@ class Trainer:
             atomic_save(ckpt, self.run_dir / "last.pt")
             if improved:
                 atomic_save(ckpt, self.run_dir / "best.pt")
-            epoch_file[1].writerow(epoch_row)
-            epoch_file[0].flush()
+            self._log("training_epoch_log.csv", epoch_row)
             summary["stop"] = bool(cfg.early_stopping and self.stopper.should_stop)
             tqdm.write(
                 f"epoch {epoch + 1}/{cfg.epochs}: loss {epoch_row['loss']:.4f} val_pesq {val['val_pesq']:.3f} "
@@ -589,6 +814,15 @@ class Trainer:
             )
         self._record_ranks(epoch)
         return self._broadcast(summary)["stop"]
+
+    def _log_bad_batch(self, epoch: int, bad_files: list[str] | None) -> None:
+        """Name the files of a batch refused for non-finite input (RUN/nonfinite_batches.csv and one line)."""
+        if not bad_files or not self.is_main:
+            return
+        reason = "non-finite RMS normalizer or samples (an all-zero noisy file?); batch skipped, model unchanged"
+        for name in bad_files:
+            self._log("nonfinite_batches.csv", dict(epoch=epoch, step=self.global_step, name=name, reason=reason))
+        tqdm.write(f"warning: step {self.global_step} skipped: {reason}: {', '.join(bad_files)}")
 
     def _epoch_row(self, epoch, rows, val, lr_g, lr_d, seconds) -> dict[str, float]:
         def mean(key: str) -> float:
@@ -635,18 +869,26 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="cmgan train", description=main.__doc__)
     p.add_argument("--config", help="YAML config (see configs/)")
     p.add_argument("--resume", help="run folder to continue (reads its config.yaml and last.pt)")
-    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. epochs=2 pesq_strategy=masked")
+    p.add_argument("--overwrite", action="store_true", help="with --config: start afresh in a run folder that "
+                   "holds a run (deletes its checkpoints and logs)")  # fmt: skip
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. epochs=2 pesq_strategy=masked; with "
+                   f"--resume only these may change: {', '.join(sorted(RESUMABLE_KEYS))}")  # fmt: skip
     a = p.parse_args(argv)
     if bool(a.config) == bool(a.resume):
         p.error("give exactly one of --config FILE or --resume RUN_DIR")
+    if a.resume and a.overwrite:
+        p.error("--overwrite starts afresh; it cannot go with --resume")
     try:
+        changes: list[tuple[str, Any, Any]] = []
         if a.resume:
-            cfg = load_config(Path(a.resume) / "config.yaml", [f"run_dir={a.resume}", *a.overrides])
+            cfg, changes = resume_config(a.resume, a.overrides)
         else:
             cfg = load_config(a.config, a.overrides)
-        trainer = Trainer(cfg, resume=bool(a.resume))
+        trainer = Trainer(cfg, resume=bool(a.resume), overwrite=a.overwrite)
+        if trainer.is_main:
+            record_resume_changes(trainer.run_dir, changes, cfg, trainer.start_epoch - 1)
         trainer.fit()
-    except (DataValidationError, FileNotFoundError, ValueError) as exc:
+    except (DataValidationError, FileNotFoundError, RunExistsError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except TrainingDiverged as exc:

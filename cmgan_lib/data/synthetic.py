@@ -637,6 +637,7 @@ def make_dataset(
     use_espeak: bool = False,
     progress: bool = True,
     n_jobs: int | None = None,
+    overwrite: bool = False,
 ) -> pd.DataFrame:
     """Write the synthetic corpus in the CMGAN layout and OUT/manifest.csv; return the manifest.
 
@@ -644,6 +645,9 @@ def make_dataset(
     generator, so `n_jobs` does not matter). `use_espeak` takes ordinary clips from espeak-ng when
     the binary is on PATH (with a warning and the built-in synthesizer otherwise).
     `n_jobs`: worker processes (default: all CPUs, at most 4; one for fewer than 24 clips).
+    A folder that already holds a corpus (OUT/manifest.csv) is refused unless `overwrite`, which first
+    deletes that corpus's WAVs and manifest; a folder with WAVs but no manifest (an interrupted build) is
+    completed when the files match.
     """
     if n_train < 0 or n_test < 0 or n_train + n_test == 0:
         raise ValueError(f"need a positive number of clips, got n_train={n_train}, n_test={n_test}")
@@ -653,6 +657,15 @@ def make_dataset(
         warnings.warn("espeak-ng is not on PATH; using the built-in source-filter speech", stacklevel=2)
         use_espeak = False
     out = Path(out_dir)
+    if (out / "manifest.csv").exists():
+        if not overwrite:
+            raise FileExistsError(f"{out}: already holds a corpus (manifest.csv); pass --overwrite "
+                                  "(overwrite=True) to replace it, or choose another folder")  # fmt: skip
+        for split in SPLIT_CODES:
+            for sub in ("clean", "noisy"):
+                for path in (out / split / sub).glob("*.wav"):
+                    path.unlink()
+        (out / "manifest.csv").unlink()
     rows = _plan_split(seed, "train", n_train, hard_fraction) + _plan_split(seed, "test", n_test, hard_fraction)
     planned = {(row["split"], row["file"]) for row in rows}
     stale = [

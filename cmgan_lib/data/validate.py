@@ -30,13 +30,21 @@ KINDS: dict[str, str] = {
     "unreadable": "Empty or unreadable files",
     "length_mismatch": "Clean/noisy length mismatch",
     "non_finite": "NaN or inf samples",
+    "silent": "All-zero (silent) files",
 }
+WARNING_KINDS: dict[str, str] = {"too_short": "Too short for PESQ (under 0.25 s)"}  # reported; not an error
+PESQ_MIN_SAMPLES = SAMPLE_RATE // 4
 HINTS: dict[str, str] = {
     "sample_rate": (
         "hint: resample to 16 kHz beforehand, or pass --resample (resample=True) to convert on load "
         "with scipy's polyphase resampler"
     ),
     "name_mismatch": "hint: every clean file needs a noisy file of the same name, and vice versa",
+    "silent": (
+        "hint: the published RMS normalization sqrt(N / sum(x^2)) divides by zero for a silent noisy file, "
+        "and PESQ cannot score a silent clean one; remove these pairs"
+    ),
+    "too_short": "hint: PESQ cannot score these; validation and evaluate leave them out; training tiles them",
     "missing_folder": (
         "hint: expected DIR/train/{clean,noisy} and DIR/test/{clean,noisy}, or the archive folders "
         "clean_trainset_28spk_wav, noisy_trainset_28spk_wav, clean_testset_wav, noisy_testset_wav"
@@ -62,6 +70,7 @@ class ValidationReport:
     data_dir: str
     pairs: dict[str, int] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -78,11 +87,19 @@ class ValidationReport:
     def __str__(self) -> str:
         counts = ", ".join(f"{split}: {n} pairs" for split, n in self.pairs.items())
         if self.ok:
-            return f"{self.data_dir}: OK ({counts})"
-        n = len(self.problems)
-        lines = [f"{self.data_dir}: {n} problem(s) found ({counts}); fix them before training or evaluating."]
-        for kind, found in self.by_kind().items():
-            lines.append(f"\n{KINDS[kind]} ({len(found)}):")
+            lines = [
+                f"{self.data_dir}: OK ({counts})" + (f"; {len(self.warnings)} warning(s)" if self.warnings else "")
+            ]
+        else:
+            n = len(self.problems)
+            lines = [f"{self.data_dir}: {n} problem(s) found ({counts}); fix them before training or evaluating."]
+        groups = [(KINDS[k], k, found) for k, found in self.by_kind().items()]
+        for kind, heading in WARNING_KINDS.items():
+            found = [w for w in self.warnings if w.kind == kind]
+            if found:
+                groups.append((f"Warning: {heading}", kind, found))
+        for heading, kind, found in groups:
+            lines.append(f"\n{heading} ({len(found)}):")
             lines.extend(f"  {p}" for p in found)
             if kind in HINTS:
                 lines.append(f"  {HINTS[kind]}")
@@ -131,10 +148,27 @@ def _check_file(path: Path, resample: bool) -> tuple[list[Problem], int | None]:
             problems.append(
                 Problem("non_finite", str(path), f"{int(bad.sum())} NaN/inf sample(s), first at {bad.argmax()}")
             )
+        elif not np.any(audio):
+            problems.append(Problem("silent", str(path), f"all {info.frames} samples are zero"))
+    elif _all_zero(path):
+        problems.append(Problem("silent", str(path), f"all {info.frames} samples are zero"))
     return problems, _resampled_length(info.frames, info.samplerate)
 
 
-def _check_split(root: Path, split: str, resample: bool, progress: bool) -> tuple[list[Problem], int]:
+def _all_zero(path: Path, block: int = 16000) -> bool:
+    """True when every sample is zero; stops at the first non-zero block, so speech costs one block's read."""
+    try:
+        for chunk in sf.blocks(str(path), blocksize=block, dtype="float32", always_2d=True):
+            if np.any(chunk):
+                return False
+    except Exception:
+        return False  # unreadable data is reported by the loader; this check is about silence only
+    return True
+
+
+def _check_split(
+    root: Path, split: str, resample: bool, progress: bool, warnings: list[Problem]
+) -> tuple[list[Problem], int]:
     candidates = split_candidates(root, split)
     found = next(((c, n) for c, n in candidates if c.is_dir() or n.is_dir()), None)
     if found is None:
@@ -165,6 +199,8 @@ def _check_split(root: Path, split: str, resample: bool, progress: bool) -> tupl
     paired = sorted(clean_set & noisy_set, key=natural_key)
     for name in paired:
         n_clean, n_noisy = lengths[clean_dir / name], lengths[noisy_dir / name]
+        if n_clean is not None and n_clean < PESQ_MIN_SAMPLES:
+            warnings.append(Problem("too_short", str(clean_dir / name), f"{n_clean} samples (< {PESQ_MIN_SAMPLES})"))
         if n_clean is not None and n_noisy is not None and n_clean != n_noisy:
             problems.append(
                 Problem(
@@ -193,7 +229,7 @@ def validate_dataset(
         report.problems.append(Problem("missing_folder", str(root), "data folder does not exist"))
         raise DataValidationError(report)
     for split in splits:
-        problems, n_pairs = _check_split(root, split, resample, progress)
+        problems, n_pairs = _check_split(root, split, resample, progress, report.warnings)
         report.problems.extend(problems)
         report.pairs[split] = n_pairs
     if not report.ok:
