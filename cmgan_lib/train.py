@@ -328,9 +328,11 @@ class CsvLog:
 
     def __init__(self, path: Path, columns: list[str]):
         self.path, self.columns = path, columns
-        self.fh = open(path, "a", newline="")
+        self.fh = None  # opened on the first row: a run that logs nothing leaves no empty file
 
     def write(self, row: dict[str, Any]) -> None:
+        if self.fh is None:
+            self.fh = open(self.path, "a", newline="")
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=self.columns)
         if self.fh.tell() == 0:
@@ -340,7 +342,8 @@ class CsvLog:
         self.fh.flush()
 
     def close(self) -> None:
-        self.fh.close()
+        if self.fh is not None:
+            self.fh.close()
 
 
 def repair_csv(path: Path, columns: list[str], max_epoch: int) -> None:

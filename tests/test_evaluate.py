@@ -85,8 +85,10 @@ def test_cli_evaluate_enhanced_dir_records_bad_files_and_goes_on(synthetic_set, 
         "--enhanced-dir",
         str(synthetic_set / "enh"),
     ]
-    assert main([*args, "--out", str(out), "--jobs", "2"]) == 0
-    printed = capsys.readouterr().out
+    assert main([*args, "--out", str(out), "--jobs", "2"]) == 1  # files that could not be scored: not a success
+    captured = capsys.readouterr()
+    printed = captured.out
+    assert "4 file(s) could not be scored" in captured.err
     assert "CMGAN (published)" in printed and "Noisy (published)" in printed and "3.41" in printed
     assert "scored 3 of 7 files; excluded 4" in printed
 
@@ -133,7 +135,7 @@ def test_missing_enhanced_file_is_a_reason(synthetic_set, tmp_path):
         "--jobs",
         "1",
     ]
-    assert main(args) == 0
+    assert main(args) == 1  # one file could not be scored
     per_file = pd.read_csv(out / PER_FILE_CSV).set_index("name")
     assert per_file.loc[GOOD[2], "reason"] == "missing_enhanced"
     assert per_file.loc[GOOD[:2], "reason"].isna().all()
@@ -165,7 +167,9 @@ def test_checkpoint_path_calls_enhance_track_per_noisy_file(synthetic_set, tmp_p
     calls = {"load": [], "enhance": 0}
     clean = {n: sf.read(synthetic_set / "data" / "clean" / f"{n}.wav")[0] for n in GOOD}
 
-    def load_generator(checkpoint, device=None):
+    from cmgan_lib.enhance import output_problem
+
+    def load_generator(checkpoint, device=None, trust=False):
         calls["load"].append((str(checkpoint), str(device)))
         return "model"
 
@@ -177,12 +181,12 @@ def test_checkpoint_path_calls_enhance_track_per_noisy_file(synthetic_set, tmp_p
         return (ref + 0.5 * (noisy - ref)).astype(np.float32)
 
     fake = types.ModuleType("cmgan_lib.enhance")
-    fake.load_generator, fake.enhance_track = load_generator, enhance_track
+    fake.load_generator, fake.enhance_track, fake.output_problem = load_generator, enhance_track, output_problem
     fake.resolve_device = lambda device=None: device or "cpu"
     monkeypatch.setitem(sys.modules, "cmgan_lib.enhance", fake)
     out = tmp_path / "out"
     args = ["evaluate", "--checkpoint", "ck.pt", "--test-dir", str(synthetic_set / "data"), "--out", str(out)]
-    assert main([*args, "--device", "cpu", "--jobs", "1"]) == 0
+    assert main([*args, "--device", "cpu", "--jobs", "1"]) == 1  # the bad files of the set
     assert calls["load"] == [("ck.pt", "cpu")]
     assert calls["enhance"] == 5  # every readable 16 kHz noisy file; the 8 kHz one is refused before enhancing
     per_file = pd.read_csv(out / PER_FILE_CSV).set_index("name")

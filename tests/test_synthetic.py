@@ -110,11 +110,18 @@ def test_same_seed_gives_identical_files_and_other_seed_differs(corpus, tmp_path
     assert (other / "train/clean" / first).read_bytes() != (out / "train/clean" / first).read_bytes()
 
 
-def test_refuses_stale_files_and_bad_arguments(tmp_path: Path) -> None:
-    make_dataset(tmp_path, n_train=2, n_test=1, hard_fraction=0.0, progress=False, n_jobs=1)
-    make_dataset(tmp_path, n_train=2, n_test=1, hard_fraction=0.0, progress=False, n_jobs=1)  # rerun: fine
+def test_refuses_an_existing_corpus_stale_files_and_bad_arguments(tmp_path: Path) -> None:
+    args = dict(hard_fraction=0.0, progress=False, n_jobs=1)
+    make_dataset(tmp_path, n_train=2, n_test=1, **args)
+    with pytest.raises(FileExistsError, match="already holds a corpus.*--overwrite"):
+        make_dataset(tmp_path, n_train=2, n_test=1, seed=1, **args)
+    make_dataset(tmp_path, n_train=1, n_test=1, seed=1, overwrite=True, **args)  # replaces it, nothing stale
+    assert len(list(tmp_path.rglob("*.wav"))) == 4 and len(read_manifest(tmp_path)) == 2
+    (tmp_path / "manifest.csv").unlink()  # an interrupted build: its WAVs but no manifest
+    make_dataset(tmp_path, n_train=1, n_test=1, seed=1, **args)  # completed, as the trainer builds on demand
+    (tmp_path / "manifest.csv").unlink()
     with pytest.raises(FileExistsError, match="stale"):
-        make_dataset(tmp_path, n_train=1, n_test=1, hard_fraction=0.0, progress=False, n_jobs=1)
+        make_dataset(tmp_path, n_train=0, n_test=1, seed=1, **args)
     with pytest.raises(ValueError):
         make_dataset(tmp_path / "x", n_train=0, n_test=0)
     with pytest.raises(ValueError):
