@@ -564,11 +564,12 @@ class Trainer:
     def _skipped_step(self, names: list[str] | None, bad: torch.Tensor) -> dict[str, Any]:
         """The step row of a batch refused before the forward pass: nothing ran, nothing changed."""
         self.nonfinite_in_a_row += 1
-        bad_names = [n for n, b in zip(names, bad.tolist(), strict=True) if b] if names else []
+        names = names or [f"<sample {i} of the batch>" for i in range(len(bad))]
+        bad_names = [n for n, b in zip(names, bad.tolist(), strict=True) if b]
         nan = math.nan
         return dict(loss=nan, loss_ri=nan, loss_mag=nan, loss_time=nan, loss_gan=nan, disc_loss=nan,
                     disc_skipped=1, pesq_valid_frac=nan, pesq_mean=nan, grad_norm_g=nan, grad_norm_d=nan,
-                    nonfinite=1, bad_files=bad_names or ["<batch on another rank>"])  # fmt: skip
+                    nonfinite=1, bad_files=bad_names or ["<a batch on another rank>"])  # fmt: skip
 
     def _buffers(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return [(b, b.detach().clone()) for m in (self.gen, self.disc) for b in m.buffers()]

@@ -143,7 +143,7 @@ def test_every_kind_in_one_report_and_cli_exit_code(tmp_path: Path, capsys) -> N
     sf.write(tmp_path / "train" / "clean" / "p2.wav", tone(8200), 22050)
     sf.write(tmp_path / "train" / "noisy" / "p3.wav", tone(8300, channels=2), SR)
     (tmp_path / "test" / "clean" / "p0.wav").write_bytes(b"not audio")
-    sf.write(tmp_path / "test" / "noisy" / "p1.wav", tone(1), SR)
+    sf.write(tmp_path / "test" / "noisy" / "p1.wav", tone(1), SR)  # one sample, sin(0) = 0: also silent
     x = tone(8000)
     x[5] = np.nan
     sf.write(tmp_path / "train" / "noisy" / "p0.wav", x, SR, subtype="DOUBLE")
@@ -156,6 +156,7 @@ def test_every_kind_in_one_report_and_cli_exit_code(tmp_path: Path, capsys) -> N
         "unreadable",
         "length_mismatch",
         "non_finite",
+        "silent",
     }
     msg = str(err)
     order = [
@@ -167,6 +168,7 @@ def test_every_kind_in_one_report_and_cli_exit_code(tmp_path: Path, capsys) -> N
             "unreadable files",
             "length mismatch",
             "NaN or inf",
+            "All-zero",
         )
     ]
     assert order == sorted(order)
