@@ -50,7 +50,7 @@ def corpus(tmp_path_factory) -> Path:
     from cmgan_lib.data.synthetic import make_dataset
 
     out = tmp_path_factory.mktemp("corpus")
-    make_dataset(out, n_train=4, n_test=2, seed=0, hard_fraction=0.0, progress=False, n_jobs=1)
+    make_dataset(out, n_train=4, n_test=2, n_valid=2, seed=0, hard_fraction=0.0, progress=False, n_jobs=1)
     return out
 
 
@@ -412,7 +412,7 @@ def test_a_silent_training_file_is_named_and_the_run_stays_finite(corpus, tmp_pa
 def test_validation_scores_every_metric_on_the_same_files_and_names_the_dropped(corpus, tmp_path):
     data = _copy_corpus(corpus, tmp_path)
     for sub in ("clean", "noisy"):  # a short file passes validate-data with a warning
-        sf.write(data / "test" / sub / "s00_short.wav", 0.1 * np.ones(1000), SR, subtype="PCM_16")
+        sf.write(data / "valid" / sub / "s00_short.wav", 0.1 * np.ones(1000), SR, subtype="PCM_16")
     trainer = Trainer(load_config(OFFICIAL, tiny(data, tmp_path / "run", "val_max_files=null")))
     try:
         names = [n for n, _, _ in trainer.val_pairs]
