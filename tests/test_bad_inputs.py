@@ -235,8 +235,8 @@ CLI_CASES = [
          lambda c: ["make-synthetic", str(c["out"]), "--n-train", "4", "--n-test", "2", "--seed", "5"], 2,
          ("already holds a corpus", "--overwrite"), _unchanged("out")),
     Case("make-synthetic-overwrite", _synthetic_made,
-         lambda c: ["make-synthetic", str(c["out"]), "--n-train", "2", "--n-test", "1", "--hard-fraction", "0",
-                    "--overwrite"], 0, ("wrote 3 clips",),
+         lambda c: ["make-synthetic", str(c["out"]), "--n-train", "2", "--n-test", "1", "--n-valid", "0",
+                    "--hard-fraction", "0", "--overwrite"], 0, ("wrote 3 clips",),
          lambda c: len(list(c["out"].rglob("*.wav"))) == 6 or pytest.fail("old clips left behind")),
     Case("enhance-output-is-input", _with_before(lambda t, c, r: dict(inp=_noisy_folder(t), ckpt=_ckpt(t)), "inp"),
          lambda c: ["enhance", "--checkpoint", str(c["ckpt"]), "--input", str(c["inp"]), "--output", str(c["inp"])],
@@ -411,9 +411,10 @@ def test_a_silent_training_file_is_named_and_the_run_stays_finite(corpus, tmp_pa
 
 def test_validation_scores_every_metric_on_the_same_files_and_names_the_dropped(corpus, tmp_path):
     data = _copy_corpus(corpus, tmp_path)
+    cfg = load_config(OFFICIAL, tiny(data, tmp_path / "run", "val_max_files=null"))
     for sub in ("clean", "noisy"):  # a short file passes validate-data with a warning
-        sf.write(data / "valid" / sub / "s00_short.wav", 0.1 * np.ones(1000), SR, subtype="PCM_16")
-    trainer = Trainer(load_config(OFFICIAL, tiny(data, tmp_path / "run", "val_max_files=null")))
+        sf.write(data / cfg.val_split / sub / "s00_short.wav", 0.1 * np.ones(1000), SR, subtype="PCM_16")
+    trainer = Trainer(cfg)
     try:
         names = [n for n, _, _ in trainer.val_pairs]
         submit = trainer.pool.submit
