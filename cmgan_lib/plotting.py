@@ -47,3 +47,10 @@ def plain_log_ticks(ax, axis: str = "y") -> None:
     a.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     a.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
     a.set_minor_formatter(FuncFormatter(lambda x, _: ""))
+
+
+def left_aligned(df):
+    """A table for display with text (and numbers written as text) left-aligned, headers too."""
+    return df.style.set_properties(**{"text-align": "left"}).set_table_styles(
+        [{"selector": "th", "props": [("text-align", "left")]}]
+    )

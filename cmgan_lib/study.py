@@ -138,7 +138,8 @@ def run_grid(grid: Grid, run_root: str | os.PathLike, progress: bool = True) -> 
 
 
 def execute_notebook(name: str, out_dir: str | os.PathLike, parameters: dict[str, Any]) -> Path:
-    """Run notebooks/NAME.ipynb with papermill into OUT/NAME.ipynb and render OUT/NAME.html."""
+    """Run notebooks/NAME.ipynb with papermill into OUT/NAME.ipynb and render OUT/NAME.html without the code
+    cells (a reader's report; the executed notebook beside it keeps the code)."""
     import papermill as pm
 
     root = repo_root()
@@ -147,8 +148,8 @@ def execute_notebook(name: str, out_dir: str | os.PathLike, parameters: dict[str
     target = out / f"{name}.ipynb"
     pm.execute_notebook(str(root / "notebooks" / f"{name}.ipynb"), str(target), parameters=parameters,
                         cwd=str(root), progress_bar=False, kernel_name="python3")  # fmt: skip
-    subprocess.run([sys.executable, "-m", "nbconvert", "--to", "html", str(target), "--output-dir", str(out)],
-                   check=True, capture_output=True)  # fmt: skip
+    subprocess.run([sys.executable, "-m", "nbconvert", "--to", "html", "--no-input", str(target), "--output-dir",
+                    str(out)], check=True, capture_output=True)  # fmt: skip
     return target
 
 
@@ -184,7 +185,8 @@ def run_ablation(grid: str | os.PathLike | Grid, out: str | os.PathLike, noteboo
     if status is None:
         status = run_grid(grid, run_root)
     if notebooks:
-        execute_notebook("02_train_baseline_vs_fixed", out, dict(run_root=str(run_root.resolve()), train=False))
+        execute_notebook("02_train_baseline_vs_fixed", out, dict(run_root=str(run_root.resolve()), train=False,
+                                                                  out_dir=str(out.resolve())))  # fmt: skip
         execute_notebook("03_evaluate", out, dict(run_root=str(run_root.resolve()),
                                                   out_dir=str((out / "evaluate").resolve()),
                                                   max_files=grid.evaluate_max_files))  # fmt: skip

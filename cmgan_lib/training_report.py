@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from cmgan_lib.plotting import EPOCH_LABEL, STEP_LABEL, integer_ticks, legend_outside, plain_log_ticks
+from cmgan_lib.plotting import EPOCH_LABEL, STEP_LABEL, integer_ticks, left_aligned, legend_outside, plain_log_ticks
 from cmgan_lib.stats import Interval, batch_rate, difference_interval, effect_verdict, mean_interval, wilson
 
 RUN_NAME = re.compile(r"^(?P<variant>.+)_s(?P<seed>\d+)$")
@@ -58,16 +58,26 @@ def _dirs(run_root_or_dirs) -> list[Path]:
     return [Path(d) for d in run_root_or_dirs]
 
 
+def _read_log(path: Path) -> pd.DataFrame:
+    """A log CSV; missing or still empty (the trainer has not written its header yet) reads as no rows."""
+    try:
+        return pd.read_csv(path)
+    except (FileNotFoundError, pd.errors.EmptyDataError):
+        return pd.DataFrame()
+
+
 def load_runs(run_root_or_dirs) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(epoch log, step log) of every run, each row tagged with run, variant and seed; epochs from 1."""
     epochs, steps = [], []
     for d in _dirs(run_root_or_dirs):
         variant, seed = parse_run_name(d.name)
         tag = dict(run=d.name, variant=variant, seed=seed)
-        e = pd.read_csv(d / "training_epoch_log.csv")
+        e = _read_log(d / "training_epoch_log.csv")
+        if not len(e):  # a run that has not finished its first epoch yet
+            continue
         epochs.append(e.assign(epoch=e.epoch + 1, **tag))
-        if (d / "training_step_log.csv").is_file():
-            s = pd.read_csv(d / "training_step_log.csv")
+        s = _read_log(d / "training_step_log.csv")
+        if len(s):
             steps.append(s.assign(epoch=s.epoch + 1, **tag))
     empty = pd.DataFrame(columns=["run", "variant", "seed", "epoch"])
     return (pd.concat(epochs, ignore_index=True) if epochs else empty,
@@ -209,6 +219,11 @@ def headline_table(per_variant: pd.DataFrame) -> pd.DataFrame:
     return out.set_index("variant")
 
 
+def show_headline(per_variant: pd.DataFrame):
+    """The headline table as notebook 02 displays it (text left-aligned)."""
+    return left_aligned(headline_table(per_variant))
+
+
 def default_comparisons(variants: Sequence[str], reference: str = REFERENCE) -> list[list[str]]:
     """Every variant against `reference` when the runs have it; none otherwise."""
     return [[v, reference] for v in variants if v != reference] if reference in variants else []
@@ -325,6 +340,7 @@ def build_report(run_root: str | os.PathLike, comparisons: Sequence[Sequence[str
     if not len(epochs):
         return None
     configs = load_run_configs(run_root)
+    configs = configs[configs.run.isin(epochs.run)].reset_index(drop=True)
     per_seed = run_summary(epochs, steps, configs)
     per_variant = variant_summary(per_seed)
     if comparisons is None:
@@ -423,7 +439,7 @@ def plot_skips_and_disc_loss(per_seed: pd.DataFrame, per_variant: pd.DataFrame, 
     pv = per_variant.set_index("variant").loc[variants]
     ran = steps[(steps.disc_skipped == 0) & np.isfinite(steps.disc_loss.astype(float))] if len(steps) else steps
     two = len(ran) > 0
-    fig, axes = plt.subplots(1, 2 if two else 1, figsize=(12 if two else 6.5, 0.55 * len(variants) + 1.8),
+    fig, axes = plt.subplots(1, 2 if two else 1, figsize=(12 if two else 6.5, 0.6 * len(variants) + 2.4),
                              sharey=True, squeeze=False)  # fmt: skip
     ax = axes[0, 0]
     y = np.arange(len(variants))
@@ -432,12 +448,12 @@ def plot_skips_and_disc_loss(per_seed: pd.DataFrame, per_variant: pd.DataFrame, 
     ax.errorbar(rate, y, xerr=err, fmt="o", color="C0", capsize=4, label="applied (95% Wilson interval)")
     expected = 100 * pv.skip_rate_from_injection.to_numpy(dtype=float)
     if np.nanmax(np.nan_to_num(expected, nan=0.0)) > 0:
-        ax.plot(expected, y, "x", color="C3", ms=9, label="expected from injection alone: 1 - (1 - p)^B")
+        ax.plot(expected, y, "x", color="C3", ms=9, label="expected from the injected p alone: 1 - (1 - p)^B")
     ax.set_yticks(y, [f"{v}\n({int(r.skipped)} of {int(r.steps)} skipped)" if np.isfinite(r.steps) else v
                       for v, r in pv.iterrows()])  # fmt: skip
-    ax.set(xlim=(-2, 102), xlabel="discriminator updates skipped (% of training steps)",
-           title="Discriminator updates skipped")  # fmt: skip
+    ax.set(xlim=(-2, 102), xlabel="discriminator updates skipped (% of training steps)")
     ax.invert_yaxis()
+    ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncol=1, fontsize=9)
     if two:
         ax = axes[0, 1]
         pos = {v: i for i, v in enumerate(variants)}
@@ -449,11 +465,11 @@ def plot_skips_and_disc_loss(per_seed: pd.DataFrame, per_variant: pd.DataFrame, 
         ax.set_xscale("log")
         plain_log_ticks(ax, "x")
         ax.set(xlabel="discriminator loss per update that ran (MSE, log scale)", ylabel="",
-               title="Discriminator loss (skipped updates are not plotted)")  # fmt: skip
+               title="Loss of the updates that ran (skipped ones have none)")  # fmt: skip
     axes[0, 0].set_ylabel("")
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.tight_layout(rect=(0, 0.9 / fig.get_figheight(), 1, 1))
-    fig.legend(handles, labels, loc="lower left", ncol=2, frameon=False)
+    fig.suptitle("Discriminator updates skipped, and the loss of those that ran" if two
+                 else "Discriminator updates skipped (no update ran)")  # fmt: skip
+    fig.tight_layout()
     return fig
 
 
