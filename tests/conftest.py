@@ -97,9 +97,11 @@ def write_fake_run(
     grad_norm_d=None,
     injected=None,
     disc_loss=None,
+    skipped_disc_loss: float = float("nan"),
 ) -> Path:
     """A run folder with the trainer's logs (0-based epochs, as train.py writes them) and config.yaml, without
-    training: report code and notebook 02 are then tested on numbers chosen to make a verdict go one way."""
+    training: report code and notebook 02 are then tested on numbers chosen to make a verdict go one way.
+    `skipped_disc_loss`: what a skipped update logs (this trainer: NaN; the published code: 0.0)."""
     import numpy as np
     import pandas as pd
     import yaml
@@ -110,7 +112,7 @@ def write_fake_run(
     n = n_ep * steps_per_epoch
     skipped = np.asarray(skipped if np.ndim(skipped) else [skipped] * n, dtype=int)
     assert skipped.size == n
-    dl = np.where(skipped == 1, np.nan, 0.3 if disc_loss is None else disc_loss)
+    dl = np.where(skipped == 1, skipped_disc_loss, 0.3 if disc_loss is None else disc_loss)
     gd = np.where(skipped == 1, np.nan, 4.0 if grad_norm_d is None else grad_norm_d)
     step = pd.DataFrame({
         "epoch": np.repeat(np.arange(n_ep), steps_per_epoch), "step": np.arange(1, n + 1), "loss": 0.5,

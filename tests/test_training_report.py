@@ -22,7 +22,8 @@ def test_per_seed_table_from_the_logs(tmp_path, fake_run):
     skipped = [1, 0, 0, 1, 0, 0, 0, 0, 1, 1, 0, 0]
     fake_run(tmp_path, "official_p186_s0", [2.0, 2.6, 2.2], skipped, injected=np.ones(12, dtype=int),
              config={"pesq_fail_inject": 0.186, "grad_clip_norm": 5.0},
-             grad_norm_d=np.array([3.0, 6.0, 11.0, 2.0] * 3), disc_loss=np.linspace(0.1, 1.2, 12))  # fmt: skip
+             grad_norm_d=np.array([3.0, 6.0, 11.0, 2.0] * 3), disc_loss=np.linspace(0.1, 1.2, 12),
+             skipped_disc_loss=0.0)  # fmt: skip
     epochs, steps, per_seed = _load(tmp_path)
     assert sorted(epochs.epoch.unique()) == [1, 2, 3]  # numbered as the console prints them
     r = per_seed.iloc[0]
@@ -33,8 +34,7 @@ def test_per_seed_table_from_the_logs(tmp_path, fake_run):
     assert (r.skipped, r.steps) == (4, 12) and (r.skip_low, r.skip_high) == pytest.approx((w.low, w.high))
     assert r.injected_failures == 12
     ran = np.linspace(0.1, 1.2, 12)[np.array(skipped) == 0]
-    assert r.disc_loss_median == pytest.approx(np.median(ran))  # skipped steps are not a loss of anything
-    # D norms of updates that ran: 6, 11 exceed 5 (indices 1, 2, 5, 6 ran with 6/11 ... counted from the log)
+    assert r.disc_loss_median == pytest.approx(np.median(ran))  # a skipped step's logged 0.0 is no loss
     gd = np.where(np.array(skipped) == 1, np.nan, [3.0, 6.0, 11.0, 2.0] * 3)
     assert r.clip_checked_d == np.isfinite(gd).sum() and r.clip_exceeded_d == int((gd > 5).sum())
     assert r.clip_exceeded_g == 0 and r.grad_norm_d_max == pytest.approx(11.0)
