@@ -31,7 +31,8 @@ def _noise(nb: dict) -> list[str]:
 
 def _assert_clean_report(nb: dict, html: str) -> None:
     assert not _noise(nb), _noise(nb)
-    assert "use_repo_root()" not in html, "the HTML report shows code cells"
+    markdown_cells = sum(c["cell_type"] == "markdown" for c in nb["cells"])
+    assert html.count('class="jp-InputArea') == markdown_cells, "the HTML report shows code cells"
     assert ".ipynb</a>" in html or '.ipynb"' in html, "no link to the notebook with the code"
 
 
