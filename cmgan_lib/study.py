@@ -155,10 +155,10 @@ def execute_notebook(name: str, out_dir: str | os.PathLike, parameters: dict[str
 
 def write_summary(run_root: Path, out: Path, status: pd.DataFrame | None = None) -> pd.DataFrame:
     """summary.csv: one row per run (status, training facts, and test metrics when notebook 03 wrote them)."""
-    from cmgan_lib.training_report import load_runs, run_summary
+    from cmgan_lib.training_report import load_run_configs, load_runs, run_summary
 
     epochs, steps = load_runs(run_root)
-    summary = run_summary(epochs, steps) if len(epochs) else pd.DataFrame(columns=["run"])
+    summary = run_summary(epochs, steps, load_run_configs(run_root)) if len(epochs) else pd.DataFrame(columns=["run"])
     if status is not None and len(status):
         summary = status[["run", "variant", "seed", "status"]].merge(summary, on=["run", "variant", "seed"],
                                                                        how="left")  # fmt: skip

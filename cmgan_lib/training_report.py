@@ -356,8 +356,12 @@ def runs_markdown(run_root: str | os.PathLike, rep: TrainingReport | None) -> st
                 "`run_root` to `DIR/runs`), or set `train=True`. Nothing below is shown.")  # fmt: skip
     v = rep.per_variant
     seeds = ", ".join(f"`{r.variant}` ({r.n_seeds})" for r in v.itertuples())
-    return (f"{len(rep.per_seed)} runs under `{run_root}`; variants (seeds): {seeds}. "
-            f"{splits_markdown(rep.configs)}")  # fmt: skip
+    text = f"{len(rep.per_seed)} runs under `{run_root}`; variants (seeds): {seeds}. {splits_markdown(rep.configs)}"
+    unfinished = [r for r in rep.per_seed.run if not (Path(run_root) / r / "done.json").is_file()]
+    if unfinished:
+        names = ", ".join(f"`{r}`" for r in unfinished)
+        text += f" **Not finished** (no `done.json`: still running, or failed): {names}; their curves stop early."
+    return text
 
 
 def csv_links_markdown(paths: Sequence[Path], html_dir: str | os.PathLike | None = None) -> str:

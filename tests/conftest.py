@@ -98,6 +98,7 @@ def write_fake_run(
     injected=None,
     disc_loss=None,
     skipped_disc_loss: float = float("nan"),
+    finished: bool = True,
 ) -> Path:
     """A run folder with the trainer's logs (0-based epochs, as train.py writes them) and config.yaml, without
     training: report code and notebook 02 are then tested on numbers chosen to make a verdict go one way.
@@ -134,6 +135,8 @@ def write_fake_run(
     epoch.to_csv(run / "training_epoch_log.csv", index=False)
     cfg = {"pesq_strategy": "skip", "pesq_fail_inject": 0.0, "grad_clip_norm": 0.0, "batch_size": 4, **(config or {})}
     (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    if finished:
+        (run / "done.json").write_text("{}")
     return run
 
 

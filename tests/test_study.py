@@ -46,8 +46,8 @@ def test_failing_variant_is_recorded_and_finished_runs_are_skipped(tmp_path, mon
     assert list(status.status.str.split().str[0]) == ["done", "failed"]
     assert "pesq_strategy" in status.status.iloc[1]
     assert (root / "official_s0" / "done.json").is_file() and not (root / "broken_s0" / "done.json").exists()
-    log = (root / "official_s0" / "train.log").read_text()
-    assert "\r" not in log and "epoch 1/1: loss" in log  # whole lines, no progress-bar carriage returns
+    log = (root / "official_s0" / "train.log").read_bytes()  # bytes: read_text() would turn \r into \n
+    assert b"\r" not in log and b"epoch 1/1: loss" in log  # whole lines, no progress-bar carriage returns
     again = study.run_grid(grid, root, progress=False)
     assert again.status.iloc[0] == "done (skipped)"
     summary = study.write_summary(root, tmp_path, again)

@@ -119,3 +119,14 @@ def test_figures_show_seed_bands_and_early_stopping_when_they_occur(tmp_path, fa
     assert "band = range over 2 seeds" in labels and "early stopping fired" in labels
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()][:3] == ["1", "2", "3"] or set(
         fig.axes[0].get_xticks()) >= {1.0, 2.0, 3.0}  # fmt: skip
+
+
+def test_runs_markdown_names_the_split_and_unfinished_runs(tmp_path, fake_run):
+    fake_run(tmp_path, "official_s0", [2.0, 2.1], 0, config={"val_split": "valid"})
+    fake_run(tmp_path, "masked_s0", [2.0], 0, finished=False)
+    text = tr.runs_markdown(tmp_path, tr.build_report(tmp_path))
+    assert "**valid (held out from the test set)** split (1 run)" in text
+    assert "**test (published behaviour)** split (1 run)" in text  # masked_s0's config has no val_split key
+    assert "**Not finished**" in text and "`masked_s0`" in text.split("Not finished")[1]
+    assert "official_s0" not in text.split("Not finished")[1]
+    assert "No runs under" in tr.runs_markdown(tmp_path / "none", tr.build_report(tmp_path / "none"))
