@@ -50,7 +50,8 @@ def plain_log_ticks(ax, axis: str = "y") -> None:
 
 
 def left_aligned(df):
-    """A table for display with text (and numbers written as text) left-aligned, headers too."""
-    return df.style.set_properties(**{"text-align": "left"}).set_table_styles(
+    """A table for display with text (and numbers written as text) left-aligned, headers too; cells do not wrap
+    (a "2.41 ± 0.05" split over two lines reads as two numbers)."""
+    return df.style.set_properties(**{"text-align": "left", "white-space": "nowrap"}).set_table_styles(
         [{"selector": "th", "props": [("text-align", "left")]}]
     )

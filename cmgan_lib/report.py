@@ -784,13 +784,17 @@ def example_rows(per_file: pd.DataFrame, n: int = 2) -> pd.DataFrame:
     return kept[kept["name"].isin(names)].sort_values(["name", "run"])
 
 
-def show_examples(per_file: pd.DataFrame, n: int = 2) -> None:
-    """IPython audio players: noisy, each run's enhanced, clean, for `n` example files."""
+def show_examples(per_file: pd.DataFrame, n: int = 2, one_seed_per_variant: bool = True) -> None:
+    """IPython audio players: noisy, each run's enhanced, clean, for `n` example files (by default one run per
+    variant, its lowest seed: a 15-run grid would otherwise list 15 players per file)."""
     from IPython.display import HTML, Audio, display
 
     from cmgan_lib.audio import read_wav
 
     rows = example_rows(per_file, n)
+    if one_seed_per_variant and "seed" in rows and rows["seed"].notna().any():
+        first = rows.groupby("variant")["seed"].transform("min")
+        rows = rows[rows["seed"] == first]
     for name, group in rows.groupby("name", sort=False):
         first = group.iloc[0]
         display(HTML(f"<b>{name}</b> (input SNR {first['input_snr_db']:.1f} dB)"))
@@ -929,9 +933,9 @@ def variant_differences(per_file: pd.DataFrame, metric: str = "pesq", reference:
         else:
             both = df.groupby("name")[metric].mean().to_frame("a").join(ref.groupby("name")[metric].mean(), how="inner")
             iv, over = paired_difference_interval(both["a"], both[metric]), "files"
+        what = f"test {metric.upper()}, {variant} - {reference} (over {over})"
         rows.append(dict(variant=variant, reference=reference, metric=metric, difference=iv.mean, ci95_low=iv.low,
-                         ci95_high=iv.high, n=iv.n, ci_over=over,
-                         verdict=effect_verdict(iv, f"test {metric.upper()}, {variant} - {reference}")))  # fmt: skip
+                         ci95_high=iv.high, n=iv.n, ci_over=over, verdict=effect_verdict(iv, what)))  # fmt: skip
     return pd.DataFrame(rows)
 
 
