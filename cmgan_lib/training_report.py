@@ -131,7 +131,7 @@ def run_summary(epochs: pd.DataFrame, steps: pd.DataFrame, configs: pd.DataFrame
             ran = s[(s.disc_skipped == 0) & np.isfinite(s.disc_loss.astype(float))]
             row.update(steps=skip.n, skipped=skip.k, skip_rate=skip.p, skip_low=skip.low, skip_high=skip.high,
                        injected_failures=_col_sum(s, INJECTED),
-                       other_failures=sum(_col_sum(s, f"pesq_fail_{c}") for c in FAIL_CAUSES),
+                       data_failures=sum(_col_sum(s, f"pesq_fail_{c}") for c in FAIL_CAUSES),
                        disc_loss_median=ran.disc_loss.median() if len(ran) else np.nan,
                        grad_norm_g_max=s.grad_norm_g.max(), grad_norm_d_max=s.grad_norm_d.max())  # fmt: skip
             clip = float(row["grad_clip_norm"]) if pd.notna(row["grad_clip_norm"]) else 0.0
@@ -172,6 +172,9 @@ def variant_summary(per_seed: pd.DataFrame) -> pd.DataFrame:
             if q in g:
                 iv = mean_interval(g[q].to_numpy(dtype=float))
                 row.update({q: iv.mean, f"{q}_low": iv.low, f"{q}_high": iv.high})
+        for total in ("injected_failures", "data_failures"):
+            if total in g:
+                row[f"{total}_total"] = g[total].sum(min_count=1)
         if "steps" in g and g.steps.notna().any():
             skip = wilson(int(g.skipped.sum()), int(g.steps.sum()))
             row.update(skipped=skip.k, steps=skip.n, skip_rate=skip.p, skip_low=skip.low, skip_high=skip.high)
@@ -197,8 +200,8 @@ def _pct_interval(p: float, low: float, high: float, k=None, n=None) -> str:
 
 
 def headline_table(per_variant: pd.DataFrame) -> pd.DataFrame:
-    """The short table notebook 02 shows (seed means ± 95% t half-width; skip rate with Wilson 95%); the
-    full numbers are in training_per_variant.csv."""
+    """The short table notebook 02 shows (seed means ± 95% t half-width; skip rate with Wilson 95%; failed PESQ
+    labels summed over seeds); the full numbers are in training_per_variant.csv."""
     out = pd.DataFrame({
         "variant": per_variant.variant,
         "seeds": per_variant.n_seeds,
@@ -213,6 +216,10 @@ def headline_table(per_variant: pd.DataFrame) -> pd.DataFrame:
                            for r in per_variant.itertuples()],
         "drop after peak": [_pm(r.drop_after_peak, r.drop_after_peak_low, r.drop_after_peak_high)
                             for r in per_variant.itertuples()],
+        "failed labels: injected, from the data": [
+            ", ".join("n/a" if not np.isfinite(x) else str(int(x)) for x in (r.injected_failures_total,
+                                                                               r.data_failures_total))
+            for r in per_variant.itertuples()] if "data_failures_total" in per_variant else "",
         "updates skipped (95% CI)": [_pct_interval(r.skip_rate, r.skip_low, r.skip_high, r.skipped, r.steps)
                                      for r in per_variant.itertuples()] if "skip_low" in per_variant else "",
     })  # fmt: skip

@@ -32,7 +32,7 @@ def test_per_seed_table_from_the_logs(tmp_path, fake_run):
     assert r.final_val_pesq == pytest.approx(2.2) and r.drop_after_peak == pytest.approx(0.4)
     w = stats.wilson(4, 12)
     assert (r.skipped, r.steps) == (4, 12) and (r.skip_low, r.skip_high) == pytest.approx((w.low, w.high))
-    assert r.injected_failures == 12
+    assert r.injected_failures == 12 and r.data_failures == 0
     ran = np.linspace(0.1, 1.2, 12)[np.array(skipped) == 0]
     assert r.disc_loss_median == pytest.approx(np.median(ran))  # a skipped step's logged 0.0 is no loss
     gd = np.where(np.array(skipped) == 1, np.nan, [3.0, 6.0, 11.0, 2.0] * 3)
@@ -49,7 +49,8 @@ def test_no_clip_configured_means_no_exceedance_share(tmp_path, fake_run):
 
 def test_variant_table_seed_means_and_pooled_skip_rate(tmp_path, fake_run):
     for seed, best in enumerate([2.5, 2.7, 2.9]):
-        fake_run(tmp_path, f"masked_s{seed}", [2.0, best], [seed % 2] * 8, config={"pesq_strategy": "masked"})
+        fake_run(tmp_path, f"masked_s{seed}", [2.0, best], [seed % 2] * 8, config={"pesq_strategy": "masked"},
+                 injected=np.full(8, seed))  # fmt: skip
     per_variant = tr.variant_summary(_load(tmp_path)[2])
     r = per_variant.iloc[0]
     iv = stats.mean_interval([2.5, 2.7, 2.9])
@@ -61,6 +62,7 @@ def test_variant_table_seed_means_and_pooled_skip_rate(tmp_path, fake_run):
     head = tr.headline_table(per_variant)
     assert head.loc["masked", "best val PESQ"] == f"2.70 ± {iv.half:.2f}"
     assert head.loc["masked", "updates skipped (95% CI)"].startswith("8 of 24 = 33%")
+    assert head.loc["masked", "failed labels: injected, from the data"] == "24, 0"
 
 
 @pytest.mark.parametrize("harm", [0.5, 0.0])
