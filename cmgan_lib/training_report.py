@@ -268,8 +268,12 @@ def verdict_markdown(comparisons: pd.DataFrame, per_variant: pd.DataFrame, refer
     """The verdict that ends notebook 02, generated from the comparison table (it changes when the runs do)."""
     lines = ["## Verdict (generated from the runs above)", ""]
     if comparisons.empty:
-        lines.append(f"No comparison to make: the runs hold no `{reference}` variant and no `comparisons` were "
-                     "given.")  # fmt: skip
+        variants = list(per_variant.variant)
+        if len(variants) < 2:
+            lines.append(f"Only one variant ({', '.join(f'`{v}`' for v in variants)}): nothing to compare.")
+        else:
+            lines.append(f"No comparison to make: the runs hold no `{reference}` variant and no `comparisons` were "
+                         "given.")  # fmt: skip
         return "\n".join(lines)
     for (variant, ref), g in comparisons.groupby(["variant", "reference"], sort=False):
         lines.append(f"**{variant} against {ref}**: {_describe(per_variant, variant)} against "
@@ -363,7 +367,10 @@ def runs_markdown(run_root: str | os.PathLike, rep: TrainingReport | None) -> st
                 "`run_root` to `DIR/runs`), or set `train=True`. Nothing below is shown.")  # fmt: skip
     v = rep.per_variant
     seeds = ", ".join(f"`{r.variant}` ({r.n_seeds})" for r in v.itertuples())
-    text = f"{len(rep.per_seed)} runs under `{run_root}`; variants (seeds): {seeds}. {splits_markdown(rep.configs)}"
+    n = len(rep.per_seed)
+    text = (
+        f"{n} run{'s' if n != 1 else ''} under `{run_root}`; variants (seeds): {seeds}. {splits_markdown(rep.configs)}"
+    )
     unfinished = [r for r in rep.per_seed.run if not (Path(run_root) / r / "done.json").is_file()]
     if unfinished:
         names = ", ".join(f"`{r}`" for r in unfinished)

@@ -92,8 +92,14 @@ def test_comparison_with_a_missing_variant_says_not_measured(tmp_path, fake_run)
     per_seed = _load(tmp_path)[2]
     table = tr.compare_variants(per_seed, [["masked_p186", "official"]])
     assert table.verdict.str.endswith("not measured").all()
-    assert "No comparison" in tr.verdict_markdown(tr.compare_variants(per_seed, []), tr.variant_summary(per_seed))
+    for name in ("masked_s0", "seed_fixes_s0"):
+        fake_run(tmp_path / "noref", name, [2.0, 2.1], 0)
+    noref = _load(tmp_path / "noref")[2]
+    assert "No comparison" in tr.verdict_markdown(tr.compare_variants(noref, []), tr.variant_summary(noref))
     assert tr.default_comparisons(["masked", "seed_fixes"]) == []
+    only = tr.verdict_markdown(tr.compare_variants(per_seed, tr.default_comparisons(["official"])),
+                               tr.variant_summary(per_seed))  # fmt: skip
+    assert "Only one variant (`official`)" in only
 
 
 def test_figures_are_readable_with_one_seed(tmp_path, fake_run, check_figure):
