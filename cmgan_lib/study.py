@@ -304,3 +304,48 @@ def run_study(out: str | os.PathLike = "runs/STUDY", grid: str | os.PathLike = "
     print("[3/3] notebooks 01 (PESQ failure audit), 02 (training curves), 03 (test metrics); summary.csv")
     run_ablation(g, out, status=status, audit=True)
     print(f"study finished in {time.perf_counter() - t0:.0f} s: {out}/ (notebooks, HTML reports, summary.csv)")
+
+
+REPORT_LIMIT_BYTES = 5 * 2**20  # a shared report is small: HTML, CSV logs; never checkpoints or audio
+
+
+def share_report(out: str | os.PathLike, dest: str | os.PathLike, command: str, device: str,
+                 wall_seconds: float | None = None, note: str = "") -> Path:  # fmt: skip
+    """Copy what others need from an ablation folder into reports/<dest>: the rendered notebooks (HTML),
+    summary.csv, grid.yaml, every run's config and step/epoch logs, and a README naming device, command, commit
+    and wall time. Checkpoints and audio never go in (they are large and can be regenerated)."""
+    import shutil
+
+    out, dest = Path(out), Path(dest)
+    if not (out / "summary.csv").is_file():
+        raise FileNotFoundError(f"{out}: no summary.csv (run `cmgan ablate` first)")
+    dest.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for name in ["summary.csv", "grid.yaml", *(f"{nb}.html" for nb in NOTEBOOKS)]:
+        if (out / name).is_file():
+            shutil.copy2(out / name, dest / name)
+            copied.append(name)
+    for sub in ("evaluate", "audit"):
+        for csv in sorted((out / sub).glob("*.csv")) if (out / sub).is_dir() else []:
+            (dest / sub).mkdir(exist_ok=True)
+            shutil.copy2(csv, dest / sub / csv.name)
+            copied.append(f"{sub}/{csv.name}")
+    for run in sorted(p for p in (out / "runs").iterdir() if p.is_dir()) if (out / "runs").is_dir() else []:
+        for name in ("config.yaml", "training_step_log.csv", "training_epoch_log.csv"):
+            if (run / name).is_file():
+                (dest / "runs" / run.name).mkdir(parents=True, exist_ok=True)
+                shutil.copy2(run / name, dest / "runs" / run.name / name)
+    size = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
+    if size > REPORT_LIMIT_BYTES:
+        raise ValueError(f"{dest}: {size / 2**20:.1f} MiB is too large for a shared report; check what was copied")
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=repo_root()).stdout.strip() or "unknown"  # fmt: skip
+    wall = f"{wall_seconds / 60:.1f} min" if wall_seconds else "not recorded"
+    lines = [f"# {dest.name}", "", f"- device: {device}", f"- command: `{command}`", f"- commit: {commit}",
+             f"- wall time: {wall}", f"- written: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "",
+             "Files: " + ", ".join(f"`{c}`" for c in copied) + ", and `runs/<run>/` (config.yaml, step and epoch "
+             "logs; no checkpoints).", ""]  # fmt: skip
+    if note:
+        lines += [note.strip(), ""]
+    (dest / "README.md").write_text("\n".join(lines))
+    return dest
