@@ -321,7 +321,11 @@ def share_report(out: str | os.PathLike, dest: str | os.PathLike, command: str, 
         raise FileNotFoundError(f"{out}: no summary.csv (run `cmgan ablate` first)")
     dest.mkdir(parents=True, exist_ok=True)
     copied = []
-    for name in ["summary.csv", "grid.yaml", *(f"{nb}.html" for nb in NOTEBOOKS)]:
+    from cmgan_lib.training_report import COMPARISONS_CSV, PER_SEED_CSV, PER_VARIANT_CSV
+
+    # notebook 02's full tables: its HTML links to them
+    for name in ["summary.csv", "grid.yaml", *(f"{nb}.html" for nb in NOTEBOOKS), PER_SEED_CSV, PER_VARIANT_CSV,
+                 COMPARISONS_CSV]:  # fmt: skip
         if (out / name).is_file():
             shutil.copy2(out / name, dest / name)
             copied.append(name)

@@ -110,9 +110,11 @@ def test_share_report_copies_logs_and_html_never_checkpoints(tmp_path):
     (run / "last.pt").write_bytes(b"0" * 1000)
     (out / "summary.csv").write_text("run\nofficial_s0\n")
     (out / "02_train_baseline_vs_fixed.html").write_text("<html></html>")
+    (out / "training_per_seed.csv").write_text("run\nofficial_s0\n")  # notebook 02's HTML links to it
     dest = study.share_report(out, tmp_path / "reports" / "r", "cmgan ablate --grid g", "2-core CPU", 600.0, "Found.")
     files = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
     assert "runs/official_s0/training_step_log.csv" in files and "02_train_baseline_vs_fixed.html" in files
+    assert "training_per_seed.csv" in files
     assert not any(f.endswith(".pt") for f in files)
     readme = (dest / "README.md").read_text()
     assert "2-core CPU" in readme and "cmgan ablate --grid g" in readme and "10.0 min" in readme and "Found." in readme
