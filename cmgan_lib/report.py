@@ -84,13 +84,6 @@ def audit_pairs(data_dir: str | os.PathLike, split: str = "train"):
 # --------------------------------------------------------------------------------------------- notebook 01
 
 
-def study_style() -> None:
-    """One seaborn style for every figure of the study (paper-like: white grid, readable labels)."""
-    import seaborn as sns
-
-    sns.set_theme(style="whitegrid", context="notebook", font_scale=0.95)
-
-
 def dataset_label(data_dir: str | os.PathLike) -> str:
     """'synthetic corpus' when the folder was written by `make-synthetic` (manifest.csv), else 'Voice Bank'."""
     return "synthetic corpus" if (Path(data_dir) / "manifest.csv").is_file() else "speech corpus"

@@ -306,7 +306,8 @@ def run_study(out: str | os.PathLike = "runs/STUDY", grid: str | os.PathLike = "
     print(f"study finished in {time.perf_counter() - t0:.0f} s: {out}/ (notebooks, HTML reports, summary.csv)")
 
 
-REPORT_LIMIT_BYTES = 5 * 2**20  # a shared report is small: HTML, CSV logs; never checkpoints or audio
+NOTEBOOK_LIMIT_BYTES = 2 * 2**20
+REPORT_LIMIT_BYTES = 8 * 2**20  # a shared report is small: HTML, CSV logs; never checkpoints or audio
 
 
 def share_report(out: str | os.PathLike, dest: str | os.PathLike, command: str, device: str,
@@ -329,6 +330,11 @@ def share_report(out: str | os.PathLike, dest: str | os.PathLike, command: str, 
         if (out / name).is_file():
             shutil.copy2(out / name, dest / name)
             copied.append(name)
+    for nb in NOTEBOOKS:  # the executed notebooks the HTML reports link to, unless audio makes them large
+        path = out / f"{nb}.ipynb"
+        if path.is_file() and path.stat().st_size <= NOTEBOOK_LIMIT_BYTES:
+            shutil.copy2(path, dest / path.name)
+            copied.append(path.name)
     for sub in ("evaluate", "audit"):
         for csv in sorted((out / sub).glob("*.csv")) if (out / sub).is_dir() else []:
             (dest / sub).mkdir(exist_ok=True)
