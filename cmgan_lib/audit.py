@@ -1,7 +1,10 @@
 """PESQ-failure audit of training crops (notebook 01): how often labels fail, why, and the effect on batches.
 
-Crops are drawn with `crop_pair`, the training loader's own crop, from one seeded generator, so an
-audit reproduces. Everything returns pandas DataFrames.
+Measured under the conditions a claim talks about: the crop length a run trained on (from its config, never a
+silent 2 s default), (clean, noisy) pairs and (clean, estimate) pairs from the run's own generator checkpoints,
+and the failures the runs actually logged. Crops are drawn with `crop_pair`, the training loader's own crop,
+from one seeded generator, so an audit reproduces. Every rate comes with a 95% interval (`cmgan_lib.stats`).
+Everything returns pandas DataFrames.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 import math
 import os
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,9 +23,13 @@ from tqdm.auto import tqdm
 from cmgan_lib.audio import read_wav
 from cmgan_lib.data.crops import crop_pair
 from cmgan_lib.pesq_worker import KNOWN_REASONS, PesqPool, score_many
+from cmgan_lib.stats import batch_rate_interval, wilson
 
 CUT_LEN = 32000  # the published 2 s training crop at 16 kHz
+SR = 16000
 BATCH_SIZES = (1, 2, 4, 8, 16)
+CROP_LENGTHS_S = (0.5, 1.0, 2.0, 4.0)
+Estimator = Callable[[list[np.ndarray]], list[np.ndarray]]
 PathOrArray = str | os.PathLike | np.ndarray
 
 
@@ -125,8 +132,12 @@ def crop_pesq(
     scale_check: bool = True,
     progress: bool = True,
     workers: int | None = None,
+    estimator: Estimator | None = None,
 ) -> pd.DataFrame:
     """One row per training crop: PESQ-WB of (clean, degraded), valid flag and failure reason.
+
+    `estimator`: maps a list of noisy crops to the generator's estimates (see `make_estimator`), so the pair
+    scored is (clean, estimate), as the discriminator's labels are; `scale_check` is then off.
 
     With `scale_check`, also PESQ of both signals times the training scale c (`pesq_scaled`,
     `reason_scaled`, `abs_diff`). Metadata columns (e.g. snr_db) pass through.
@@ -137,7 +148,9 @@ def crop_pesq(
     """
     if pool is None and workers != 1:
         with PesqPool(n_workers=workers, sr=sr) as temporary:
-            return crop_pesq(pairs, crops_per_clip, cut_len, seed, sr, metadata, temporary, scale_check, progress)
+            return crop_pesq(pairs, crops_per_clip, cut_len, seed, sr, metadata, temporary, scale_check, progress,
+                             estimator=estimator)  # fmt: skip
+    scale_check = scale_check and estimator is None
     clips = as_clip_pairs(pairs, metadata)
     if crops_per_clip < 1:
         raise ValueError("crops_per_clip must be >= 1")
@@ -164,6 +177,8 @@ def crop_pesq(
     def flush() -> None:
         if not batch_rows:
             return
+        if estimator is not None:
+            batch_d[:] = estimator(list(batch_d))
         if pool is None:
             collect(list(batch_rows), score_many(batch_c, batch_d, sr))
         else:
@@ -315,3 +330,175 @@ def scale_invariance_summary(crops: pd.DataFrame) -> pd.DataFrame:
             }
         ]
     )
+
+
+# --------------------------------------------------------------------------------------------- conditions
+
+
+def crop_length_sweep(
+    pairs: Sequence,
+    lengths_s: Sequence[float] = CROP_LENGTHS_S,
+    crops_per_clip: int = 2,
+    seed: int = 0,
+    metadata: pd.DataFrame | Sequence[dict] | None = None,
+    pool: PesqPool | None = None,
+    estimator: Estimator | None = None,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """`crop_pesq` at each crop length (seconds; column `crop_s`): failures depend on the crop, so a rate is only
+    quoted beside the crop it was measured on."""
+    frames = []
+    for length in lengths_s:
+        cut = int(round(float(length) * SR))
+        df = crop_pesq(pairs, crops_per_clip, cut, seed, metadata=metadata, pool=pool, scale_check=False,
+                       progress=progress, estimator=estimator, workers=1 if pool is None else None)  # fmt: skip
+        frames.append(df.assign(crop_s=float(length)))
+    return pd.concat(frames, ignore_index=True)
+
+
+def run_crop_seconds(run_dir: str | os.PathLike) -> float:
+    """The crop length (s) a run trained on, from its config.yaml (cut_len / 16 kHz)."""
+    import yaml
+
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not a run folder (no config.yaml)")
+    cfg = yaml.safe_load(path.read_text()) or {}
+    if "cut_len" not in cfg:
+        raise ValueError(f"{path}: no cut_len")
+    return int(cfg["cut_len"]) / SR
+
+
+def make_estimator(checkpoint: str | os.PathLike | None, config: dict, batch_size: int = 4) -> Estimator:
+    """Estimates as the training step makes them: RMS-normalized crops through the generator, batches of
+    `batch_size`, train mode (batch statistics, as the labels in training see them), no gradient.
+
+    `checkpoint=None`: the untrained generator, built from `config` (num_channel, n_fft, seed) exactly as the
+    trainer builds it before step 1.
+    """
+    import torch
+
+    from cmgan_lib.dsp import istft, power_compress, power_uncompress, rms_normalizer, stft
+    from cmgan_lib.enhance import generator_state_dict
+    from cmgan_lib.models import TSCNet
+
+    n_fft, hop, compress = (
+        int(config.get("n_fft", 400)),
+        int(config.get("hop", 100)),
+        float(config.get("compress", 0.3)),
+    )
+    torch.manual_seed(int(config.get("seed", 0)))
+    model = TSCNet(num_channel=int(config.get("num_channel", 64)), num_features=n_fft // 2 + 1)
+    if checkpoint is not None:
+        model.load_state_dict(generator_state_dict(checkpoint), strict=True)
+    model.train()
+
+    @torch.no_grad()
+    def estimate(noisy: list[np.ndarray]) -> list[np.ndarray]:
+        out: list[np.ndarray] = []
+        for lo in range(0, len(noisy), batch_size):
+            x = torch.from_numpy(np.stack(noisy[lo : lo + batch_size]).astype(np.float32))
+            with np.errstate(all="ignore"):
+                c = rms_normalizer(x)[:, None]
+            spec = power_compress(stft(x * c, n_fft, hop), compress).permute(0, 1, 3, 2)
+            real, imag = model(spec)
+            est = power_uncompress(real.permute(0, 1, 3, 2), imag.permute(0, 1, 3, 2), compress).squeeze(1)
+            audio = istft(est, n_fft, hop, length=x.shape[-1]) / c
+            out.extend(a for a in audio.numpy().astype(np.float32))
+        return out
+
+    return estimate
+
+
+def run_checkpoints(run_dir: str | os.PathLike) -> list[tuple[str, Path | None]]:
+    """(label, path) of every generator a run kept: untrained (None), epoch_NNN.pt in order, and last.pt."""
+    run_dir = Path(run_dir)
+    found: list[tuple[str, Path | None]] = [("untrained", None)]
+    for path in sorted(run_dir.glob("epoch_*.pt")):
+        found.append((f"after epoch {int(path.stem.split('_')[1])}", path))
+    if not found[1:] and (run_dir / "last.pt").is_file():
+        found.append(("last", run_dir / "last.pt"))
+    return found
+
+
+# --------------------------------------------------------------------------------------------- rates
+
+
+def rate_table(crops: pd.DataFrame, by: Sequence[str], batch_size: int = 4, reason_col: str = "reason") -> pd.DataFrame:
+    """Per group: n crops, failures overall and by cause, each a share with its 95% Wilson interval, and the
+    batch-skip rate of the published rule at `batch_size` implied by the per-crop rate (interval propagated).
+
+    Zero failures read "0 of n (95% upper bound x%)" in the `failures` column.
+    """
+    from cmgan_lib.stats import format_interval, format_rate
+
+    causes = _cause_columns(crops[reason_col])
+    rows = []
+    for key, g in crops.groupby(list(by), sort=True, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        failed = g[reason_col].notna()
+        r = wilson(int(failed.sum()), len(g))
+        skip, skip_lo, skip_hi = batch_rate_interval(r, batch_size)
+        row = dict(zip(by, key, strict=True))
+        row.update(n_crops=len(g), n_failed=r.k, p_fail=r.p, p_fail_low=r.low, p_fail_high=r.high,
+                   failures=format_rate(r))  # fmt: skip
+        for cause in causes:
+            row[f"n_{cause}"] = int((g[reason_col] == cause).sum())
+        row.update(batch_size=batch_size, skip_implied=skip, skip_low=skip_lo, skip_high=skip_hi,
+                   skip=format_interval(skip, skip_lo, skip_hi))  # fmt: skip
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _run_config(run_dir: Path) -> dict:
+    import yaml
+
+    path = run_dir / "config.yaml"
+    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+
+
+def observed_rates(run_root_or_dirs: str | os.PathLike | Sequence[str | os.PathLike], per: str = "run") -> pd.DataFrame:
+    """Skip and failure rates the runs actually logged (training_step_log.csv), per run or per epoch.
+
+    Columns: run, variant, seed, strategy, inject_p, crop_s, batch_size, [epoch,] steps, skipped, skip_rate with
+    a Wilson interval (skip_low, skip_high), samples, failed (labels lost to any cause) with an interval, and
+    failed labels per cause (`pesq_fail_*` sums). Reads every run given (all variants), not one.
+    """
+    from cmgan_lib.training_report import find_runs, parse_run_name
+
+    if per not in ("run", "epoch"):
+        raise ValueError(f"per must be 'run' or 'epoch', got {per!r}")
+    if isinstance(run_root_or_dirs, str | os.PathLike):
+        root = Path(run_root_or_dirs)
+        dirs = [root] if (root / "training_step_log.csv").is_file() else find_runs(root)
+    else:
+        dirs = [Path(d) for d in run_root_or_dirs]
+    rows = []
+    for d in dirs:
+        log = d / "training_step_log.csv"
+        if not log.is_file():
+            continue
+        steps = pd.read_csv(log)
+        if steps.empty:
+            continue
+        cfg = _run_config(d)
+        variant, seed = parse_run_name(d.name)
+        batch = int(cfg.get("batch_size", 4))
+        causes = [c for c in steps.columns if c.startswith("pesq_fail_")]
+        base = dict(run=d.name, variant=variant, seed=seed, strategy=cfg.get("pesq_strategy", "skip"),
+                    inject_p=float(cfg.get("pesq_fail_inject", 0.0)),
+                    crop_s=int(cfg.get("cut_len", CUT_LEN)) / SR, batch_size=batch)  # fmt: skip
+        groups = [(None, steps)] if per == "run" else list(steps.groupby("epoch", sort=True))
+        for epoch, g in groups:
+            skipped = wilson(int(g["disc_skipped"].sum()), len(g))
+            lost = int(round(float(((1 - g["pesq_valid_frac"]) * batch).sum())))
+            failed = wilson(lost, len(g) * batch)
+            row = dict(base)
+            if per == "epoch":
+                row["epoch"] = int(epoch)
+            row.update(steps=len(g), skipped=skipped.k, skip_rate=skipped.p, skip_low=skipped.low,
+                       skip_high=skipped.high, samples=failed.n, failed=failed.k, fail_rate=failed.p,
+                       fail_low=failed.low, fail_high=failed.high)  # fmt: skip
+            row.update({c: int(g[c].sum()) for c in causes})
+            rows.append(row)
+    return pd.DataFrame(rows)

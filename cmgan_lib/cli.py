@@ -24,6 +24,7 @@ def _cmd_make_synthetic(a: argparse.Namespace) -> int:
         a.out,
         n_train=a.n_train,
         n_test=a.n_test,
+        n_valid=a.n_valid,
         seed=a.seed,
         hard_fraction=a.hard_fraction,
         use_espeak=a.espeak,
@@ -72,7 +73,7 @@ def _cmd_train(argv: list[str]) -> int:
 def _cmd_ablate(a: argparse.Namespace) -> int:
     from cmgan_lib.study import run_ablation
 
-    run_ablation(a.grid, a.out)
+    run_ablation(a.grid, a.out, runs_per_gpu=a.runs_per_gpu, audit=a.audit)
     return 0
 
 
@@ -99,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("out", help="output folder (CMGAN layout: train/{clean,noisy}, test/{clean,noisy})")
     s.add_argument("--n-train", type=int, default=160)
     s.add_argument("--n-test", type=int, default=40)
+    s.add_argument("--n-valid", type=int, default=20, help="clips of held-out speakers in valid/ (0: none)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--hard-fraction", type=float, default=0.1, help="fraction of hard clips for the audit")
     s.add_argument("--espeak", action="store_true", help="use espeak-ng speech when the binary is on PATH")
@@ -125,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     ab = sub.add_parser("ablate", help="run every variant x seed of an ablation grid, then evaluate")
     ab.add_argument("--grid", required=True)
     ab.add_argument("--out", required=True)
+    ab.add_argument("--runs-per-gpu", type=int, default=1,
+                    help="runs sharing one GPU at a time (default 1; measure before raising it)")  # fmt: skip
+    ab.add_argument("--audit", action="store_true", help="also run notebook 01 (PESQ-failure audit) on the runs")
     ab.set_defaults(func=_cmd_ablate)
 
     st = sub.add_parser("study", help="the whole study on the embedded synthetic default")

@@ -27,10 +27,23 @@ from cmgan_lib.pesq_worker import (
 )
 
 STRATEGIES = ("skip", "batch_mean", "masked")
+INJECTED = "injected"  # the failure cause of a label failed on purpose by `FailureInjector`
+# Step-log column per failure cause: failed samples of that cause in the batch.
+CAUSE_COLUMNS = {
+    "silent_reference": "pesq_fail_silent_reference",
+    "too_short": "pesq_fail_too_short",
+    "silent_or_nonfinite_estimate": "pesq_fail_estimate",
+    "other": "pesq_fail_other",
+    INJECTED: "pesq_fail_injected",
+}
 ALL_FAILED_LABEL = 0.5  # batch_mean when nothing is valid: the fix document's "middle" value, PESQ 2.75
 
 __all__ = [
     "ALL_FAILED_LABEL",
+    "CAUSE_COLUMNS",
+    "FailureInjector",
+    "INJECTED",
+    "cause_counts",
     "KNOWN_REASONS",
     "STRATEGIES",
     "PesqHandle",
@@ -91,6 +104,51 @@ class PesqLabels:
 
     def reason_counts(self) -> dict[str, int]:
         return dict(Counter(r for r in self.reasons if r is not None))
+
+
+def cause_counts(reasons: list[str | None]) -> dict[str, int]:
+    """Failed samples per step-log cause column (every column present, zeros included)."""
+    counts = dict.fromkeys(CAUSE_COLUMNS.values(), 0)
+    for r in reasons:
+        if r is None:
+            continue
+        key = r if r in CAUSE_COLUMNS else "other"  # "other:<pesq's message>" and anything new
+        counts[CAUSE_COLUMNS[key]] += 1
+    return counts
+
+
+class FailureInjector:
+    """Treat each sample's PESQ label as failed with probability `p` (cause "injected").
+
+    Why: whether skipping the discriminator update hurts can be tested on any data by imposing the failure
+    rate, independent of how often PESQ really fails there. An injected failure goes down the same path as a
+    real one (`make_labels`: skip / batch_mean / masked). A sample that already failed for a real reason keeps
+    that reason, so `pesq_fail_injected` counts labels lost only to injection. One draw per sample per step from
+    its own seeded generator, whose state goes into checkpoints (resume stays exact); p = 0 draws nothing.
+    """
+
+    def __init__(self, p: float, seed: int, rank: int = 0):
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"pesq_fail_inject must be in [0, 1), got {p}")
+        self.p = float(p)
+        self.rng = np.random.default_rng([int(seed), int(rank), 0x1A7EC7])
+
+    def __call__(self, raw: np.ndarray, reasons: list[str | None]) -> tuple[np.ndarray, list[str | None]]:
+        if self.p == 0.0:
+            return raw, reasons
+        hit = self.rng.random(len(reasons)) < self.p
+        raw = np.array(raw, dtype=np.float64, copy=True)
+        reasons = list(reasons)
+        for i in np.flatnonzero(hit):
+            if reasons[i] is None:
+                raw[i], reasons[i] = np.nan, INJECTED
+        return raw, reasons
+
+    def state_dict(self) -> dict:
+        return {"p": self.p, "bit_generator": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["bit_generator"]
 
 
 def make_labels(

@@ -40,14 +40,15 @@ PUBLISHED_SKIP_LOG_VALUE = 0.0  # published train.py: `discrim_loss_metric = tor
 
 def default_corpus(config: str | os.PathLike = TINY_CONFIG, build: bool = True, progress: bool = False) -> Path:
     """The synthetic corpus the tiny training config uses (shared with training); built when missing."""
-    from cmgan_lib.train import load_config, synthetic_corpus_path
+    from cmgan_lib.train import config_corpus_path, load_config
 
     cfg = load_config(config)
-    path = synthetic_corpus_path(cfg.synthetic_n_train, cfg.synthetic_n_test, cfg.synthetic_seed)
+    path = config_corpus_path(cfg)
     if build and not (path / "manifest.csv").exists():
         from cmgan_lib.data.synthetic import make_dataset
 
-        make_dataset(path, cfg.synthetic_n_train, cfg.synthetic_n_test, cfg.synthetic_seed, progress=progress)
+        make_dataset(path, cfg.synthetic_n_train, cfg.synthetic_n_test, cfg.synthetic_seed, progress=progress,
+                     n_valid=cfg.synthetic_n_valid)  # fmt: skip
     return path
 
 
@@ -82,89 +83,165 @@ def audit_pairs(data_dir: str | os.PathLike, split: str = "train"):
 # --------------------------------------------------------------------------------------------- notebook 01
 
 
-def failure_long(crops: pd.DataFrame, column: str, bins: Sequence[float]) -> pd.DataFrame:
-    """Per-crop failure rate by cause in bins of a metadata column, long format for seaborn.
+def study_style() -> None:
+    """One seaborn style for every figure of the study (paper-like: white grid, readable labels)."""
+    import seaborn as sns
 
-    Columns: bin (interval label), cause, rate, n_crops. Causes are the audit's (`p_<cause>` of
-    `failure_rates`) plus "any".
+    sns.set_theme(style="whitegrid", context="notebook", font_scale=0.95)
+
+
+def dataset_label(data_dir: str | os.PathLike) -> str:
+    """'synthetic corpus' when the folder was written by `make-synthetic` (manifest.csv), else 'Voice Bank'."""
+    return "synthetic corpus" if (Path(data_dir) / "manifest.csv").is_file() else "speech corpus"
+
+
+def runs_crop_seconds(run_root: str | os.PathLike | None, fallback_config: str | os.PathLike = TINY_CONFIG) -> float:
+    """The crop length the runs under `run_root` trained on (they must agree); the config's when there are none.
+
+    Why: a failure rate means nothing without its crop length; the audit's headline crop is the training one.
     """
-    from cmgan_lib.audit import failure_rates
+    from cmgan_lib.audit import run_crop_seconds
+    from cmgan_lib.train import load_config
+    from cmgan_lib.training_report import find_runs
 
-    binned = crops.assign(bin=pd.cut(crops[column], list(bins), include_lowest=True))
-    table = failure_rates(binned, by="bin")
-    causes = [c for c in table.columns if c.startswith("p_") and c != "p_fail"]
-    long = table.reset_index().melt(
-        id_vars=["bin", "n_crops"], value_vars=["p_fail", *causes], var_name="cause", value_name="rate"
-    )
-    long["cause"] = long["cause"].str.removeprefix("p_").replace({"fail": "any"})
-    long["bin"] = long["bin"].astype(str)
-    return long[["bin", "cause", "rate", "n_crops"]]
+    runs = find_runs(run_root) if run_root is not None else []
+    lengths = sorted({run_crop_seconds(r) for r in runs if (r / "config.yaml").is_file()})
+    if len(lengths) > 1:
+        raise ValueError(f"{run_root}: runs trained on different crop lengths {lengths}; audit them separately")
+    return lengths[0] if lengths else load_config(fallback_config).cut_len / 16000
 
 
-def plot_failure_by(crops: pd.DataFrame, column: str, bins: Sequence[float], ax=None, title: str | None = None):
-    """Bar chart: failure rate per cause against binned `column` (e.g. snr_db, speech_fraction)."""
+def audit_run(run_root: str | os.PathLike | None, prefer: str = "official") -> Path | None:
+    """The run whose checkpoints the estimate audit uses: the first `prefer` run (published recipe), else any."""
+    from cmgan_lib.training_report import find_runs
+
+    runs = find_runs(run_root) if run_root is not None else []
+    preferred = [r for r in runs if parse_run_name(r.name)[0] == prefer]
+    return (preferred or runs or [None])[0]
+
+
+def estimate_sweep(
+    pairs,
+    run_dir: str | os.PathLike,
+    lengths_s: Sequence[float],
+    crops_per_clip: int = 1,
+    seed: int = 0,
+    pool=None,
+    max_clips: int | None = 16,
+) -> pd.DataFrame:
+    """(clean, estimate) crop-length sweep for every generator a run kept (untrained, epoch_NNN.pt, ...);
+    column `model` names the checkpoint. `max_clips` bounds the cost (the generator runs on every crop)."""
+    import yaml
+
+    from cmgan_lib.audit import crop_length_sweep, make_estimator, run_checkpoints
+
+    cfg = yaml.safe_load((Path(run_dir) / "config.yaml").read_text()) or {}
+    pairs = list(pairs)[:max_clips] if max_clips else list(pairs)
+    frames = []
+    for label, ckpt in run_checkpoints(run_dir):
+        est = make_estimator(ckpt, cfg, batch_size=int(cfg.get("batch_size", 4)))
+        df = crop_length_sweep(pairs, lengths_s, crops_per_clip, seed, pool=pool, estimator=est)
+        frames.append(df.assign(model=label))
+    return pd.concat(frames, ignore_index=True)
+
+
+def failure_sweep_table(sweeps: pd.DataFrame, batch_size: int = CLAIMED_SKIP_BATCH_SIZE) -> pd.DataFrame:
+    """Per dataset x pair x model x crop length: failures by cause with Wilson intervals and the implied
+    published-rule skip rate at `batch_size` (`audit.rate_table`)."""
+    from cmgan_lib.audit import rate_table
+
+    return rate_table(sweeps, by=["dataset", "pair", "model", "crop_s"], batch_size=batch_size)
+
+
+def plot_failure_sweep(table: pd.DataFrame, training_crop_s: float | None = None):
+    """Per-crop PESQ failure rate (95% Wilson interval) against crop length, one panel per dataset, one line per
+    pair type; the implied batch-skip rate at B=4 is the right-hand axis of the same numbers."""
     import matplotlib.pyplot as plt
-    import seaborn as sns
 
-    long = failure_long(crops, column, bins)
-    ax = ax or plt.subplots(figsize=(7, 3.5))[1]
-    sns.barplot(data=long, x="bin", y="rate", hue="cause", ax=ax)
-    ax.set(xlabel=column, ylabel="share of crops failing", title=title or f"PESQ failure rate by {column}")
-    ax.set_ylim(0, max(0.05, min(1.0, long["rate"].max() * 1.15)))
+    from cmgan_lib.stats import per_sample_rate_for
+
+    datasets = list(dict.fromkeys(table["dataset"]))
+    fig, axes = plt.subplots(1, len(datasets), figsize=(6.2 * len(datasets), 4.2), sharey=True, squeeze=False)
+    claimed_p = per_sample_rate_for(CLAIMED_SKIP_RATE, CLAIMED_SKIP_BATCH_SIZE)
+    top = max(0.3, float(table["p_fail_high"].max()) * 1.1)
+    for ax, dataset in zip(axes[0], datasets, strict=True):
+        sub = table[table["dataset"] == dataset]
+        for (pair, model), g in sub.groupby(["pair", "model"], sort=False):
+            g = g.sort_values("crop_s")
+            label = pair if model in ("", "-") else f"{pair}, {model}"
+            yerr = [g["p_fail"] - g["p_fail_low"], g["p_fail_high"] - g["p_fail"]]
+            ax.errorbar(g["crop_s"], g["p_fail"], yerr=yerr, marker="o", capsize=3, label=label)
+        ax.axhline(claimed_p, color="firebrick", ls=":", lw=1.2,
+                   label=f"rate giving {CLAIMED_SKIP_RATE:.0%} skipped at B={CLAIMED_SKIP_BATCH_SIZE}")  # fmt: skip
+        if training_crop_s is not None:
+            ax.axvline(training_crop_s, color="grey", ls="--", lw=1, label=f"training crop ({training_crop_s:g} s)")
+        n = int(sub.groupby("crop_s")["n_crops"].max().min())
+        ax.set(xscale="log", xlabel="crop length (s)", ylabel="share of crops PESQ cannot score",
+               title=f"{dataset} ({n}+ crops per point)", ylim=(0, top))  # fmt: skip
+        ticks = sorted(sub["crop_s"].unique())
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.minorticks_off()
+    handles, labels = axes[0, -1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=3, frameon=False, fontsize=9)
+    fig.suptitle("PESQ label failures by crop length: clean vs noisy, and clean vs generator estimate")
+    fig.tight_layout()
+    return fig
+
+
+def cause_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Short table of the sweep: failures (k of n with interval) and the count per cause, causes with any count."""
+    causes = [c for c in table.columns if c.startswith("n_") and c not in ("n_crops", "n_failed") and table[c].any()]
+    cols = ["dataset", "pair", "model", "crop_s", "failures", *causes, "skip"]
+    out = table[cols].rename(columns={c: c.removeprefix("n_").replace("_", " ") for c in causes})
+    out["crop_s"] = out["crop_s"].map(lambda x: f"{x:g}")
+    return out.rename(columns={"crop_s": "crop (s)", "skip": "implied skip at B=4"})
+
+
+def plot_observed_skips(observed: pd.DataFrame, ax=None):
+    """Per run: share of discriminator updates skipped (95% Wilson interval) and, for runs that do not skip by
+    design, the skip rate the published rule would have had (from the logged label failures)."""
+    import matplotlib.pyplot as plt
+
+    from cmgan_lib.stats import batch_rate_interval, wilson
+
+    rows = []
+    for _, r in observed.iterrows():
+        natural = wilson(int(r["failed"] - r.get("pesq_fail_injected", 0)), int(r["samples"]))
+        est, lo, hi = batch_rate_interval(natural, int(r["batch_size"]))
+        rows.append((r["run"], "skipped (logged)", r["skip_rate"], r["skip_low"], r["skip_high"]))
+        rows.append((r["run"], "published rule, natural failures only", est, lo, hi))
+    df = pd.DataFrame(rows, columns=["run", "what", "rate", "low", "high"])
+    ax = ax or plt.subplots(figsize=(8, 0.45 * df["run"].nunique() + 1.6))[1]
+    runs = list(dict.fromkeys(df["run"]))
+    for k, (what, g) in enumerate(df.groupby("what", sort=False)):
+        y = np.array([runs.index(r) for r in g["run"]]) + (k - 0.5) * 0.3
+        ax.errorbar(g["rate"], y, xerr=[g["rate"] - g["low"], g["high"] - g["rate"]], fmt="o", capsize=3, label=what)
+    ax.axvline(CLAIMED_SKIP_RATE, color="firebrick", ls=":", lw=1.2, label=f"claimed {CLAIMED_SKIP_RATE:.0%}")
+    ax.set_yticks(range(len(runs)), runs)
+    ax.set(xlim=(-0.02, 1.02), ylim=(len(runs) - 0.5, -0.5), xlabel="share of discriminator updates (95% CI)",
+           ylabel="", title="Discriminator updates skipped in the study's own runs")  # fmt: skip
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.45 / max(1, len(runs)) ** 0.5 - 0.12), ncol=3,
+              frameon=False, fontsize=9)  # fmt: skip
     return ax
 
 
-def plot_skip_rates(skips: pd.DataFrame, ax=None, title: str = "Batch-skip rate of the published `skip`"):
-    """Implied 1-(1-p)^B against the loader simulation (± 2 SE) per batch size; one line per `dataset`."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    df = skips if "dataset" in skips else skips.assign(dataset="audit")
-    long = df.melt(id_vars=["dataset", "batch_size"], value_vars=["implied", "simulated"], var_name="estimate",
-                   value_name="skip_rate")  # fmt: skip
-    ax = ax or plt.subplots(figsize=(6, 3.5))[1]
-    sns.lineplot(data=long, x="batch_size", y="skip_rate", hue="dataset", style="estimate", markers=True, ax=ax)
-    for _, row in df.dropna(subset=["simulated"]).iterrows():
-        ax.errorbar(row["batch_size"], row["simulated"], yerr=2 * row["simulated_se"], color="grey", lw=1)
-    ax.axhline(CLAIMED_SKIP_RATE, color="red", ls=":", lw=1, label=f"claimed {CLAIMED_SKIP_RATE:.0%}")
-    ax.set(xscale="log", xticks=sorted(df["batch_size"].unique()), ylabel="share of batches skipped", title=title)
-    ax.set_xticklabels(sorted(df["batch_size"].unique()))
-    ax.legend(fontsize=8)
-    return ax
-
-
-def plot_scale_invariance(crops: pd.DataFrame, ax=None, title: str = "PESQ(c x, c y) against PESQ(x, y)"):
-    """Scatter of PESQ on the raw and on the training-normalized crop (the diagonal = scale invariant)."""
+def plot_scale_residuals(crops: pd.DataFrame, ax=None):
+    """PESQ(c x, c y) - PESQ(x, y) per crop against the training scale c: the residual says what a diagonal hides."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
     df = crops if "dataset" in crops else crops.assign(dataset="audit")
-    ok = df[df["reason"].isna() & df["reason_scaled"].isna()]
-    ax = ax or plt.subplots(figsize=(4, 4))[1]
-    sns.scatterplot(data=ok, x="pesq", y="pesq_scaled", hue="dataset", s=15, ax=ax)
-    if len(ok):
-        lo, hi = float(ok[["pesq", "pesq_scaled"]].min().min()), float(ok[["pesq", "pesq_scaled"]].max().max())
-        ax.plot([lo, hi], [lo, hi], color="grey", lw=1, ls="--")
-    ax.set(xlabel="PESQ(x, y)", ylabel="PESQ(c·x, c·y)", title=title)
+    ok = df[df["reason"].isna() & df["reason_scaled"].isna()].assign(
+        residual=lambda d: d["pesq_scaled"] - d["pesq"])  # fmt: skip
+    ax = ax or plt.subplots(figsize=(6.5, 3.6))[1]
+    sns.scatterplot(data=ok, x="scale_c", y="residual", hue="dataset", s=18, ax=ax)
+    ax.axhline(0, color="grey", lw=1)
+    ax.set(xscale="log", xlabel="training scale c = sqrt(N / Σ noisy²) (log)",
+           ylabel="PESQ(c·x, c·y) − PESQ(x, y)", title="PESQ does not depend on the level: residuals")  # fmt: skip
+    lim = max(1e-3, float(ok["residual"].abs().max()) * 1.3) if len(ok) else 1e-3
+    ax.set_ylim(-lim, lim)
+    ax.legend(title=None, loc="upper right", fontsize=9)
     return ax
-
-
-def skip_simulation(crops: pd.DataFrame, batch_sizes: Sequence[int], seed: int = 0) -> pd.DataFrame:
-    """`audit.skip_rates` with the loader sampling, and iid as well when the loader cannot fill a batch."""
-    from cmgan_lib.audit import skip_rates
-
-    loader = skip_rates(crops, batch_sizes, seed=seed, sampling="loader")
-    iid = skip_rates(crops, batch_sizes, seed=seed, sampling="iid")
-    missing = loader["simulated"].isna()
-    return pd.concat([loader[~missing], iid[missing.to_numpy()]], ignore_index=True).sort_values("batch_size")
-
-
-def rate_at(skips: pd.DataFrame | None, batch_size: int = CLAIMED_SKIP_BATCH_SIZE) -> float:
-    """The simulated skip rate at one batch size (NaN when not simulated)."""
-    if skips is None or skips.empty:
-        return math.nan
-    hit = skips.loc[skips["batch_size"] == batch_size, "simulated"]
-    return float(hit.iloc[0]) if len(hit) else math.nan
 
 
 def skipped_batch_logged_value() -> float:
@@ -183,24 +260,29 @@ def skipped_batch_logged_value() -> float:
     return loss.item() if loss is not None else math.nan
 
 
+def _step_logs(train_log) -> list[tuple[str, pd.DataFrame]]:
+    paths = [train_log] if isinstance(train_log, str | os.PathLike) else list(train_log)
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir() and not (p / "training_step_log.csv").exists():  # a folder of run folders
+            found += sorted(p.glob("*/training_step_log.csv"))
+        else:
+            found.append(p / "training_step_log.csv" if p.is_dir() else p)
+    return [(f.parent.name, pd.read_csv(f)) for f in found if f.exists()]
+
+
 def disc_loss_stats(train_log: str | os.PathLike | Sequence[str | os.PathLike] | None) -> dict:
-    """From training logs (run folders or training_step_log.csv files): the smallest positive per-step
-    disc_loss, the number of skipped steps and what they logged, and the last epoch's mean disc_loss.
+    """From training logs (run folders, a folder of them, or training_step_log.csv files): the smallest positive
+    per-step disc_loss, the number of skipped steps and what they logged, and the last epoch's mean disc_loss.
 
     Empty dict when `train_log` is None or holds no step log.
     """
     if train_log is None:
         return {}
-    paths = [train_log] if isinstance(train_log, str | os.PathLike) else list(train_log)
-    steps, last_means = [], []
-    for p in map(Path, paths):
-        if p.is_dir() and not (p / "training_step_log.csv").exists():  # a folder of run folders
-            found = sorted(p.glob("*/training_step_log.csv"))
-        else:
-            found = [p / "training_step_log.csv" if p.is_dir() else p]
-        steps += [pd.read_csv(f) for f in found if f.exists()]
+    steps = [df for _, df in _step_logs(train_log)]
     if not steps:
         return {}
+    last_means = []
     for df in steps:
         last = df[df["epoch"] == df["epoch"].max()]["disc_loss"]
         last_means.append(float(np.nanmean(last)) if last.notna().any() else math.nan)
@@ -218,82 +300,198 @@ def disc_loss_stats(train_log: str | os.PathLike | Sequence[str | os.PathLike] |
     }
 
 
-def _pct(x: float) -> str:
-    return "n/a" if x is None or not np.isfinite(x) else f"{x:.0%}"
+def last_epoch_disc_loss(run_root: str | os.PathLike, strategy: str = "batch_mean") -> pd.DataFrame:
+    """Per run trained with `strategy` (read from config.yaml): mean disc_loss of the last epoch's updates with a
+    95% t interval over its steps (claim 4 is about disc_loss 'after the fix')."""
+    from cmgan_lib.stats import mean_interval
+    from cmgan_lib.training_report import find_runs
+
+    rows = []
+    for run in find_runs(run_root):
+        import yaml
+
+        cfg = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else {}
+        log = run / "training_step_log.csv"
+        if (cfg or {}).get("pesq_strategy") != strategy or not log.is_file():
+            continue
+        steps = pd.read_csv(log)
+        last = steps[steps["epoch"] == steps["epoch"].max()]
+        m = mean_interval(last["disc_loss"].dropna())
+        rows.append(dict(run=run.name, epochs=int(steps["epoch"].max()) + 1, n_steps=m.n, mean=m.mean, low=m.low,
+                         high=m.high))  # fmt: skip
+    return pd.DataFrame(rows, columns=["run", "epochs", "n_steps", "mean", "low", "high"])
+
+
+MAX_INFORMATIVE_WIDTH = 0.5  # a 95% interval wider than this cannot tell 56% from much less or more
+
+
+def rate_verdict(low: float, high: float, claimed: float = CLAIMED_SKIP_RATE) -> str:
+    """The rule for a rate against a claimed value: consistent when the 95% interval holds it, below/above when it
+    lies on one side, and inconclusive when the interval holds it but is too wide to mean anything."""
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return "not measured"
+    if low <= claimed <= high:
+        if high - low > MAX_INFORMATIVE_WIDTH:
+            return "inconclusive (too few samples)"
+        return "consistent"
+    return "below the claim" if high < claimed else "above the claim"
+
+
+def _range_verdict(low: float, high: float, lo: float, hi: float) -> str:
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return "not measured"
+    if high < lo:
+        return "below the claim"
+    if low > hi:
+        return "above the claim"
+    return "consistent"
+
+
+CLAIMS = (
+    f"{CLAIMED_SKIP_RATE:.0%} of batches skip the discriminator update",
+    f"disc_loss near {CLAIMED_SKIP_DISC_LOSS:g} means skipped batches",
+    "PESQ must be computed on denormalized audio",
+    f"disc_loss {CLAIMED_DISC_LOSS_RANGE[0]}-{CLAIMED_DISC_LOSS_RANGE[1]} after the fix",
+)
 
 
 def claims_table(
-    skip_b4_real: float | None,
-    skip_b4_synthetic: float | None,
-    max_scale_diff: float | None,
+    sweep: pd.DataFrame | None = None,
+    observed: pd.DataFrame | None = None,
+    scale: pd.DataFrame | None = None,
+    log_stats: dict | None = None,
+    fixed: pd.DataFrame | None = None,
     skip_logged_ours: float = math.nan,
     skip_logged_published: float = PUBLISHED_SKIP_LOG_VALUE,
-    log_stats: dict | None = None,
-    skip_tolerance: float = 0.10,
     scale_tolerance: float = 0.01,
 ) -> pd.DataFrame:
-    """The fix document's four claims | what was measured here | a verdict computed from those numbers.
+    """Each claim of the fix document under each condition measured: claim | condition | measured | verdict.
 
-    - skip rate: "consistent" within `skip_tolerance` (absolute) of 56% on real speech (synthetic when no
-      real speech was audited, said so); otherwise "not reproduced".
-    - "disc_loss ~ 4e-6 means skipped": a skipped batch logs `skip_logged_ours` (NaN) in our trainer and
-      `skip_logged_published` (0.0) in the published code; a positive value can only be a skip if one of
-      those is positive, so the claim is "refuted" when neither is (and the smallest positive logged value
-      is quoted when logs are given).
-    - "PESQ must be computed on denormalized audio": "refuted" when max |PESQ(cx,cy) - PESQ(x,y)| is within
-      `scale_tolerance` (PESQ normalizes level itself), "supported" when larger, "not measured" when NaN.
-    - "disc_loss 0.1-0.2 after the fix": the last epoch's mean disc_loss from `log_stats`, else not measured.
+    Verdicts come from rules, never by hand: a rate is "consistent" when its 95% interval holds the claimed value,
+    else "below/above the claim" (`rate_verdict`).
+    - claim 1 (skip rate), one row per audited condition (`sweep`: `failure_sweep_table`; dataset, pair, model,
+      crop length; implied skip at B=4 with the per-crop interval propagated) and one per run (`observed`:
+      `audit.observed_rates`; the logged skip rate for `skip` runs without injection, else the published-rule skip
+      implied by the run's natural label failures; runs with injection are labelled imposed, not evidence).
+    - claim 2: a skipped batch logs NaN here and 0.0 in the published code, so a positive value is an update.
+    - claim 3: max |PESQ(cx,cy) - PESQ(x,y)| per dataset (`scale`) within `scale_tolerance` refutes it.
+    - claim 4: last-epoch disc_loss of batch_mean runs (`fixed`: `last_epoch_disc_loss`) against 0.1-0.2.
     """
-    log_stats = log_stats or {}
-    rows = []
+    from cmgan_lib.stats import batch_rate_interval, format_interval, format_rate, wilson
 
-    # (1) 56% of batches skipped
-    real, synth = _nan(skip_b4_real), _nan(skip_b4_synthetic)
-    measured = f"simulated skip at B={CLAIMED_SKIP_BATCH_SIZE}: real speech {_pct(real)}, synthetic {_pct(synth)}"
-    basis, basis_name = (real, "real speech") if np.isfinite(real) else (synth, "synthetic only")
-    if not np.isfinite(basis):
-        verdict = "not measured here"
-    elif abs(basis - CLAIMED_SKIP_RATE) <= skip_tolerance:
-        verdict = f"consistent ({basis_name}: {_pct(basis)} vs {_pct(CLAIMED_SKIP_RATE)})"
-    else:
-        verdict = f"not reproduced ({basis_name}: {_pct(basis)} vs {_pct(CLAIMED_SKIP_RATE)})"
-    rows.append((f"{CLAIMED_SKIP_RATE:.0%} of batches are skipped", measured, verdict))
+    rows: list[tuple[str, str, str, str]] = []
+    c1, c2, c3, c4 = CLAIMS
+    if sweep is not None:
+        for _, r in sweep.iterrows():
+            model = "" if r["model"] in ("", "-") else f", {r['model']}"
+            cond = f"audit: {r['dataset']}, {r['pair']}{model}, {r['crop_s']:g} s crops"
+            measured = f"failed crops {r['failures']}; implied skip at B={r['batch_size']}: {r['skip']}"
+            rows.append((c1, cond, measured, rate_verdict(r["skip_low"], r["skip_high"])))
+    if observed is not None:
+        for _, r in observed.iterrows():
+            cond = f"run {r['run']} ({r['strategy']}, {r['crop_s']:g} s crops, B={int(r['batch_size'])})"
+            injected = int(r.get("pesq_fail_injected", 0) or 0)
+            if float(r.get("inject_p", 0.0)) > 0:
+                measured = (f"skipped {format_rate(wilson(int(r['skipped']), int(r['steps'])))} with failures "
+                            f"imposed at p = {r['inject_p']:g}")  # fmt: skip
+                rows.append((c1, cond, measured, "imposed (failure injection), not evidence"))
+                continue
+            natural = wilson(int(r["failed"]) - injected, int(r["samples"]))
+            if r["strategy"] == "skip":
+                measured = f"skipped {format_rate(wilson(int(r['skipped']), int(r['steps'])))} of updates"
+                verdict = rate_verdict(r["skip_low"], r["skip_high"])
+            else:
+                est, lo, hi = batch_rate_interval(natural, int(r["batch_size"]))
+                measured = (f"label failures {format_rate(natural)}; the published rule would skip "
+                            f"{format_interval(est, lo, hi)}")  # fmt: skip
+                verdict = rate_verdict(lo, hi)
+            rows.append((c1, cond, measured, verdict))
+    if not any(r[0] == c1 for r in rows):
+        rows.append((c1, "-", "no audit and no step logs given", "not measured"))
 
-    # (2) disc_loss near 4e-6 means skipped batches
+    # (2) a tiny disc_loss is an update, not a skip
     ours, pub = _nan(skip_logged_ours), float(skip_logged_published)
-    measured = f"a skipped batch logs {_fmt(ours)} in our trainer, {_fmt(pub)} in the published code"
-    min_pos = _nan(log_stats.get("min_positive"))
-    if np.isfinite(min_pos):
-        measured += f"; smallest positive disc_loss in the given logs: {min_pos:.3g}"
-        measured += f" ({log_stats.get('n_skipped', 0)} of {log_stats.get('n_steps', 0)} steps skipped)"
-    skip_can_be_positive = (np.isfinite(ours) and ours > 0) or pub > 0
-    if skip_can_be_positive:
+    stats = log_stats or {}
+    measured = f"a skipped batch logs {_fmt(ours)} in this trainer and {_fmt(pub)} in the published code"
+    if np.isfinite(_nan(stats.get("min_positive"))):
+        measured += (f"; smallest positive disc_loss in the runs {stats['min_positive']:.3g} "
+                     f"({stats.get('n_skipped', 0)} of {stats.get('n_steps', 0)} steps skipped)")  # fmt: skip
+    if (np.isfinite(ours) and ours > 0) or pub > 0:
         verdict = "possible: a skipped batch logs a positive value"
     else:
-        verdict = f"refuted: a skip logs {_fmt(pub)}/{_fmt(ours)}; {CLAIMED_SKIP_DISC_LOSS:g} > 0 is an update"
-    rows.append((f"disc_loss near {CLAIMED_SKIP_DISC_LOSS:f} means skipped batches", measured, verdict))
+        verdict = f"refuted: a skip logs {_fmt(pub)} (published) / {_fmt(ours)} (here); any value > 0 is an update"
+    rows.append((c2, "published code and this trainer, any data", measured, verdict))
 
-    # (3) PESQ on denormalized audio
-    diff = _nan(max_scale_diff)
-    measured = f"max |PESQ(cx,cy) - PESQ(x,y)| = {_fmt(diff)}"
-    if not np.isfinite(diff):
-        verdict = "not measured here"
-    elif diff <= scale_tolerance:
-        verdict = f"refuted: PESQ is scale invariant (within {scale_tolerance:g})"
+    # (3) scale invariance
+    if scale is not None and len(scale):
+        for _, r in scale.iterrows():
+            diff = _nan(r["max_abs_diff"])
+            cond = (
+                f"{r.get('dataset', 'audit')}: {int(r['n_both_valid'])} crops, c in {r['c_min']:.3g}-{r['c_max']:.3g}"
+            )
+            if not np.isfinite(diff):
+                verdict = "not measured"
+            elif diff <= scale_tolerance:
+                verdict = f"refuted: PESQ is scale invariant (within {scale_tolerance:g})"
+            else:
+                verdict = f"supported: scaling changes PESQ by up to {diff:.3g}"
+            rows.append((c3, cond, f"max |PESQ(cx,cy) - PESQ(x,y)| = {_fmt(diff)}", verdict))
     else:
-        verdict = f"supported: scaling changes PESQ by up to {diff:.3g}"
-    rows.append(("PESQ must be computed on denormalized audio", measured, verdict))
+        rows.append((c3, "-", "no crops audited", "not measured"))
 
-    # (4) disc_loss 0.1-0.2 after the fix
+    # (4) disc_loss after the fix
     lo, hi = CLAIMED_DISC_LOSS_RANGE
-    mean = _nan(log_stats.get("last_epoch_mean"))
-    if not np.isfinite(mean):
-        measured, verdict = "no training logs given", "not measured here"
+    if fixed is not None and len(fixed):
+        for _, r in fixed.iterrows():
+            interval = f"{r['mean']:.3g} (95% CI {r['low']:.3g}-{r['high']:.3g}, {int(r['n_steps'])} updates)"
+            rows.append((c4, f"run {r['run']}, last of {int(r['epochs'])} epochs", f"mean disc_loss {interval}",
+                         _range_verdict(r["low"], r["high"], lo, hi)))  # fmt: skip
     else:
-        measured = f"last-epoch mean disc_loss {mean:.3g}"
-        verdict = "consistent" if lo <= mean <= hi else f"not reproduced (outside {lo}-{hi})"
-    rows.append((f"expected disc_loss {lo}-{hi} after the fix", measured, verdict))
-    return pd.DataFrame(rows, columns=["claim", "measured here", "verdict"])
+        rows.append((c4, "-", "no batch_mean runs given", "not measured"))
+    return pd.DataFrame(rows, columns=["claim", "condition", "measured", "verdict"])
+
+
+def claims_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per claim: the conditions under which it holds (verdict consistent/supported) and those under which
+    it does not, derived from `claims_table`."""
+    rows = []
+    for claim, g in table.groupby("claim", sort=False):
+        holds = g[g["verdict"].str.startswith(("consistent", "supported", "possible"))]
+        fails = g[g["verdict"].str.startswith(("below", "above", "refuted"))]
+        other = g[~g.index.isin(holds.index) & ~g.index.isin(fails.index)]
+        other_text = "; ".join(f"{c}: {v}" for c, v in zip(other["condition"], other["verdict"], strict=True))
+        rows.append(
+            dict(
+                claim=claim,
+                holds_under="; ".join(holds["condition"]) or "none measured",
+                not_under="; ".join(fails["condition"]) or "none measured",
+                other=other_text,
+            )
+        )
+    return pd.DataFrame(rows)
+
+
+def claims_markdown(table: pd.DataFrame) -> str:
+    """The written verdict of notebook 01, generated from the claims table (it changes when the data change)."""
+    lines = ["## Verdict", ""]
+    for claim, g in table.groupby("claim", sort=False):
+        holds = g[g["verdict"].str.startswith(("consistent", "supported", "possible"))]
+        fails = g[g["verdict"].str.startswith(("below", "above", "refuted"))]
+        if len(holds) and not len(fails):
+            head = "holds wherever it was measured"
+        elif len(fails) and not len(holds):
+            head = "does not hold wherever it was measured"
+        elif len(holds):
+            head = "holds under some conditions and not under others"
+        else:
+            head = "not measured here"
+        lines.append(f"**{claim}**: {head}.")
+        for label, part in (("Holds", holds), ("Does not hold", fails)):
+            if len(part):
+                items = [f"{c} ({m})" for c, m in zip(part["condition"], part["measured"], strict=True)]
+                lines.append(f"- {label}: " + "; ".join(items))
+        lines.append("")
+    return "\n".join(lines)
 
 
 def _nan(x) -> float:

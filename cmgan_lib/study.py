@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import subprocess
 import sys
 import time
@@ -39,28 +40,67 @@ NOTEBOOKS = ("01_pesq_failure_audit", "02_train_baseline_vs_fixed", "03_evaluate
 
 @dataclass
 class Grid:
-    """What `cmgan ablate` runs: a base config, variants, seeds, and overrides shared by every run."""
+    """What `cmgan ablate` runs: a base config, variants, seeds, and overrides shared by every run.
+
+    `variants` is a list of known names (VARIANTS) or a mapping name -> overrides (a known name's own
+    switches apply first), so a grid file can define e.g. `official_p186: {pesq_fail_inject: 0.186}`.
+    `comparisons` lists [variant, reference] pairs for notebook 02's verdict (empty: each against official).
+    """
 
     base_config: str = "configs/tiny_cpu.yaml"
-    variants: list[str] = field(default_factory=lambda: ["official", "masked", "seed_fixes"])
+    variants: list[str] | dict[str, dict[str, Any]] = field(
+        default_factory=lambda: ["official", "masked", "seed_fixes"]
+    )
     seeds: list[int] = field(default_factory=lambda: [0])
     overrides: dict[str, Any] = field(default_factory=dict)
     evaluate_max_files: int | None = None
+    comparisons: list[list[str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        unknown = [v for v in self.variants if v not in VARIANTS]
-        if unknown:
-            raise ValueError(f"unknown variants {unknown}; known: {sorted(VARIANTS)}")
+        if isinstance(self.variants, dict):
+            self.variants = {str(k): {**VARIANTS.get(str(k), {}), **(v or {})} for k, v in self.variants.items()}
+        else:
+            unknown = [v for v in self.variants if v not in VARIANTS]
+            if unknown:
+                raise ValueError(f"unknown variants {unknown}; known: {sorted(VARIANTS)} (or give a mapping "
+                                 "name -> overrides)")  # fmt: skip
+            self.variants = {v: dict(VARIANTS[v]) for v in self.variants}
+        bad = [c for c in self.comparisons if len(c) != 2 or not set(c) <= set(self.variants)]
+        if bad:
+            raise ValueError(f"comparisons {bad} must be [variant, reference] pairs of variants in the grid")
+
+    def variant_overrides(self, variant: str) -> dict[str, Any]:
+        return dict(self.variants[variant])
+
+    def resolved_comparisons(self) -> list[list[str]]:
+        if self.comparisons:
+            return [list(c) for c in self.comparisons]
+        return [[v, "official"] for v in self.variants if v != "official"] if "official" in self.variants else []
+
+    def data_dir(self) -> Path:
+        """The data every run of the grid trains on (the base config's synthetic corpus when data_dir is null)."""
+        from cmgan_lib.train import load_config, resolve_data_dir
+
+        cfg = load_config(self.base_config, as_overrides(self.overrides))
+        return resolve_data_dir(cfg, is_main=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(base_config=self.base_config, variants=self.variants, seeds=list(self.seeds),
+                    overrides=self.overrides, evaluate_max_files=self.evaluate_max_files,
+                    comparisons=self.resolved_comparisons())  # fmt: skip
 
 
 def load_grid(path: str | os.PathLike) -> Grid:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: grid file does not exist")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML: {exc}") from None
     try:
         return Grid(**data)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise ValueError(f"{path}: {exc}") from None
 
 
@@ -68,20 +108,28 @@ def run_dir_for(run_root: str | os.PathLike, variant: str, seed: int) -> Path:
     return Path(run_root) / f"{variant}_s{seed}"
 
 
-def train_overrides(variant: str, seed: int, run_dir: Path, extra: dict[str, Any]) -> list[str]:
-    values = {**extra, **VARIANTS[variant], "seed": seed, "run_dir": str(run_dir)}
+def as_overrides(values: dict[str, Any]) -> list[str]:
+    """key=value strings that `train.load_config` parses back to the same values."""
     return [f"{k}={json.dumps(v) if isinstance(v, list | bool) or v is None else v}" for k, v in values.items()]
 
 
+def train_overrides(variant: str | dict[str, Any], seed: int, run_dir: Path, extra: dict[str, Any]) -> list[str]:
+    switches = VARIANTS[variant] if isinstance(variant, str) else variant
+    return as_overrides({**extra, **switches, "seed": seed, "run_dir": str(run_dir)})
+
+
 def train_run(base_config: str, variant: str, seed: int, run_root: str | os.PathLike,
-              overrides: dict[str, Any] | None = None, gpu: str | None = None) -> dict[str, Any]:  # fmt: skip
-    """Train one variant x seed in a subprocess (resuming an interrupted run); log to RUN/train.log."""
+              overrides: dict[str, Any] | None = None, gpu: str | None = None,
+              switches: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Train one variant x seed in a subprocess (resuming an interrupted run); log to RUN/train.log.
+
+    `switches`: the variant's overrides (default: VARIANTS[variant])."""
     run_dir = run_dir_for(run_root, variant, seed)
     status = dict(run=run_dir.name, variant=variant, seed=seed, run_dir=str(run_dir))
     if (run_dir / "done.json").is_file():
         return {**status, "status": "done (skipped)", "seconds": 0.0}
     run_dir.mkdir(parents=True, exist_ok=True)
-    args = train_overrides(variant, seed, run_dir, overrides or {})
+    args = train_overrides(switches if switches is not None else variant, seed, run_dir, overrides or {})
     if (run_dir / "last.pt").is_file():  # interrupted: continue where it stopped
         cmd = [sys.executable, "-m", "cmgan_lib.train", "--resume", str(run_dir), *args]
     else:
@@ -112,24 +160,37 @@ def visible_gpus() -> list[str]:
     return [str(i) for i in range(torch.cuda.device_count())]
 
 
-def run_grid(grid: Grid, run_root: str | os.PathLike, progress: bool = True) -> pd.DataFrame:
-    """Train every variant x seed: one at a time on CPU, one per GPU at a time on GPUs."""
+def run_grid(grid: Grid, run_root: str | os.PathLike, progress: bool = True, runs_per_gpu: int = 1) -> pd.DataFrame:
+    """Train every variant x seed: one at a time on CPU; on GPUs, `runs_per_gpu` runs share each GPU.
+
+    One official-size run at batch 4 uses about 20 GiB in fp32, so an 80 GiB card fits more than one; whether
+    that raises throughput is measured, not assumed (the default stays 1).
+    """
     from tqdm.auto import tqdm
 
+    if runs_per_gpu < 1:
+        raise ValueError(f"runs_per_gpu must be >= 1, got {runs_per_gpu}")
     jobs = [(v, s) for s in grid.seeds for v in grid.variants]
     gpus = visible_gpus()
+    slots: queue.Queue[str | None] = queue.Queue()
+    for slot in [g for g in gpus for _ in range(runs_per_gpu)] or [None]:
+        slots.put(slot)
     bar = tqdm(total=len(jobs), desc="ablation runs", unit="run", disable=not progress)
 
-    def work(i_job):
-        i, (variant, seed) = i_job
-        gpu = gpus[i % len(gpus)] if gpus else None
-        result = train_run(grid.base_config, variant, seed, run_root, grid.overrides, gpu=gpu)
+    def work(job):
+        variant, seed = job
+        gpu = slots.get()  # a free place on a GPU (None on CPU): no two runs more than runs_per_gpu per card
+        try:
+            result = train_run(grid.base_config, variant, seed, run_root, grid.overrides, gpu=gpu,
+                                switches=grid.variant_overrides(variant))  # fmt: skip
+        finally:
+            slots.put(gpu)
         bar.update()
         bar.write(f"{result['run']}: {result['status']} ({result['seconds']:.0f} s)")
         return result
 
-    with ThreadPoolExecutor(max_workers=max(1, len(gpus))) as ex:
-        results = list(ex.map(work, enumerate(jobs)))
+    with ThreadPoolExecutor(max_workers=slots.qsize()) as ex:
+        results = list(ex.map(work, jobs))
     bar.close()
     status = pd.DataFrame(results)
     Path(run_root).mkdir(parents=True, exist_ok=True)
@@ -152,8 +213,10 @@ def execute_notebook(name: str, out_dir: str | os.PathLike, parameters: dict[str
     return target
 
 
-def write_summary(run_root: Path, out: Path, status: pd.DataFrame | None = None) -> pd.DataFrame:
-    """summary.csv: one row per run (status, training facts, and test metrics when notebook 03 wrote them)."""
+def write_summary(run_root: Path, out: Path, status: pd.DataFrame | None = None,
+                  test_set: str | os.PathLike | None = None) -> pd.DataFrame:  # fmt: skip
+    """summary.csv: one row per run (status, training facts, the split that selected its checkpoint, and test
+    metrics with the test set that scored them, when notebook 03 wrote them)."""
     from cmgan_lib.training_report import load_runs, run_summary
 
     epochs, steps = load_runs(run_root)
@@ -161,6 +224,8 @@ def write_summary(run_root: Path, out: Path, status: pd.DataFrame | None = None)
     if status is not None and len(status):
         summary = status[["run", "variant", "seed", "status"]].merge(summary, on=["run", "variant", "seed"],
                                                                        how="left")  # fmt: skip
+    if len(summary):
+        summary["val_split"] = [run_config(run_root / r).get("val_split", "test") for r in summary["run"]]
     per_file = out / "evaluate" / "metrics_per_file.csv"  # written by notebook 03 (report.evaluate_runs)
     if per_file.is_file() and len(summary):
         from cmgan_lib.metrics import METRIC_NAMES
@@ -170,25 +235,50 @@ def write_summary(run_root: Path, out: Path, status: pd.DataFrame | None = None)
             scores = scores[scores.reason.isna()]
         test = scores.groupby("run")[list(METRIC_NAMES)].mean().add_prefix("test_").reset_index()
         summary = summary.merge(test, on="run", how="left")
+        summary["test_set"] = str(test_set) if test_set is not None else ""
     summary.to_csv(out / "summary.csv", index=False)
     return summary
 
 
+def run_config(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """A run folder's config.yaml as a dict (empty when absent)."""
+    path = Path(run_dir) / "config.yaml"
+    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+
+
+def notebook_parameters(grid: Grid, out: Path) -> dict[str, dict[str, Any]]:
+    """What each notebook gets from `cmgan ablate`: the grid's own data (never the embedded default by accident),
+    its run folder, and where to write."""
+    data_dir = grid.data_dir().resolve()
+    run_root = str((out / "runs").resolve())
+    return {
+        "01_pesq_failure_audit": dict(data_dir=str(data_dir), run_root=run_root,
+                                      out_dir=str((out / "audit").resolve())),
+        "02_train_baseline_vs_fixed": dict(run_root=run_root, comparisons=grid.resolved_comparisons()),
+        "03_evaluate": dict(run_root=run_root, test_dir=str(data_dir), out_dir=str((out / "evaluate").resolve()),
+                            max_files=grid.evaluate_max_files),
+    }  # fmt: skip
+
+
 def run_ablation(grid: str | os.PathLike | Grid, out: str | os.PathLike, notebooks: bool = True,
-                 status: pd.DataFrame | None = None) -> pd.DataFrame:  # fmt: skip
+                 status: pd.DataFrame | None = None, runs_per_gpu: int = 1,
+                 audit: bool = False) -> pd.DataFrame:  # fmt: skip
     """`cmgan ablate`: train the grid into OUT/runs (unless `status` says it was), then notebook 02 (plots)
-    and 03 (metrics), and summary.csv."""
+    and 03 (metrics, on the test split of the grid's data), and summary.csv. `audit`: notebook 01 as well."""
     grid = grid if isinstance(grid, Grid) else load_grid(grid)
     out = Path(out)
     run_root = out / "runs"
+    run_root.mkdir(parents=True, exist_ok=True)
+    (out / "grid.yaml").write_text(yaml.safe_dump(grid.to_dict(), sort_keys=False))
     if status is None:
-        status = run_grid(grid, run_root)
+        status = run_grid(grid, run_root, runs_per_gpu=runs_per_gpu)
+    params = notebook_parameters(grid, out)
     if notebooks:
-        execute_notebook("02_train_baseline_vs_fixed", out, dict(run_root=str(run_root.resolve()), train=False))
-        execute_notebook("03_evaluate", out, dict(run_root=str(run_root.resolve()),
-                                                  out_dir=str((out / "evaluate").resolve()),
-                                                  max_files=grid.evaluate_max_files))  # fmt: skip
-    summary = write_summary(run_root, out, status)
+        names = NOTEBOOKS if audit else NOTEBOOKS[1:]
+        for i, name in enumerate(names):
+            print(f"  notebook {name} ({i + 1}/{len(names)})")
+            execute_notebook(name, out, params[name])
+    summary = write_summary(run_root, out, status, test_set=params["03_evaluate"]["test_dir"])
     failed = status[status.status.str.startswith("failed")]
     print(f"{len(status) - len(failed)} of {len(status)} runs finished; summary: {out / 'summary.csv'}")
     for _, row in failed.iterrows():
@@ -197,22 +287,18 @@ def run_ablation(grid: str | os.PathLike | Grid, out: str | os.PathLike, noteboo
 
 
 def run_study(out: str | os.PathLike = "runs/STUDY", grid: str | os.PathLike = "configs/ablation_tiny.yaml") -> None:
-    """`make study`: the embedded synthetic corpus, notebook 01, a short CPU ablation, notebooks 02 and 03."""
+    """`make study`: the embedded synthetic corpus, a short CPU ablation, then notebooks 01 (audit at the runs'
+    own crop, with their step logs and checkpoints), 02 (training) and 03 (test metrics), and summary.csv."""
     from cmgan_lib.train import load_config, resolve_data_dir
 
     os.chdir(repo_root())
     out = Path(out)
     t0 = time.perf_counter()
     g = load_grid(grid)
-    print(f"[1/4] synthetic corpus: {resolve_data_dir(load_config(g.base_config))}")
-    print(f"[2/4] ablation: {', '.join(g.variants)} x seeds {g.seeds} ({g.base_config})")
-    run_root = out / "runs"
-    status = run_grid(g, run_root)
-    print("[3/4] notebook 01: PESQ failure audit (with the ablation's step logs for the claims table)")
-    # claim 4 is about disc_loss after the fix: the seed_fixes runs when the grid has them
-    fixed = [str(run_dir_for(run_root, "seed_fixes", s).resolve()) for s in g.seeds] \
-        if "seed_fixes" in g.variants else [str(run_root.resolve())]  # fmt: skip
-    execute_notebook("01_pesq_failure_audit", out, dict(out_dir=str((out / "audit").resolve()), train_log=fixed))
-    print("[4/4] notebooks 02 (training curves) and 03 (metrics), summary.csv")
-    run_ablation(g, out, status=status)
+    data = resolve_data_dir(load_config(g.base_config, as_overrides(g.overrides)))
+    print(f"[1/3] data: {data}")
+    print(f"[2/3] ablation: {', '.join(g.variants)} x seeds {g.seeds} ({g.base_config})")
+    status = run_grid(g, out / "runs")
+    print("[3/3] notebooks 01 (PESQ failure audit), 02 (training curves), 03 (test metrics); summary.csv")
+    run_ablation(g, out, status=status, audit=True)
     print(f"study finished in {time.perf_counter() - t0:.0f} s: {out}/ (notebooks, HTML reports, summary.csv)")

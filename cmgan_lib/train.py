@@ -39,18 +39,29 @@ from cmgan_lib.dsp import istft, power_compress, power_uncompress, rms_normalize
 from cmgan_lib.enhance import resolve_device
 from cmgan_lib.models import Discriminator, TSCNet
 from cmgan_lib.numerics import PRECISIONS, autocast_call, configure, loader_generator, seed_worker
-from cmgan_lib.pesq_labels import STRATEGIES, PesqPool, discriminator_loss, make_labels
+from cmgan_lib.pesq_labels import (
+    CAUSE_COLUMNS,
+    STRATEGIES,
+    FailureInjector,
+    PesqPool,
+    cause_counts,
+    discriminator_loss,
+    make_labels,
+)
 
 DEFAULT_CORPUS = "runs/synthetic"
+FAIL_COLUMNS = list(CAUSE_COLUMNS.values())  # failed PESQ labels per cause (a skip is always traceable)
 STEP_COLUMNS = [
     "epoch", "step", "loss", "loss_ri", "loss_mag", "loss_time", "loss_gan", "disc_loss", "disc_skipped",
-    "pesq_valid_frac", "pesq_mean", "grad_norm_g", "grad_norm_d", "nonfinite", "lr_g", "lr_d", "seconds",
+    "pesq_valid_frac", "pesq_mean", *FAIL_COLUMNS, "grad_norm_g", "grad_norm_d", "nonfinite", "lr_g", "lr_d",
+    "seconds",
 ]  # fmt: skip
 EPOCH_COLUMNS = [
     "epoch", "loss", "loss_ri", "loss_mag", "loss_time", "loss_gan", "disc_loss", "grad_norm_g", "grad_norm_d",
-    "val_loss", "val_pesq", "val_stoi", "val_files", "disc_skip_rate", "pesq_valid_frac", "nonfinite_steps",
-    "lr_g", "lr_d", "best", "patience_counter", "early_stop", "seconds",
+    "val_loss", "val_pesq", "val_stoi", "val_files", "disc_skip_rate", "pesq_valid_frac", *FAIL_COLUMNS,
+    "nonfinite_steps", "lr_g", "lr_d", "best", "patience_counter", "early_stop", "seconds",
 ]  # fmt: skip
+VAL_SPLITS = ("valid", "test")
 
 
 @dataclass
@@ -74,6 +85,10 @@ class TrainConfig:
     lr_gamma: float = 0.5
     loss_weights: list[float] = field(default_factory=lambda: [0.1, 0.9, 0.2, 0.05])  # RI, mag, time, GAN
     pesq_strategy: str = "skip"  # skip (published) | batch_mean (fix document) | masked (per-sample)
+    pesq_fail_inject: float = 0.0  # probability a sample's PESQ label is treated as failed (cause "injected")
+    val_split: str = "valid"  # valid: held-out split (study default) | test: the published code validates on test
+    val_speakers: list[str] = field(default_factory=list)  # training speakers held out when there is no valid/
+    checkpoint_every: int = 0  # > 0: also keep epoch_NNN.pt every N epochs (for the audit of model estimates)
     early_stopping: bool = False
     es_patience: int = 15
     es_min_delta: float = 1e-4
@@ -93,6 +108,7 @@ class TrainConfig:
     deterministic: bool = False  # deterministic kernels, fixed cuBLAS workspace, seeded loader workers
     synthetic_n_train: int = 160
     synthetic_n_test: int = 40
+    synthetic_n_valid: int = 16
     synthetic_seed: int = 0
 
     def __post_init__(self) -> None:
@@ -100,6 +116,12 @@ class TrainConfig:
         problems = []
         if self.pesq_strategy not in STRATEGIES:
             problems.append(f"pesq_strategy={self.pesq_strategy!r} is not one of {sorted(STRATEGIES)}")
+        if self.val_split not in VAL_SPLITS:
+            problems.append(f"val_split={self.val_split!r} must be one of {list(VAL_SPLITS)}")
+        if not 0.0 <= self.pesq_fail_inject < 1.0:
+            problems.append(f"pesq_fail_inject={self.pesq_fail_inject} must be in [0, 1)")
+        if self.checkpoint_every < 0:
+            problems.append(f"checkpoint_every={self.checkpoint_every} must be >= 0 (0: off)")
         if self.es_monitor not in ("val_pesq", "val_loss"):
             problems.append(f"es_monitor={self.es_monitor!r} must be val_pesq or val_loss")
         if self.precision not in PRECISIONS:
@@ -121,7 +143,7 @@ class TrainConfig:
         casts = {"float": float, "int": int, "float | None": float, "int | None": int, "str | None": str}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if value is None or f.type not in casts and f.type not in ("bool", "list[float]"):
+            if value is None or f.type not in casts and f.type not in ("bool", "list[float]", "list[str]"):
                 continue
             try:
                 if f.type == "bool":
@@ -131,6 +153,8 @@ class TrainConfig:
                         raise ValueError
                 elif f.type == "list[float]":
                     value = [float(v) for v in value]
+                elif f.type == "list[str]":
+                    value = [str(v) for v in ([value] if isinstance(value, str) else value)]
                 else:
                     value = casts[f.type](value)
             except (TypeError, ValueError):
@@ -238,26 +262,33 @@ def _truncate_csv(path: Path, max_epoch: int) -> None:
         csv.writer(fh).writerows(keep)
 
 
-def synthetic_corpus_path(n_train: int, n_test: int, seed: int) -> Path:
+def synthetic_corpus_path(n_train: int, n_test: int, seed: int, n_valid: int = 0) -> Path:
     """One folder per corpus size and seed, so differently sized runs never share a half-matching corpus."""
-    return Path(DEFAULT_CORPUS) / f"n{n_train}_{n_test}_s{seed}"
+    sizes = f"{n_train}_{n_valid}_{n_test}" if n_valid else f"{n_train}_{n_test}"
+    return Path(DEFAULT_CORPUS) / f"n{sizes}_s{seed}"
+
+
+def config_corpus_path(cfg: TrainConfig) -> Path:
+    return synthetic_corpus_path(cfg.synthetic_n_train, cfg.synthetic_n_test, cfg.synthetic_seed,
+                                 cfg.synthetic_n_valid)  # fmt: skip
 
 
 def resolve_data_dir(cfg: TrainConfig, is_main: bool = True) -> Path:
     """The configured data folder, or the embedded synthetic corpus, generated on first use."""
     if cfg.data_dir is not None:
         return Path(cfg.data_dir)
-    path = synthetic_corpus_path(cfg.synthetic_n_train, cfg.synthetic_n_test, cfg.synthetic_seed)
+    path = config_corpus_path(cfg)
     if is_main and not (path / "manifest.csv").exists():
         from cmgan_lib.data.synthetic import make_dataset
 
-        make_dataset(path, n_train=cfg.synthetic_n_train, n_test=cfg.synthetic_n_test, seed=cfg.synthetic_seed)
+        make_dataset(path, n_train=cfg.synthetic_n_train, n_test=cfg.synthetic_n_test, seed=cfg.synthetic_seed,
+                     n_valid=cfg.synthetic_n_valid)  # fmt: skip
     return path
 
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, resume: bool = False):
-        from cmgan_lib.data.dataset import CMGANDataset, list_pairs
+        from cmgan_lib.data.dataset import CMGANDataset, training_pairs
         from cmgan_lib.data.validate import validate_dataset
 
         self.cfg = cfg
@@ -278,15 +309,17 @@ class Trainer:
         self.data_dir = resolve_data_dir(cfg, self.is_main)
         self._barrier()
         validate_dataset(self.data_dir, resample=cfg.resample)
+        held_out = cfg.val_speakers if cfg.val_split == "valid" else []
         self.train_set = CMGANDataset(self.data_dir, "train", cut_len=cfg.cut_len, seed=cfg.seed,
-                                      resample=cfg.resample)  # fmt: skip
+                                      resample=cfg.resample, val_speakers=held_out)  # fmt: skip
         self.sampler = DistributedSampler(self.train_set, num_replicas=self.world, rank=self.rank, shuffle=True,
                                           seed=cfg.seed)  # fmt: skip
         self.loader = DataLoader(self.train_set, batch_size=cfg.batch_size, sampler=self.sampler, drop_last=True,
                                  num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
                                  worker_init_fn=seed_worker,
                                  generator=loader_generator(cfg.seed, 0) if cfg.deterministic else None)  # fmt: skip
-        self.val_pairs = list_pairs(self.data_dir, "test")[: cfg.val_max_files]
+        # Model selection and early stopping look at val_split only; "test" is the published behaviour.
+        self.val_pairs = training_pairs(self.data_dir, cfg.val_split, held_out)[: cfg.val_max_files]
         self._val_audio: list[tuple[str, np.ndarray, np.ndarray]] | None = None
 
         # Models and optimizers, identical on every rank (same seed; DDP also broadcasts from rank 0).
@@ -305,6 +338,7 @@ class Trainer:
         self.stopper = EarlyStopping(cfg.es_patience, cfg.es_min_delta, mode)
         workers = cfg.pesq_workers or max(1, len(os.sched_getaffinity(0)) // self.world)
         self.pool = PesqPool(n_workers=workers)
+        self.injector = FailureInjector(cfg.pesq_fail_inject, cfg.seed, self.rank)
 
         self.run_dir = Path(cfg.run_dir)
         self.start_epoch, self.global_step = 0, 0
@@ -371,7 +405,7 @@ class Trainer:
         else:
             self.nonfinite_in_a_row += 1
 
-        raw, reasons = (handle or self.pool.submit(clean_np, est_np)).result()
+        raw, reasons = self.injector(*(handle or self.pool.submit(clean_np, est_np)).result())
         labels = make_labels(raw, reasons, cfg.pesq_strategy, self.device)
         self.opt_d.zero_grad(set_to_none=True)
         disc_loss = None
@@ -391,7 +425,7 @@ class Trainer:
             disc_loss=disc_loss.item() if disc_loss is not None else math.nan,  # never a made-up 0.0
             disc_skipped=int(disc_loss is None), pesq_valid_frac=float(valid.mean()),
             pesq_mean=float(np.nanmean(raw)) if valid.any() else math.nan,
-            grad_norm_g=grad_norm_g, grad_norm_d=grad_norm_d, nonfinite=int(not finite),
+            grad_norm_g=grad_norm_g, grad_norm_d=grad_norm_d, nonfinite=int(not finite), **cause_counts(reasons),
         )  # fmt: skip
 
     def _clip(self, params) -> float:
@@ -491,6 +525,7 @@ class Trainer:
             "config": self.cfg.to_dict(),
             "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "failure_injector": self.injector.state_dict(),
         }
 
     def _load_checkpoint(self, path: Path) -> None:
@@ -505,6 +540,8 @@ class Trainer:
         self.sched_d.load_state_dict(ck["sched_d"])
         self.stopper.load_state_dict(ck["early_stopping"])
         self.start_epoch, self.global_step = ck["epoch"] + 1, ck["step"]
+        if "failure_injector" in ck:
+            self.injector.load_state_dict(ck["failure_injector"])
         torch.set_rng_state(ck["rng_cpu"].cpu())
         if ck["rng_cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([s.cpu() for s in ck["rng_cuda"]])
@@ -590,6 +627,8 @@ class Trainer:
             atomic_save(ckpt, self.run_dir / "last.pt")
             if improved:
                 atomic_save(ckpt, self.run_dir / "best.pt")
+            if cfg.checkpoint_every and (epoch + 1) % cfg.checkpoint_every == 0:
+                atomic_save(ckpt, self.run_dir / f"epoch_{epoch + 1:03d}.pt")  # named as the console counts
             epoch_file[1].writerow(epoch_row)
             epoch_file[0].flush()
             summary["stop"] = bool(cfg.early_stopping and self.stopper.should_stop)
@@ -615,6 +654,7 @@ class Trainer:
             disc_skip_rate=mean("disc_skipped"),
             pesq_valid_frac=mean("pesq_valid_frac"),
             nonfinite_steps=int(sum(r["nonfinite"] for r in rows)),
+            **{col: int(sum(r[col] for r in rows)) for col in FAIL_COLUMNS},
             lr_g=lr_g,
             lr_d=lr_d,
             seconds=seconds,

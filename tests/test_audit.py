@@ -158,3 +158,72 @@ def test_scale_invariance_and_pool_equals_serial(vb_pairs, pool):
 def test_training_scale_of_silence_is_infinite():
     assert math.isinf(training_scale(np.zeros(10, np.float32)))
     assert training_scale(np.full(4, 0.5, np.float32)) == pytest.approx(2.0)
+
+
+# ---------------------------------------------------------------- conditions: crop length, estimates, run logs
+from cmgan_lib import audit  # noqa: E402
+
+
+def _speech_after_silence(seconds_silent: float = 1.5, seconds_speech: float = 2.5, seed: int = 0):
+    """A clip that starts silent: short crops can land in the silence, long ones cannot."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds_speech * 16000)) / 16000
+    speech = 0.3 * np.sin(2 * np.pi * 180 * t) * (1 + np.sin(2 * np.pi * 4 * t)) + 0.02 * rng.standard_normal(t.size)
+    clean = np.concatenate([np.zeros(int(seconds_silent * 16000)), speech]).astype(np.float32)
+    return clean, (clean + 0.01 * rng.standard_normal(clean.size)).astype(np.float32)
+
+
+def test_crop_length_sweep_finds_failures_only_at_short_crops():
+    pairs = [_speech_after_silence(seed=s) for s in range(3)]
+    crops = audit.crop_length_sweep(pairs, (0.5, 4.0), crops_per_clip=6, seed=1)
+    short, long = crops[crops.crop_s == 0.5], crops[crops.crop_s == 4.0]
+    assert (short.reason == "silent_reference").sum() > 0 and long.reason.isna().all()
+    table = audit.rate_table(crops, by=["crop_s"])
+    row_long = table[table.crop_s == 4.0].iloc[0]
+    assert row_long.failures == "0 of 18 (95% upper bound 18%)" and row_long.skip_low == 0.0
+    row_short = table[table.crop_s == 0.5].iloc[0]
+    assert row_short.n_silent_reference == row_short.n_failed > 0
+    assert row_short.skip_low < row_short.skip_implied < row_short.skip_high
+
+
+def test_estimates_replace_the_degraded_signal(tmp_path):
+    pairs = [_speech_after_silence(0.0, 1.0, seed=s) for s in range(2)]
+    cfg = {"num_channel": 4, "n_fft": 400, "hop": 100, "compress": 0.3, "seed": 0}
+    est = audit.make_estimator(None, cfg, batch_size=2)
+    out = est([pairs[0][1][:8000], pairs[1][1][:8000]])
+    assert len(out) == 2 and out[0].shape == (8000,) and np.isfinite(out[0]).all()
+    assert not np.allclose(out[0], pairs[0][1][:8000])  # a generator's output, not the noisy input
+    seen = []
+    crops = audit.crop_pesq(pairs, 1, 8000, estimator=lambda d: seen.append(len(d)) or est(d), workers=1,
+                            progress=False)  # fmt: skip
+    assert seen == [2] and "pesq_scaled" not in crops  # (clean, estimate) pairs, no scale check
+
+
+def _run(root, name, strategy, skipped, failed, inject=0.0, cut_len=8000, batch=4):
+    """A run folder with a step log of len(skipped) steps and a config."""
+    import yaml
+
+    d = root / name
+    d.mkdir(parents=True)
+    n = len(skipped)
+    steps = pd.DataFrame({"epoch": np.arange(n) // 5, "step": np.arange(1, n + 1), "disc_skipped": skipped,
+                          "pesq_valid_frac": 1 - np.asarray(failed) / batch, "disc_loss": 0.2,
+                          "pesq_fail_silent_reference": failed, "pesq_fail_injected": 0})  # fmt: skip
+    steps.to_csv(d / "training_step_log.csv", index=False)
+    (d / "config.yaml").write_text(yaml.safe_dump({"pesq_strategy": strategy, "cut_len": cut_len,
+                                                   "batch_size": batch, "pesq_fail_inject": inject}))  # fmt: skip
+    pd.DataFrame({"epoch": [0]}).to_csv(d / "training_epoch_log.csv", index=False)
+    return d
+
+
+def test_observed_rates_read_every_run_per_run_and_per_epoch(tmp_path):
+    _run(tmp_path, "official_s0", "skip", [1, 0, 1, 0, 0, 1, 1, 1, 0, 0], [1, 0, 2, 0, 0, 1, 1, 1, 0, 0])
+    _run(tmp_path, "masked_s0", "masked", [0] * 10, [1] * 10)
+    per_run = audit.observed_rates(tmp_path)
+    assert list(per_run.run) == ["masked_s0", "official_s0"]
+    off = per_run.set_index("run").loc["official_s0"]
+    assert (off.steps, off.skipped, off.samples, off.failed) == (10, 5, 40, 6) and off.crop_s == 0.5
+    assert off.skip_low < 0.5 < off.skip_high
+    per_epoch = audit.observed_rates(tmp_path, per="epoch")
+    assert list(per_epoch[per_epoch.run == "official_s0"].skipped) == [2, 3]
+    assert audit.run_crop_seconds(tmp_path / "official_s0") == 0.5

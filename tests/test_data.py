@@ -51,7 +51,9 @@ def test_find_split_cmgan_and_archive_layouts(tmp_path: Path, corpus: Path) -> N
     with pytest.raises(FileNotFoundError, match="no test split"):
         find_split(tmp_path / "nowhere", "test")
     with pytest.raises(ValueError):
-        find_split(corpus, "valid")
+        find_split(corpus, "dev")
+    with pytest.raises(FileNotFoundError, match="no valid split"):  # valid exists only in the CMGAN layout
+        find_split(arch, "valid")
 
 
 def test_list_pairs_natural_order_and_unpaired(corpus: Path) -> None:
@@ -162,3 +164,26 @@ def test_bad_arguments(corpus: Path) -> None:
         ds[len(ds)]
     with pytest.raises(ValueError):
         ds.set_epoch(-1)
+
+
+def test_training_pairs_hold_out_speakers_or_use_valid(tmp_path: Path) -> None:
+    from cmgan_lib.data.layout import training_pairs
+
+    for spk in ("p226", "p227", "p287"):
+        for k in (1, 2):
+            write_pair(tmp_path, "train", f"{spk}_00{k}.wav", 8000)
+    write_pair(tmp_path, "test", "p232_001.wav", 8000)
+    held = ["p226", "p287"]
+    valid = [p[0] for p in training_pairs(tmp_path, "valid", held)]
+    train = [p[0] for p in training_pairs(tmp_path, "train", held)]
+    assert valid == ["p226_001.wav", "p226_002.wav", "p287_001.wav", "p287_002.wav"]
+    assert train == ["p227_001.wav", "p227_002.wav"]
+    assert [p[0] for p in training_pairs(tmp_path, "test", held)] == ["p232_001.wav"]
+    assert len(training_pairs(tmp_path, "train", [])) == 6
+    with pytest.raises(ValueError, match="val_speakers"):
+        training_pairs(tmp_path, "valid", [])
+    with pytest.raises(ValueError, match="p999"):
+        training_pairs(tmp_path, "valid", ["p226", "p999"])
+    write_pair(tmp_path, "valid", "p300_001.wav", 8000)  # a valid/ folder wins; train keeps every speaker
+    assert [p[0] for p in training_pairs(tmp_path, "valid", held)] == ["p300_001.wav"]
+    assert len(training_pairs(tmp_path, "train", held)) == 6

@@ -289,3 +289,62 @@ def test_default_pool_is_explicit_and_matches_serial(batch, direct):
         close_default_pool()
     assert pool.closed and default_pool(n_workers=1) is not pool
     close_default_pool()
+
+
+# ---------------------------------------------------------------- failure injection (issue 11)
+from cmgan_lib.pesq_labels import CAUSE_COLUMNS, INJECTED, FailureInjector, cause_counts  # noqa: E402
+from cmgan_lib.stats import batch_rate, wilson  # noqa: E402
+
+
+def test_injected_skip_rate_matches_the_binomial_prediction():
+    """p = 0.186 at B = 4 gives ~56% skipped batches under `skip`, as the fix document's rate."""
+    p, n_batches, seeds = 0.186, 2000, range(5)  # several runs' streams, as a grid's seeds would draw
+    raw, reasons = np.full(B, 3.0), [None] * B
+    skipped = 0
+    for seed in seeds:
+        inj = FailureInjector(p, seed=seed)
+        skipped += sum(make_labels(*inj(raw, reasons), strategy="skip").skipped for _ in range(n_batches))
+    expected = batch_rate(p, B)
+    assert expected == pytest.approx(0.56, abs=0.005)
+    observed = wilson(skipped, n_batches * len(seeds), confidence=0.99)
+    assert observed.low <= expected <= observed.high, (observed, expected)
+
+
+def test_injection_takes_the_path_of_a_real_failure():
+    raw, reasons = np.array([3.0, 2.0, 4.0, 1.5]), [None] * 4
+    inj = FailureInjector(0.5, seed=1)
+    r, why = inj(raw, reasons)
+    lost = [i for i, w in enumerate(why) if w == INJECTED]
+    assert lost and len(lost) < 4 and np.isnan(r[lost]).all() and reasons == [None] * 4  # input untouched
+    assert make_labels(r, why, "skip").skipped
+    bm = make_labels(r, why, "batch_mean")
+    kept = [i for i in range(4) if i not in lost]
+    assert bm.scores.numpy() == pytest.approx(np.full(4, normalize_pesq(raw[kept].mean())))
+    masked = make_labels(r, why, "masked")
+    assert not masked.skipped and list(np.flatnonzero(~masked.valid)) == lost
+    assert cause_counts(why)[CAUSE_COLUMNS[INJECTED]] == len(lost)
+
+
+def test_injection_keeps_real_causes_and_p0_draws_nothing():
+    inj = FailureInjector(0.99, seed=0)
+    r, why = inj(np.array([np.nan, 3.0]), ["silent_reference", None])
+    assert why[0] == "silent_reference"
+    counts = cause_counts(["silent_reference", "too_short", "other:PesqError: x", "silent_or_nonfinite_estimate",
+                           INJECTED, None])  # fmt: skip
+    assert counts == dict.fromkeys(CAUSE_COLUMNS.values(), 1)
+    off = FailureInjector(0.0, seed=0)
+    state = off.state_dict()
+    assert off(np.array([3.0]), [None])[1] == [None] and off.state_dict() == state
+    with pytest.raises(ValueError, match="pesq_fail_inject"):
+        FailureInjector(1.0, seed=0)
+
+
+def test_injector_state_round_trip_continues_the_same_draws():
+    a = FailureInjector(0.3, seed=5)
+    for _ in range(3):
+        a(np.full(4, 3.0), [None] * 4)
+    b = FailureInjector(0.3, seed=5)
+    b.load_state_dict(a.state_dict())
+    assert [a(np.full(4, 3.0), [None] * 4)[1] for _ in range(5)] == [
+        b(np.full(4, 3.0), [None] * 4)[1] for _ in range(5)
+    ]

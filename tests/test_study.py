@@ -31,12 +31,55 @@ def test_grids_name_known_variants(tmp_path):
         study.load_grid(bad)
 
 
+def test_grid_mappings_comparisons_and_the_data_every_notebook_gets(tmp_path):
+    grid = study.load_grid(ROOT / "configs" / "ablation_injection.yaml")
+    assert grid.variant_overrides("batch_mean_p186") == {"pesq_strategy": "batch_mean", "pesq_fail_inject": 0.186}
+    assert grid.variant_overrides("official") == {}
+    assert ["official_p186", "official"] in grid.resolved_comparisons()
+    args = study.train_overrides(grid.variant_overrides("masked_p186"), 2, Path("r/x"), grid.overrides)
+    assert "pesq_fail_inject=0.186" in args and "pesq_strategy=masked" in args and "seed=2" in args
+    # a grid trained on other data: every notebook gets that data, never the embedded corpus
+    other = study.Grid(base_config=str(ROOT / "configs" / "tiny_cpu.yaml"), overrides={"data_dir": str(tmp_path / "x")})
+    params = study.notebook_parameters(other, tmp_path / "out")
+    assert params["03_evaluate"]["test_dir"] == str((tmp_path / "x").resolve())
+    assert params["01_pesq_failure_audit"]["data_dir"] == str((tmp_path / "x").resolve())
+    assert params["02_train_baseline_vs_fixed"]["comparisons"] == [["masked", "official"], ["seed_fixes", "official"]]
+    default = study.notebook_parameters(study.Grid(base_config=str(ROOT / "configs" / "tiny_cpu.yaml")), tmp_path)
+    assert "runs/synthetic/n48_8_16_s0" in default["03_evaluate"]["test_dir"]
+    with pytest.raises(ValueError, match="comparisons"):
+        study.Grid(variants={"a": {}}, comparisons=[["a", "b"]])
+
+
+def test_runs_per_gpu_never_puts_more_runs_on_a_gpu(monkeypatch, tmp_path):
+    import threading
+    import time
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    active: dict[str, int] = {}
+    peak: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def fake_run(base, variant, seed, root, overrides=None, gpu=None, switches=None):
+        with lock:
+            active[gpu] = active.get(gpu, 0) + 1
+            peak[gpu] = max(peak.get(gpu, 0), active[gpu])
+        time.sleep(0.05)
+        with lock:
+            active[gpu] -= 1
+        return dict(run=f"{variant}_s{seed}", variant=variant, seed=seed, run_dir="", status="done", seconds=0.0)
+
+    monkeypatch.setattr(study, "train_run", fake_run)
+    grid = study.Grid(variants=["official", "masked", "seed_fixes"], seeds=[0, 1, 2])
+    status = study.run_grid(grid, tmp_path, progress=False, runs_per_gpu=2)
+    assert len(status) == 9 and peak == {"0": 2, "1": 2}
+
+
 @pytest.mark.slow
 def test_failing_variant_is_recorded_and_finished_runs_are_skipped(tmp_path, monkeypatch):
     from cmgan_lib.data.synthetic import make_dataset
 
     corpus = tmp_path / "corpus"
-    make_dataset(corpus, n_train=4, n_test=2, seed=0, hard_fraction=0.0, progress=False)
+    make_dataset(corpus, n_train=4, n_test=2, seed=0, hard_fraction=0.0, progress=False, n_valid=1)
     monkeypatch.setitem(study.VARIANTS, "broken", {"pesq_strategy": "not_a_strategy"})
     grid = study.Grid(base_config=str(ROOT / "configs" / "tiny_cpu.yaml"), variants=["official", "broken"],
                       seeds=[0], overrides={"data_dir": str(corpus), "epochs": 1, "max_steps_per_epoch": 1,

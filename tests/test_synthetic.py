@@ -110,6 +110,20 @@ def test_same_seed_gives_identical_files_and_other_seed_differs(corpus, tmp_path
     assert (other / "train/clean" / first).read_bytes() != (out / "train/clean" / first).read_bytes()
 
 
+def test_valid_split_has_held_out_speakers_and_leaves_train_and_test_unchanged(corpus, tmp_path: Path) -> None:
+    out, manifest = corpus
+    with_valid = tmp_path / "with_valid"
+    make_dataset(with_valid, n_train=12, n_test=8, seed=3, hard_fraction=0.4, progress=False, n_jobs=1, n_valid=4)
+    man = read_manifest(with_valid)
+    speakers = {split: {f.split("_")[0] for f in man[man.split == split].file} for split in ("train", "valid", "test")}
+    assert len(man[man.split == "valid"]) == 4 and speakers["valid"]
+    assert not speakers["valid"] & (speakers["train"] | speakers["test"])
+    for row in manifest.itertuples():
+        rel = Path(row.split) / "noisy" / row.file
+        assert (out / rel).read_bytes() == (with_valid / rel).read_bytes(), rel
+    assert validate_dataset(with_valid, progress=False).pairs == {"train": 12, "test": 8, "valid": 4}
+
+
 def test_refuses_stale_files_and_bad_arguments(tmp_path: Path) -> None:
     make_dataset(tmp_path, n_train=2, n_test=1, hard_fraction=0.0, progress=False, n_jobs=1)
     make_dataset(tmp_path, n_train=2, n_test=1, hard_fraction=0.0, progress=False, n_jobs=1)  # rerun: fine
@@ -166,10 +180,12 @@ def test_cli_make_synthetic(tmp_path: Path, capsys) -> None:
         "1",
         "--hard-fraction",
         "0",
+        "--n-valid",
+        "1",
     ]
     assert cli_main(args) == 0
-    assert "wrote 3 clips" in capsys.readouterr().out
-    assert len(read_manifest(out)) == 3
+    assert "wrote 4 clips" in capsys.readouterr().out
+    assert len(read_manifest(out)) == 4 and len(list((out / "valid" / "noisy").glob("*.wav"))) == 1
 
 
 @pytest.mark.slow

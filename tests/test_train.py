@@ -57,7 +57,7 @@ def corpus(tmp_path_factory) -> Path:
     from cmgan_lib.data.synthetic import make_dataset
 
     out = tmp_path_factory.mktemp("corpus")
-    make_dataset(out, n_train=8, n_test=3, seed=0, hard_fraction=0.0, progress=False)
+    make_dataset(out, n_train=8, n_test=3, seed=0, hard_fraction=0.0, progress=False, n_valid=2)
     return out
 
 
@@ -223,11 +223,12 @@ def test_overlapped_pesq_gives_the_same_run_as_sequential(corpus, tmp_path, dete
 
 
 @pytest.mark.parametrize("deterministic", RUN_MODES)
-def test_resume_gives_the_same_epoch_log_as_an_uninterrupted_run(corpus, tmp_path, deterministic):
+@pytest.mark.parametrize("inject", [0.0, 0.4])
+def test_resume_gives_the_same_epoch_log_as_an_uninterrupted_run(corpus, tmp_path, inject, deterministic):
     full, part = tmp_path / "full", tmp_path / "part"
-    common = ("decay_epoch=1", f"deterministic={deterministic}")
-    assert main(["--config", str(CONFIGS / "official.yaml"), *tiny(corpus, full, "epochs=3", *common)]) == 0
-    assert main(["--config", str(CONFIGS / "official.yaml"), *tiny(corpus, part, "epochs=1", *common)]) == 0
+    extra = ("decay_epoch=1", f"pesq_fail_inject={inject}", f"deterministic={deterministic}")
+    assert main(["--config", str(CONFIGS / "official.yaml"), *tiny(corpus, full, "epochs=3", *extra)]) == 0
+    assert main(["--config", str(CONFIGS / "official.yaml"), *tiny(corpus, part, "epochs=1", *extra)]) == 0
     # a crash after logging some epoch-1 rows but before its checkpoint: resume must drop them
     for name in ("training_step_log.csv", "training_epoch_log.csv"):
         log = pd.read_csv(part / name)
@@ -240,6 +241,7 @@ def test_resume_gives_the_same_epoch_log_as_an_uninterrupted_run(corpus, tmp_pat
     sa = pd.read_csv(full / "training_step_log.csv").drop(columns="seconds")
     sb = pd.read_csv(part / "training_step_log.csv").drop(columns="seconds")
     assert_same_run(sa, sb, deterministic)
+    assert (sa.pesq_fail_injected.sum() > 0) == (inject > 0)  # the injected draws continued, not restarted
 
 
 @pytest.mark.parametrize("denormalize", [False, True])
@@ -325,3 +327,35 @@ def test_ddp_two_gloo_processes_see_different_shards_and_stay_identical(corpus, 
     assert set(first[0]["indices"]).isdisjoint(first[1]["indices"]) and first[0]["indices"]
     assert len(pd.read_csv(run / "training_epoch_log.csv")) == 2
     assert not math.isnan(pd.read_csv(run / "training_epoch_log.csv").val_pesq.iloc[-1])
+
+
+def test_failures_are_logged_by_cause_and_injection_skips_updates(corpus, tmp_path):
+    run = tmp_path / "inject"
+    args = tiny(corpus, run, "epochs=2", "pesq_fail_inject=0.5", "checkpoint_every=1", "max_steps_per_epoch=4")
+    assert main(["--config", str(CONFIGS / "official.yaml"), *args]) == 0
+    steps = pd.read_csv(run / "training_step_log.csv")
+    epochs = pd.read_csv(run / "training_epoch_log.csv")
+    fail_cols = [c for c in STEP_COLUMNS if c.startswith("pesq_fail_")]
+    assert fail_cols == ["pesq_fail_silent_reference", "pesq_fail_too_short", "pesq_fail_estimate",
+                         "pesq_fail_other", "pesq_fail_injected"]  # fmt: skip
+    failed = steps[fail_cols].sum(axis=1)
+    # every failed label has a cause, every skip under the published rule has a failed label
+    np.testing.assert_array_equal(failed, np.round((1 - steps.pesq_valid_frac) * 2).astype(int))
+    np.testing.assert_array_equal(steps.disc_skipped, (failed > 0).astype(int))
+    assert steps.pesq_fail_injected.sum() > 0 and steps.disc_skipped.sum() > 0
+    for col in fail_cols:
+        assert list(epochs[col]) == list(steps.groupby("epoch")[col].sum())
+    assert (run / "epoch_001.pt").is_file() and (run / "epoch_002.pt").is_file()
+    assert torch.load(run / "epoch_001.pt", weights_only=True)["epoch"] == 0
+
+
+def test_validation_split_is_not_the_test_set_unless_asked(corpus, tmp_path):
+    names = {}
+    for split in ("valid", "test"):
+        cfg = load_config(CONFIGS / "official.yaml", tiny(corpus, tmp_path / split, f"val_split={split}"))
+        trainer = Trainer(cfg)
+        trainer.pool.close()
+        names[split] = {p[1].parent.parent.name for p in trainer.val_pairs}
+    assert names == {"valid": {"valid"}, "test": {"test"}}
+    with pytest.raises(ValueError, match="val_split"):
+        load_config(CONFIGS / "official.yaml", ["val_split=train"])

@@ -11,7 +11,7 @@ import torch
 from cmgan_lib import SAMPLE_RATE
 from cmgan_lib.audio import read_wav
 from cmgan_lib.data.crops import crop_pair
-from cmgan_lib.data.layout import ARCHIVE_NAMES, SPLITS, find_split, list_pairs, natural_key
+from cmgan_lib.data.layout import ARCHIVE_NAMES, SPLITS, find_split, list_pairs, natural_key, training_pairs
 
 __all__ = ["ARCHIVE_NAMES", "SPLITS", "CMGANDataset", "find_split", "list_pairs", "natural_key"]
 
@@ -23,6 +23,7 @@ class CMGANDataset(torch.utils.data.Dataset):
     function of (seed, epoch, idx): identical for any worker count, rank, sampler or resume point.
     The epoch lives in a shared-memory tensor, so `set_epoch` also reaches persistent workers
     (call it before iterating the DataLoader, as with DistributedSampler.set_epoch).
+    `val_speakers`: training speakers held out for validation (left out of `train`; see `training_pairs`).
     `cut_len=None` returns whole clips (batch size 1). Decoded audio is cached per process up to
     `cache_mb` megabytes (float32); the full VB training set (~4 GB) would not fit, so it streams.
     """
@@ -35,6 +36,7 @@ class CMGANDataset(torch.utils.data.Dataset):
         seed: int = 0,
         resample: bool = False,
         cache_mb: float = 512.0,
+        val_speakers: list[str] | tuple[str, ...] = (),
     ):
         if cut_len is not None and cut_len <= 0:
             raise ValueError(f"cut_len must be positive or None, got {cut_len}")
@@ -46,7 +48,7 @@ class CMGANDataset(torch.utils.data.Dataset):
         self.seed = int(seed)
         self.resample = resample
         self.cache_bytes = int(cache_mb * 2**20)
-        self.pairs = list_pairs(data_dir, split)
+        self.pairs = training_pairs(data_dir, split, val_speakers)
         self.names = [name for name, _, _ in self.pairs]
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}

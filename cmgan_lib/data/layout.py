@@ -6,7 +6,7 @@ import os
 import re
 from pathlib import Path
 
-SPLITS = ("train", "test")
+SPLITS = ("train", "valid", "test")
 # The folder names inside the original Edinburgh DataShare archive (28-speaker training set).
 ARCHIVE_NAMES = {
     "train": ("clean_trainset_28spk_wav", "noisy_trainset_28spk_wav"),
@@ -24,6 +24,8 @@ def split_candidates(data_dir: str | os.PathLike, split: str) -> list[tuple[Path
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     root = Path(data_dir)
+    if split not in ARCHIVE_NAMES:  # valid: only the CMGAN layout (the archive has no validation split)
+        return [(root / split / "clean", root / split / "noisy")]
     clean_name, noisy_name = ARCHIVE_NAMES[split]
     return [(root / split / "clean", root / split / "noisy"), (root / clean_name, root / noisy_name)]
 
@@ -64,3 +66,42 @@ def list_pairs(data_dir: str | os.PathLike, split: str) -> list[tuple[str, Path,
     if not clean:
         raise ValueError(f"{clean_dir}: no .wav files")
     return [(name, clean_dir / name, noisy_dir / name) for name in clean]
+
+
+def speaker_of(name: str) -> str:
+    """The speaker of a Voice Bank-style file name: `p226_001.wav` -> `p226` (synthetic: `s03_002.wav` -> `s03`)."""
+    return Path(name).stem.split("_")[0]
+
+
+def has_split(data_dir: str | os.PathLike, split: str) -> bool:
+    return any(c.is_dir() and n.is_dir() for c, n in split_candidates(data_dir, split))
+
+
+def training_pairs(
+    data_dir: str | os.PathLike, split: str, val_speakers: list[str] | tuple[str, ...] = ()
+) -> list[tuple[str, Path, Path]]:
+    """The pairs a run trains or validates on, with a validation split that is not the test set.
+
+    `valid` is DIR/valid when it exists (the synthetic corpus writes one), else the training files of the
+    held-out `val_speakers` (Voice Bank + DEMAND has no validation split); `train` then leaves those
+    speakers out. `test` is the test split, untouched (the published code validates on it).
+    """
+    if split == "test":
+        return list_pairs(data_dir, "test")
+    held_out = set(val_speakers) if not has_split(data_dir, "valid") else set()
+    if split == "train":
+        return [p for p in list_pairs(data_dir, "train") if speaker_of(p[0]) not in held_out]
+    if split != "valid":
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if has_split(data_dir, "valid"):
+        return list_pairs(data_dir, "valid")
+    if not held_out:
+        raise ValueError(
+            f"{data_dir}: val_split=valid needs a valid/ folder (clean/ + noisy/) or held-out training speakers "
+            "(val_speakers: [p226, p287], say); val_split=test validates on the test set as the published code does"
+        )
+    pairs = [p for p in list_pairs(data_dir, "train") if speaker_of(p[0]) in held_out]
+    found = {speaker_of(p[0]) for p in pairs}
+    if found != held_out:
+        raise ValueError(f"{data_dir}: val_speakers {sorted(held_out - found)} have no training files")
+    return pairs

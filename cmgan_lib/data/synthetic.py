@@ -57,6 +57,7 @@ HARD_KINDS = (  # manifest hard_kind; "ordinary" for the rest
 )
 N_TRAIN_SPEAKERS = 8
 N_TEST_SPEAKERS = 2
+N_VALID_SPEAKERS = 2  # held out from training and test: model selection never sees the test speakers
 MANIFEST_COLUMNS = [
     "file",
     "split",
@@ -136,7 +137,12 @@ def make_speaker(name: str, rng: np.random.Generator) -> Speaker:
 
 def speakers_for(seed: int, split: str) -> list[Speaker]:
     """The disjoint speaker sets of each split, fixed by `seed`."""
-    n, offset, prefix = (N_TRAIN_SPEAKERS, 0, "s") if split == "train" else (N_TEST_SPEAKERS, N_TRAIN_SPEAKERS, "s")
+    n, offset = {
+        "train": (N_TRAIN_SPEAKERS, 0),
+        "test": (N_TEST_SPEAKERS, N_TRAIN_SPEAKERS),
+        "valid": (N_VALID_SPEAKERS, N_TRAIN_SPEAKERS + N_TEST_SPEAKERS),
+    }[split]
+    prefix = "s"
     return [
         make_speaker(f"{prefix}{offset + k + 1:02d}", np.random.default_rng([seed, 7919, offset + k])) for k in range(n)
     ]
@@ -541,7 +547,7 @@ def mix_at_snr(
 def _plan_split(seed: int, split: str, n: int, hard_fraction: float) -> list[dict]:
     """Balanced assignment of speaker, SNR, noise type and hard kind to each clip of a split."""
     rng = np.random.default_rng([seed, 104729, SPLIT_CODES[split]])
-    snrs = TRAIN_SNRS if split == "train" else TEST_SNRS
+    snrs = TEST_SNRS if split == "test" else TRAIN_SNRS  # valid: held-out speakers at training SNRs, as on VB
     speakers = speakers_for(seed, split)
     n_hard = int(round(hard_fraction * n))
     hard = ["ordinary"] * n
@@ -569,7 +575,7 @@ def _plan_split(seed: int, split: str, n: int, hard_fraction: float) -> list[dic
     return rows
 
 
-SPLIT_CODES = {"train": 0, "test": 1}
+SPLIT_CODES = {"train": 0, "test": 1, "valid": 2}
 
 
 def make_clip(seed: int, row: dict, use_espeak: bool = False) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -637,16 +643,20 @@ def make_dataset(
     use_espeak: bool = False,
     progress: bool = True,
     n_jobs: int | None = None,
+    n_valid: int = 0,
 ) -> pd.DataFrame:
     """Write the synthetic corpus in the CMGAN layout and OUT/manifest.csv; return the manifest.
+
+    `n_valid` > 0 adds a `valid/` split of held-out speakers (neither train nor test speakers), so model
+    selection never looks at the test set. Adding it leaves the train and test clips byte-identical.
 
     Deterministic: the same arguments give byte-identical files (each clip has its own seeded
     generator, so `n_jobs` does not matter). `use_espeak` takes ordinary clips from espeak-ng when
     the binary is on PATH (with a warning and the built-in synthesizer otherwise).
     `n_jobs`: worker processes (default: all CPUs, at most 4; one for fewer than 24 clips).
     """
-    if n_train < 0 or n_test < 0 or n_train + n_test == 0:
-        raise ValueError(f"need a positive number of clips, got n_train={n_train}, n_test={n_test}")
+    if n_train < 0 or n_test < 0 or n_valid < 0 or n_train + n_test + n_valid == 0:
+        raise ValueError(f"need a positive number of clips, got n_train={n_train}, n_valid={n_valid}, n_test={n_test}")
     if not 0.0 <= hard_fraction <= 1.0:
         raise ValueError(f"hard_fraction must be in [0, 1], got {hard_fraction}")
     if use_espeak and not espeak_available():
@@ -654,6 +664,7 @@ def make_dataset(
         use_espeak = False
     out = Path(out_dir)
     rows = _plan_split(seed, "train", n_train, hard_fraction) + _plan_split(seed, "test", n_test, hard_fraction)
+    rows += _plan_split(seed, "valid", n_valid, hard_fraction)  # after the others: their clips do not change
     planned = {(row["split"], row["file"]) for row in rows}
     stale = [
         str(path)
@@ -669,6 +680,8 @@ def make_dataset(
             "use an empty or new output folder so no stale clips mix in"
         )
     for split in SPLIT_CODES:
+        if split == "valid" and not n_valid:
+            continue
         for sub in ("clean", "noisy"):
             (out / split / sub).mkdir(parents=True, exist_ok=True)
     from joblib import Parallel, delayed

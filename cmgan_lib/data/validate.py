@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from cmgan_lib import SAMPLE_RATE
 from cmgan_lib.audio import AudioError, read_wav
-from cmgan_lib.data.layout import natural_key, split_candidates, wav_names
+from cmgan_lib.data.layout import has_split, natural_key, split_candidates, wav_names
 
 # Problem kinds in report order, with the heading each group gets.
 KINDS: dict[str, str] = {
@@ -178,7 +178,7 @@ def _check_split(root: Path, split: str, resample: bool, progress: bool) -> tupl
 
 def validate_dataset(
     data_dir: str | os.PathLike,
-    splits: Sequence[str] | Iterable[str] = ("train", "test"),
+    splits: Sequence[str] | Iterable[str] | None = None,
     resample: bool = False,
     progress: bool = True,
 ) -> ValidationReport:
@@ -192,6 +192,8 @@ def validate_dataset(
     if not root.is_dir():
         report.problems.append(Problem("missing_folder", str(root), "data folder does not exist"))
         raise DataValidationError(report)
+    if splits is None:  # train and test, and valid when the folder has one
+        splits = ("train", "test", "valid") if has_split(root, "valid") else ("train", "test")
     for split in splits:
         problems, n_pairs = _check_split(root, split, resample, progress)
         report.problems.extend(problems)
