@@ -124,7 +124,7 @@ def _iter_crops(
 def crop_pesq(
     pairs: Sequence,
     crops_per_clip: int = 4,
-    cut_len: int = CUT_LEN,
+    cut_len: int | None = None,
     seed: int = 0,
     sr: int = 16000,
     metadata: pd.DataFrame | Sequence[dict] | None = None,
@@ -135,6 +135,9 @@ def crop_pesq(
     estimator: Estimator | None = None,
 ) -> pd.DataFrame:
     """One row per training crop: PESQ-WB of (clean, degraded), valid flag and failure reason.
+
+    `cut_len` (samples) has no default on purpose: a failure rate only means something at the crop length of the
+    training it describes (0.5 s crops fail far more often than 2 s crops on speech with pauses).
 
     `estimator`: maps a list of noisy crops to the generator's estimates (see `make_estimator`), so the pair
     scored is (clean, estimate), as the discriminator's labels are; `scale_check` is then off.
@@ -151,6 +154,8 @@ def crop_pesq(
             return crop_pesq(pairs, crops_per_clip, cut_len, seed, sr, metadata, temporary, scale_check, progress,
                              estimator=estimator)  # fmt: skip
     scale_check = scale_check and estimator is None
+    if cut_len is None:
+        raise ValueError("cut_len is required: audit at the crop the run trained on (audit.run_crop_seconds(run))")
     clips = as_clip_pairs(pairs, metadata)
     if crops_per_clip < 1:
         raise ValueError("crops_per_clip must be >= 1")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def _cmd_enhance(a: argparse.Namespace) -> int:
@@ -77,6 +78,15 @@ def _cmd_ablate(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_share_report(a: argparse.Namespace) -> int:
+    from cmgan_lib.study import share_report
+
+    note = Path(a.note).read_text() if a.note else ""
+    dest = share_report(a.src, a.dest, a.command, a.device, a.wall_minutes * 60 if a.wall_minutes else None, note)
+    print(f"shared report written to {dest}")
+    return 0
+
+
 def _cmd_study(a: argparse.Namespace) -> int:
     from cmgan_lib.study import run_study
 
@@ -131,6 +141,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="runs sharing one GPU at a time (default 1; measure before raising it)")  # fmt: skip
     ab.add_argument("--audit", action="store_true", help="also run notebook 01 (PESQ-failure audit) on the runs")
     ab.set_defaults(func=_cmd_ablate)
+
+    sr = sub.add_parser("share-report", help="copy an ablation's HTML reports, summary and logs into reports/")
+    sr.add_argument("src", help="the --out folder of `cmgan ablate`")
+    sr.add_argument("dest", help="e.g. reports/2026-11-25_injection_cpu")
+    sr.add_argument("--command", required=True, help="the command that produced it")
+    sr.add_argument("--device", required=True, help="the machine, e.g. '2-core CPU, no GPU'")
+    sr.add_argument("--wall-minutes", type=float, default=None)
+    sr.add_argument("--note", default=None, help="a markdown file appended to the README (the findings)")
+    sr.set_defaults(func=_cmd_share_report)
 
     st = sub.add_parser("study", help="the whole study on the embedded synthetic default")
     st.add_argument("--out", default="runs/STUDY")

@@ -252,6 +252,16 @@ def _enhance_all(
     return done
 
 
+def relative_paths(per_file: pd.DataFrame, base: str | os.PathLike) -> pd.DataFrame:
+    """The clean/noisy/enhanced path columns relative to `base` (the folder of the CSV that holds them), so a
+    results folder can be moved or shared without its CSVs pointing into one machine's file system."""
+    out = per_file.copy()
+    for col in ("clean", "noisy", "enhanced"):
+        if col in out:
+            out[col] = [os.path.relpath(p, base) if isinstance(p, str) and p else p for p in out[col]]
+    return out
+
+
 def evaluate(
     checkpoint: str | os.PathLike | None = None,
     *,
@@ -285,7 +295,7 @@ def evaluate(
         raise FileNotFoundError(f"{clean_dir} and {noisy_dir} hold no .wav files")
 
     per_file = score_pairs(pairs, legacy_float_scale=legacy_float_scale, n_jobs=n_jobs, progress=progress)
-    per_file.to_csv(out / PER_FILE_CSV, index=False, float_format="%.6f")
+    relative_paths(per_file, out).to_csv(out / PER_FILE_CSV, index=False, float_format="%.6f")
     summary = summarize(per_file)
     summary.to_csv(out / SUMMARY_CSV, index=False, float_format="%.6f")
     print(format_report(summary, per_file, legacy_float_scale))

@@ -199,7 +199,8 @@ def run_grid(grid: Grid, run_root: str | os.PathLike, progress: bool = True, run
 
 
 def execute_notebook(name: str, out_dir: str | os.PathLike, parameters: dict[str, Any]) -> Path:
-    """Run notebooks/NAME.ipynb with papermill into OUT/NAME.ipynb and render OUT/NAME.html."""
+    """Run notebooks/NAME.ipynb with papermill into OUT/NAME.ipynb and render OUT/NAME.html without the code
+    cells (a reader's report; the executed notebook beside it keeps the code)."""
     import papermill as pm
 
     root = repo_root()
@@ -208,8 +209,8 @@ def execute_notebook(name: str, out_dir: str | os.PathLike, parameters: dict[str
     target = out / f"{name}.ipynb"
     pm.execute_notebook(str(root / "notebooks" / f"{name}.ipynb"), str(target), parameters=parameters,
                         cwd=str(root), progress_bar=False, kernel_name="python3")  # fmt: skip
-    subprocess.run([sys.executable, "-m", "nbconvert", "--to", "html", str(target), "--output-dir", str(out)],
-                   check=True, capture_output=True)  # fmt: skip
+    subprocess.run([sys.executable, "-m", "nbconvert", "--to", "html", "--no-input", str(target), "--output-dir",
+                    str(out)], check=True, capture_output=True)  # fmt: skip
     return target
 
 
@@ -217,10 +218,10 @@ def write_summary(run_root: Path, out: Path, status: pd.DataFrame | None = None,
                   test_set: str | os.PathLike | None = None) -> pd.DataFrame:  # fmt: skip
     """summary.csv: one row per run (status, training facts, the split that selected its checkpoint, and test
     metrics with the test set that scored them, when notebook 03 wrote them)."""
-    from cmgan_lib.training_report import load_runs, run_summary
+    from cmgan_lib.training_report import load_run_configs, load_runs, run_summary
 
     epochs, steps = load_runs(run_root)
-    summary = run_summary(epochs, steps) if len(epochs) else pd.DataFrame(columns=["run"])
+    summary = run_summary(epochs, steps, load_run_configs(run_root)) if len(epochs) else pd.DataFrame(columns=["run"])
     if status is not None and len(status):
         summary = status[["run", "variant", "seed", "status"]].merge(summary, on=["run", "variant", "seed"],
                                                                        how="left")  # fmt: skip
@@ -254,7 +255,8 @@ def notebook_parameters(grid: Grid, out: Path) -> dict[str, dict[str, Any]]:
     return {
         "01_pesq_failure_audit": dict(data_dir=str(data_dir), run_root=run_root,
                                       out_dir=str((out / "audit").resolve())),
-        "02_train_baseline_vs_fixed": dict(run_root=run_root, comparisons=grid.resolved_comparisons()),
+        "02_train_baseline_vs_fixed": dict(run_root=run_root, comparisons=grid.resolved_comparisons(),
+                                           out_dir=str(out.resolve())),
         "03_evaluate": dict(run_root=run_root, test_dir=str(data_dir), out_dir=str((out / "evaluate").resolve()),
                             max_files=grid.evaluate_max_files),
     }  # fmt: skip
@@ -302,3 +304,58 @@ def run_study(out: str | os.PathLike = "runs/STUDY", grid: str | os.PathLike = "
     print("[3/3] notebooks 01 (PESQ failure audit), 02 (training curves), 03 (test metrics); summary.csv")
     run_ablation(g, out, status=status, audit=True)
     print(f"study finished in {time.perf_counter() - t0:.0f} s: {out}/ (notebooks, HTML reports, summary.csv)")
+
+
+NOTEBOOK_LIMIT_BYTES = 2 * 2**20
+REPORT_LIMIT_BYTES = 8 * 2**20  # a shared report is small: HTML, CSV logs; never checkpoints or audio
+
+
+def share_report(out: str | os.PathLike, dest: str | os.PathLike, command: str, device: str,
+                 wall_seconds: float | None = None, note: str = "") -> Path:  # fmt: skip
+    """Copy what others need from an ablation folder into reports/<dest>: the rendered notebooks (HTML),
+    summary.csv, grid.yaml, every run's config and step/epoch logs, and a README naming device, command, commit
+    and wall time. Checkpoints and audio never go in (they are large and can be regenerated)."""
+    import shutil
+
+    out, dest = Path(out), Path(dest)
+    if not (out / "summary.csv").is_file():
+        raise FileNotFoundError(f"{out}: no summary.csv (run `cmgan ablate` first)")
+    dest.mkdir(parents=True, exist_ok=True)
+    copied = []
+    from cmgan_lib.training_report import COMPARISONS_CSV, PER_SEED_CSV, PER_VARIANT_CSV
+
+    # notebook 02's full tables: its HTML links to them
+    for name in ["summary.csv", "grid.yaml", *(f"{nb}.html" for nb in NOTEBOOKS), PER_SEED_CSV, PER_VARIANT_CSV,
+                 COMPARISONS_CSV]:  # fmt: skip
+        if (out / name).is_file():
+            shutil.copy2(out / name, dest / name)
+            copied.append(name)
+    for nb in NOTEBOOKS:  # the executed notebooks the HTML reports link to, unless audio makes them large
+        path = out / f"{nb}.ipynb"
+        if path.is_file() and path.stat().st_size <= NOTEBOOK_LIMIT_BYTES:
+            shutil.copy2(path, dest / path.name)
+            copied.append(path.name)
+    for sub in ("evaluate", "audit"):
+        for csv in sorted((out / sub).glob("*.csv")) if (out / sub).is_dir() else []:
+            (dest / sub).mkdir(exist_ok=True)
+            shutil.copy2(csv, dest / sub / csv.name)
+            copied.append(f"{sub}/{csv.name}")
+    for run in sorted(p for p in (out / "runs").iterdir() if p.is_dir()) if (out / "runs").is_dir() else []:
+        for name in ("config.yaml", "training_step_log.csv", "training_epoch_log.csv"):
+            if (run / name).is_file():
+                (dest / "runs" / run.name).mkdir(parents=True, exist_ok=True)
+                shutil.copy2(run / name, dest / "runs" / run.name / name)
+    size = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
+    if size > REPORT_LIMIT_BYTES:
+        raise ValueError(f"{dest}: {size / 2**20:.1f} MiB is too large for a shared report; check what was copied")
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=repo_root()).stdout.strip() or "unknown"  # fmt: skip
+    wall = f"{wall_seconds / 60:.1f} min" if wall_seconds else "not recorded"
+    lines = [f"# {dest.name}", "", f"- device: {device}", f"- command: `{command}`", f"- commit: {commit}",
+             f"- wall time: {wall}", f"- written: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "",
+             "Files: " + ", ".join(f"`{c}`" for c in copied) + ", and `runs/<run>/` (config.yaml, step and epoch "
+             "logs; no checkpoints).", ""]  # fmt: skip
+    if note:
+        lines += [note.strip(), ""]
+    (dest / "README.md").write_text("\n".join(lines))
+    return dest

@@ -589,7 +589,10 @@ class Trainer:
         lr_g, lr_d = self.opt_g.param_groups[0]["lr"], self.opt_d.param_groups[0]["lr"]
         n_steps = min(len(self.loader), cfg.max_steps_per_epoch or len(self.loader))
         rows: list[dict[str, float]] = []
-        bar = tqdm(total=n_steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not self.is_main, leave=False)
+        # disable=None: no bar when stderr is not a terminal (`cmgan ablate` writes RUN/train.log), so the log
+        # holds whole lines (the per-epoch summary below), not carriage-return progress output
+        bar = tqdm(total=n_steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=None if self.is_main else True,
+                   leave=False)  # fmt: skip
         if epoch == self.start_epoch:
             self.rank_record["indices"] = list(iter(self.sampler))
         for step, (clean, noisy, _) in enumerate(self.loader):

@@ -1,16 +1,41 @@
-"""Reading finished training runs and plotting them (notebook 02): validation PESQ per epoch per variant,
-discriminator loss with skipped updates shown as skipped, skip rates, gradient norms, early stopping."""
+"""Notebook 02: reading finished training runs, summarising them per seed and per variant, the figures, and
+the generated verdict of the failure-injection ablation (issue 11).
+
+Epochs are numbered from 1 in every table and figure, as the trainer's console prints them ("epoch 1/3");
+the CSV logs count from 0 and `load_runs` converts once, here.
+"""
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
+
+from cmgan_lib.plotting import EPOCH_LABEL, STEP_LABEL, integer_ticks, left_aligned, legend_outside, plain_log_ticks
+from cmgan_lib.stats import Interval, batch_rate, difference_interval, effect_verdict, mean_interval, wilson
 
 RUN_NAME = re.compile(r"^(?P<variant>.+)_s(?P<seed>\d+)$")
+REFERENCE = "official"
+FAIL_CAUSES = ("silent_reference", "too_short", "estimate", "other")
+INJECTED = "pesq_fail_injected"
+CONFIG_KEYS = ("pesq_strategy", "pesq_fail_inject", "grad_clip_norm", "batch_size", "val_split")
+# The quantities the verdict compares, with the words it uses for them.
+COMPARED = {
+    "best_val_pesq": "best validation PESQ",
+    "final_val_pesq": "final validation PESQ",
+    "drop_after_peak": "drop after the peak (best - final)",
+}
+PER_SEED_CSV = "training_per_seed.csv"
+PER_VARIANT_CSV = "training_per_variant.csv"
+COMPARISONS_CSV = "training_comparisons.csv"
 
 
 def parse_run_name(name: str) -> tuple[str, int | None]:
@@ -27,97 +52,471 @@ def find_runs(run_root: str | os.PathLike) -> list[Path]:
     return sorted(p for p in root.iterdir() if (p / "training_epoch_log.csv").is_file())
 
 
+def _dirs(run_root_or_dirs) -> list[Path]:
+    if isinstance(run_root_or_dirs, str | os.PathLike):
+        return find_runs(run_root_or_dirs)
+    return [Path(d) for d in run_root_or_dirs]
+
+
+def _read_log(path: Path) -> pd.DataFrame:
+    """A log CSV; missing or still empty (the trainer has not written its header yet) reads as no rows."""
+    try:
+        return pd.read_csv(path)
+    except (FileNotFoundError, pd.errors.EmptyDataError):
+        return pd.DataFrame()
+
+
 def load_runs(run_root_or_dirs) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(epoch log, step log) of every run, each row tagged with run, variant and seed."""
-    dirs = find_runs(run_root_or_dirs) if isinstance(run_root_or_dirs, str | os.PathLike) else [
-        Path(d) for d in run_root_or_dirs]  # fmt: skip
+    """(epoch log, step log) of every run, each row tagged with run, variant and seed; epochs from 1."""
     epochs, steps = [], []
-    for d in dirs:
+    for d in _dirs(run_root_or_dirs):
         variant, seed = parse_run_name(d.name)
         tag = dict(run=d.name, variant=variant, seed=seed)
-        e = pd.read_csv(d / "training_epoch_log.csv")
-        epochs.append(e.assign(**tag))
-        if (d / "training_step_log.csv").is_file():
-            steps.append(pd.read_csv(d / "training_step_log.csv").assign(**tag))
-    empty = pd.DataFrame(columns=["run", "variant", "seed"])
+        e = _read_log(d / "training_epoch_log.csv")
+        if not len(e):  # a run that has not finished its first epoch yet
+            continue
+        epochs.append(e.assign(epoch=e.epoch + 1, **tag))
+        s = _read_log(d / "training_step_log.csv")
+        if len(s):
+            steps.append(s.assign(epoch=s.epoch + 1, **tag))
+    empty = pd.DataFrame(columns=["run", "variant", "seed", "epoch"])
     return (pd.concat(epochs, ignore_index=True) if epochs else empty,
             pd.concat(steps, ignore_index=True) if steps else empty)  # fmt: skip
 
 
-def run_summary(epochs: pd.DataFrame, steps: pd.DataFrame) -> pd.DataFrame:
-    """One row per run: where validation PESQ peaked, where it ended, how often D was skipped, when early
-    stopping fired (or would have), and the largest pre-clip gradient norms."""
+def load_run_configs(run_root_or_dirs) -> pd.DataFrame:
+    """One row per run: the config keys the reports need (missing keys NaN: runs from before the key)."""
+    rows = []
+    for d in _dirs(run_root_or_dirs):
+        cfg = yaml.safe_load((d / "config.yaml").read_text()) if (d / "config.yaml").is_file() else {}
+        rows.append({"run": d.name, **{k: (cfg or {}).get(k, np.nan) for k in CONFIG_KEYS}})
+    return pd.DataFrame(rows, columns=["run", *CONFIG_KEYS])
+
+
+def _col_sum(s: pd.DataFrame, col: str) -> float:
+    return float(s[col].sum()) if col in s else math.nan
+
+
+def _exceeded(norms: pd.Series, clip: float) -> tuple[int, int]:
+    """(steps whose pre-clip norm exceeded the clip value, steps with a finite norm)."""
+    v = norms.to_numpy(dtype=float)
+    v = v[np.isfinite(v)]
+    return int((v > clip).sum()), int(v.size)
+
+
+def run_summary(epochs: pd.DataFrame, steps: pd.DataFrame, configs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per run (seed): where validation PESQ peaked and how far it fell after, the skip rate actually
+    applied (Wilson 95%), failures by cause, disc_loss of updates that ran, pre-clip norms against the clip."""
+    cfg = configs.set_index("run") if configs is not None and len(configs) else pd.DataFrame()
     rows = []
     for run, e in epochs.groupby("run", sort=True):
+        e = e.sort_values("epoch")
         s = steps[steps.run == run] if len(steps) else pd.DataFrame()
-        best = e.loc[e.val_pesq.idxmax()] if e.val_pesq.notna().any() else None
-        fired = e.loc[e.early_stop == 1, "epoch"]
-        rows.append(dict(
-            run=run, variant=e.variant.iloc[0], seed=e.seed.iloc[0], epochs=len(e),
-            final_val_pesq=e.val_pesq.iloc[-1], best_val_pesq=np.nan if best is None else best.val_pesq,
-            best_epoch=np.nan if best is None else int(best.epoch), final_val_stoi=e.val_stoi.iloc[-1],
-            disc_skip_rate=s.disc_skipped.mean() if len(s) else e.disc_skip_rate.mean(),
-            disc_updates=int((s.disc_skipped == 0).sum()) if len(s) else np.nan,
-            disc_loss_median=s.disc_loss.median() if len(s) else np.nan,
-            disc_loss_min=s.disc_loss.min() if len(s) else np.nan,
+        c = cfg.loc[run] if run in cfg.index else pd.Series(dtype=object)
+        valid = e.val_pesq.notna().any()
+        best = e.loc[e.val_pesq.idxmax()] if valid else None
+        final = e.val_pesq.iloc[-1]
+        fired = e.loc[e.early_stop == 1, "epoch"] if "early_stop" in e else pd.Series(dtype=float)
+        row = dict(run=run, variant=e.variant.iloc[0], seed=e.seed.iloc[0], epochs=len(e))
+        row.update({k: c.get(k, np.nan) for k in CONFIG_KEYS})
+        row.update(
+            best_val_pesq=best.val_pesq if valid else np.nan, best_epoch=int(best.epoch) if valid else np.nan,
+            final_val_pesq=final, drop_after_peak=best.val_pesq - final if valid else np.nan,
+            final_val_stoi=e.val_stoi.iloc[-1] if "val_stoi" in e else np.nan,
             early_stop_epoch=int(fired.iloc[0]) if len(fired) else np.nan,
-            grad_norm_g_max=s.grad_norm_g.max() if len(s) else np.nan,
-            grad_norm_d_max=s.grad_norm_d.max() if len(s) else np.nan,
-            nonfinite_steps=int(e.nonfinite_steps.sum()),
-        ))  # fmt: skip
+            nonfinite_steps=int(e.nonfinite_steps.sum()) if "nonfinite_steps" in e else np.nan,
+        )  # fmt: skip
+        if len(s):
+            skip = wilson(int(s.disc_skipped.sum()), len(s))
+            ran = s[(s.disc_skipped == 0) & np.isfinite(s.disc_loss.astype(float))]
+            row.update(steps=skip.n, skipped=skip.k, skip_rate=skip.p, skip_low=skip.low, skip_high=skip.high,
+                       injected_failures=_col_sum(s, INJECTED),
+                       data_failures=sum(_col_sum(s, f"pesq_fail_{c}") for c in FAIL_CAUSES),
+                       disc_loss_median=ran.disc_loss.median() if len(ran) else np.nan,
+                       grad_norm_g_max=s.grad_norm_g.max(), grad_norm_d_max=s.grad_norm_d.max())  # fmt: skip
+            clip = float(row["grad_clip_norm"]) if pd.notna(row["grad_clip_norm"]) else 0.0
+            for net in ("g", "d"):
+                k, n = _exceeded(s[f"grad_norm_{net}"], clip) if clip > 0 else (np.nan, np.nan)
+                row.update({f"clip_exceeded_{net}": k, f"clip_checked_{net}": n,
+                            f"clip_exceeded_{net}_frac": k / n if clip > 0 and n else np.nan})  # fmt: skip
+        else:  # a run without a step log: the epoch log's mean skip rate, no interval
+            row.update(skip_rate=e.disc_skip_rate.mean() if "disc_skip_rate" in e else np.nan)
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
-def disc_loss_frame(steps: pd.DataFrame) -> pd.DataFrame:
-    """Step log with a `disc_update` column: 'updated' or 'skipped'. Skipped updates keep disc_loss NaN, so a
-    distribution plot cannot mistake them for a loss of 0.0."""
-    out = steps.copy()
-    out["disc_update"] = np.where(out.disc_skipped == 1, "skipped", "updated")
-    return out
+SEED_MEAN_COLUMNS = ("best_val_pesq", "best_epoch", "final_val_pesq", "drop_after_peak", "disc_loss_median",
+                     "grad_norm_g_max", "grad_norm_d_max", "injected_failures", "clip_exceeded_d_frac")  # fmt: skip
 
 
-def plot_training(epochs: pd.DataFrame, steps: pd.DataFrame):
-    """The four panels of notebook 02 in one figure; returns the matplotlib Figure."""
+def _number(x) -> bool:
+    """A finite number (numpy scalars included), not NaN, 'mixed' or None."""
+    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _config_value(values: pd.Series):
+    """The variant's config value when its seeds agree; 'mixed' when they do not."""
+    u = values.dropna().unique()
+    return u[0] if len(u) == 1 else (np.nan if len(u) == 0 else "mixed")
+
+
+def variant_summary(per_seed: pd.DataFrame) -> pd.DataFrame:
+    """One row per variant: seed means with 95% t intervals (`<q>`, `<q>_low`, `<q>_high`), and the skip rate
+    applied over all its steps with a Wilson interval beside the rate the injected p alone would give."""
+    rows = []
+    for variant, g in per_seed.groupby("variant", sort=False):
+        row = dict(variant=variant, n_seeds=int(g.seed.nunique()), seeds=",".join(str(int(x)) for x in
+                   sorted(g.seed.dropna().unique())))  # fmt: skip
+        row.update({k: _config_value(g[k]) for k in CONFIG_KEYS if k in g})
+        for q in SEED_MEAN_COLUMNS:
+            if q in g:
+                iv = mean_interval(g[q].to_numpy(dtype=float))
+                row.update({q: iv.mean, f"{q}_low": iv.low, f"{q}_high": iv.high})
+        for total in ("injected_failures", "data_failures"):
+            if total in g:
+                row[f"{total}_total"] = g[total].sum(min_count=1)
+        if "steps" in g and g.steps.notna().any():
+            skip = wilson(int(g.skipped.sum()), int(g.steps.sum()))
+            row.update(skipped=skip.k, steps=skip.n, skip_rate=skip.p, skip_low=skip.low, skip_high=skip.high)
+        p, b = row.get("pesq_fail_inject"), row.get("batch_size")
+        row["skip_rate_from_injection"] = batch_rate(float(p), int(b)) if _number(p) and _number(b) else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _pm(iv_mean: float, low: float, high: float, digits: int = 2) -> str:
+    if not np.isfinite(iv_mean):
+        return ""
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return f"{iv_mean:.{digits}f}"
+    return f"{iv_mean:.{digits}f} ± {(high - low) / 2:.{digits}f}"
+
+
+def _pct_interval(p: float, low: float, high: float, k=None, n=None) -> str:
+    if not np.isfinite(p):
+        return ""
+    counts = f"{int(k)} of {int(n)} = " if k is not None and n is not None and np.isfinite(n) else ""
+    return f"{counts}{100 * p:.0f}% ({100 * low:.0f}-{100 * high:.0f}%)"
+
+
+def headline_table(per_variant: pd.DataFrame) -> pd.DataFrame:
+    """The short table notebook 02 shows (seed means ± 95% t half-width; skip rate with Wilson 95%; failed PESQ
+    labels summed over seeds); the full numbers are in training_per_variant.csv."""
+    out = pd.DataFrame({
+        "variant": per_variant.variant,
+        "seeds": per_variant.n_seeds,
+        "PESQ labels": per_variant.get("pesq_strategy", ""),
+        "injected p": per_variant.get("pesq_fail_inject", pd.Series(np.nan, index=per_variant.index)).map(
+            lambda p: f"{p:g}" if _number(p) else "0 (no key)"),
+        "best val PESQ": [_pm(r.best_val_pesq, r.best_val_pesq_low, r.best_val_pesq_high)
+                          for r in per_variant.itertuples()],
+        "peak epoch": [_pm(r.best_epoch, r.best_epoch_low, r.best_epoch_high, 1 if r.n_seeds > 1 else 0)
+                       for r in per_variant.itertuples()],
+        "final val PESQ": [_pm(r.final_val_pesq, r.final_val_pesq_low, r.final_val_pesq_high)
+                           for r in per_variant.itertuples()],
+        "drop after peak": [_pm(r.drop_after_peak, r.drop_after_peak_low, r.drop_after_peak_high)
+                            for r in per_variant.itertuples()],
+        "failed labels: injected, from the data": [
+            ", ".join("n/a" if not np.isfinite(x) else str(int(x)) for x in (r.injected_failures_total,
+                                                                               r.data_failures_total))
+            for r in per_variant.itertuples()] if "data_failures_total" in per_variant else "",
+        "updates skipped (95% CI)": [_pct_interval(r.skip_rate, r.skip_low, r.skip_high, r.skipped, r.steps)
+                                     for r in per_variant.itertuples()] if "skip_low" in per_variant else "",
+    })  # fmt: skip
+    return out.set_index("variant")
+
+
+def show_headline(per_variant: pd.DataFrame):
+    """The headline table as notebook 02 displays it (text left-aligned)."""
+    return left_aligned(headline_table(per_variant))
+
+
+def default_comparisons(variants: Sequence[str], reference: str = REFERENCE) -> list[list[str]]:
+    """Every variant against `reference` when the runs have it; none otherwise."""
+    return [[v, reference] for v in variants if v != reference] if reference in variants else []
+
+
+def compare_variants(per_seed: pd.DataFrame, comparisons: Sequence[Sequence[str]]) -> pd.DataFrame:
+    """For each (variant, reference): the difference of each COMPARED quantity over seeds (Welch 95%) and its
+    verdict by the study's one rule (`stats.effect_verdict`): no direction unless the interval excludes 0."""
+    rows = []
+    for variant, reference in comparisons:
+        a, b = per_seed[per_seed.variant == variant], per_seed[per_seed.variant == reference]
+        for q, words in COMPARED.items():
+            diff: Interval = difference_interval(a[q].to_numpy(dtype=float), b[q].to_numpy(dtype=float))
+            rows.append(dict(variant=variant, reference=reference, quantity=q, difference=diff.mean,
+                             ci95_low=diff.low, ci95_high=diff.high, n_variant=len(a), n_reference=len(b),
+                             verdict=effect_verdict(diff, f"{words}, {variant} - {reference}")))  # fmt: skip
+    return pd.DataFrame(rows, columns=["variant", "reference", "quantity", "difference", "ci95_low", "ci95_high",
+                                       "n_variant", "n_reference", "verdict"])  # fmt: skip
+
+
+def _describe(per_variant: pd.DataFrame, variant: str) -> str:
+    r = per_variant[per_variant.variant == variant]
+    if r.empty:
+        return f"`{variant}`: no runs"
+    r = r.iloc[0]
+    p = r.get("pesq_fail_inject")
+    p = f"{p:g}" if _number(p) else "0"
+    skip = _pct_interval(r.get("skip_rate", np.nan), r.get("skip_low", np.nan), r.get("skip_high", np.nan),
+                         r.get("skipped"), r.get("steps"))  # fmt: skip
+    return (f"`{variant}` ({r.n_seeds} seed{'s' if r.n_seeds != 1 else ''}, labels `{r.get('pesq_strategy', '?')}`, "
+            f"injected p = {p}, updates skipped {skip or 'n/a'})")  # fmt: skip
+
+
+def verdict_markdown(comparisons: pd.DataFrame, per_variant: pd.DataFrame, reference: str = REFERENCE) -> str:
+    """The verdict that ends notebook 02, generated from the comparison table (it changes when the runs do)."""
+    lines = ["## Verdict (generated from the runs above)", ""]
+    if comparisons.empty:
+        variants = list(per_variant.variant)
+        if len(variants) < 2:
+            lines.append(f"Only one variant ({', '.join(f'`{v}`' for v in variants)}): nothing to compare.")
+        else:
+            lines.append(f"No comparison to make: the runs hold no `{reference}` variant and no `comparisons` were "
+                         "given.")  # fmt: skip
+        return "\n".join(lines)
+    for (variant, ref), g in comparisons.groupby(["variant", "reference"], sort=False):
+        lines.append(f"**{variant} against {ref}**: {_describe(per_variant, variant)} against "
+                     f"{_describe(per_variant, ref)}.")  # fmt: skip
+        lines += [f"- {v}" for v in g.verdict]
+        lines.append("")
+    lines.append("Differences are means over seeds with Welch 95% intervals; a difference is called higher or lower "
+                 "only when its interval excludes zero (`cmgan_lib.stats.effect_verdict`). A positive drop means "
+                 "validation PESQ fell further after its peak.")  # fmt: skip
+    return "\n".join(lines)
+
+
+def selection_split(val_split) -> str:
+    """Which split a run validated on, so selected its best checkpoint (a config without the key predates it)."""
+    if not isinstance(val_split, str) or not val_split:
+        return "test (published behaviour)"
+    return "test (published behaviour)" if val_split == "test" else f"{val_split} (held out from the test set)"
+
+
+def splits_markdown(configs: pd.DataFrame) -> str:
+    """One sentence naming the validation split(s) of the runs, i.e. what picked best.pt and early stopping."""
+    split = configs.val_split if "val_split" in configs else pd.Series([np.nan] * len(configs))
+    notes = split.map(selection_split).value_counts()
+    return "Validation (best checkpoint, early stopping) used the " + "; ".join(
+        f"**{note}** split ({n} run{'s' if n != 1 else ''})" for note, n in notes.items()) + "."  # fmt: skip
+
+
+def clip_markdown(per_seed: pd.DataFrame) -> str:
+    """How often the pre-clip gradient norms exceeded the configured clip value, per variant, in words."""
+    lines = []
+    for variant, g in per_seed.groupby("variant", sort=False):
+        clip = _config_value(g.grad_clip_norm) if "grad_clip_norm" in g else np.nan
+        gmax, dmax = (g[c].max() if c in g else np.nan for c in ("grad_norm_g_max", "grad_norm_d_max"))
+        if not _number(clip) or clip <= 0:
+            lines.append(f"- `{variant}`: no clipping configured; largest pre-clip norms: generator {gmax:.3g}, "
+                         f"discriminator {dmax:.3g}.")  # fmt: skip
+            continue
+        parts = []
+        for net, name, mx in (("g", "generator", gmax), ("d", "discriminator", dmax)):
+            k, n = g[f"clip_exceeded_{net}"].sum(), g[f"clip_checked_{net}"].sum()
+            parts.append(f"the {name}'s on {int(k)} of {int(n)} {'updates' if net == 'd' else 'steps'}"
+                         f" ({100 * k / n:.0f}%, max {mx:.3g})" if n else f"the {name}'s: not logged")  # fmt: skip
+        lines.append(f"- `{variant}`: the pre-clip norm exceeded the clip value {clip:g} — {'; '.join(parts)}.")
+    return "\n".join(lines)
+
+
+@dataclass
+class TrainingReport:
+    """Everything notebook 02 shows, computed from the run folders under one root."""
+
+    run_root: Path
+    epochs: pd.DataFrame
+    steps: pd.DataFrame
+    configs: pd.DataFrame
+    per_seed: pd.DataFrame
+    per_variant: pd.DataFrame
+    comparisons: pd.DataFrame
+
+    def write_csvs(self, out_dir: str | os.PathLike) -> list[Path]:
+        """The full tables behind the headline table and the verdict, for readers who want every column."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for name, df in ((PER_SEED_CSV, self.per_seed), (PER_VARIANT_CSV, self.per_variant),
+                         (COMPARISONS_CSV, self.comparisons)):  # fmt: skip
+            df.to_csv(out / name, index=False, float_format="%.6g")
+            paths.append(out / name)
+        return paths
+
+
+def build_report(run_root: str | os.PathLike, comparisons: Sequence[Sequence[str]] | None = None,
+                 reference: str = REFERENCE) -> TrainingReport | None:  # fmt: skip
+    """Load every run under `run_root` and compute the tables and comparisons; None when there are no runs."""
+    epochs, steps = load_runs(run_root)
+    if not len(epochs):
+        return None
+    configs = load_run_configs(run_root)
+    configs = configs[configs.run.isin(epochs.run)].reset_index(drop=True)
+    per_seed = run_summary(epochs, steps, configs)
+    per_variant = variant_summary(per_seed)
+    if comparisons is None:
+        comparisons = default_comparisons(list(per_variant.variant), reference)
+    return TrainingReport(Path(run_root), epochs, steps, configs, per_seed, per_variant,
+                          compare_variants(per_seed, comparisons))  # fmt: skip
+
+
+def runs_markdown(run_root: str | os.PathLike, rep: TrainingReport | None) -> str:
+    """What the notebook found: the runs and their validation split, or what to do when there are none."""
+    if rep is None:
+        return (f"**No runs under `{run_root}`**: run `make study` (or `cmgan ablate --grid GRID --out DIR` and set "
+                "`run_root` to `DIR/runs`), or set `train=True`. Nothing below is shown.")  # fmt: skip
+    v = rep.per_variant
+    seeds = ", ".join(f"`{r.variant}` ({r.n_seeds})" for r in v.itertuples())
+    n = len(rep.per_seed)
+    text = (
+        f"{n} run{'s' if n != 1 else ''} under `{run_root}`; variants (seeds): {seeds}. {splits_markdown(rep.configs)}"
+    )
+    unfinished = [r for r in rep.per_seed.run if not (Path(run_root) / r / "done.json").is_file()]
+    if unfinished:
+        names = ", ".join(f"`{r}`" for r in unfinished)
+        text += f" **Not finished** (no `done.json`: still running, or failed): {names}; their curves stop early."
+    return text
+
+
+def csv_links_markdown(paths: Sequence[Path], html_dir: str | os.PathLike | None = None) -> str:
+    """Links to the full tables, relative to where the HTML report lies (by default the CSVs' own folder)."""
+    base = Path(html_dir) if html_dir is not None else None
+    links = [f"[{p.name}]({os.path.relpath(p, base) if base else p.name})" for p in paths]
+    return f"Full tables (every column, every seed): {', '.join(links)} in `{Path(paths[0]).parent}`."
+
+
+# --------------------------------------------------------------------------------------------- figures
+
+
+def _variant_order(variants, reference: str = REFERENCE) -> list[str]:
+    vs = list(dict.fromkeys(variants))
+    return ([reference] if reference in vs else []) + sorted(v for v in vs if v != reference)
+
+
+def plot_val_pesq(epochs: pd.DataFrame, reference: str = REFERENCE, ncols: int = 3):
+    """One panel per variant: validation PESQ per epoch (mean over seeds, band = range over seeds when there are
+    several), its peak, and the reference variant's mean in grey; returns the Figure."""
+    import matplotlib.pyplot as plt
+
+    variants = _variant_order(epochs.variant.unique(), reference)
+    ncols = max(1, min(ncols, len(variants)))
+    nrows = math.ceil(len(variants) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.3 * ncols, 3.3 * nrows + 0.9), sharex=True, sharey=True,
+                             squeeze=False)  # fmt: skip
+    ref = epochs[epochs.variant == reference].groupby("epoch").val_pesq.mean()
+    for ax, variant in zip(axes.flat, variants, strict=False):
+        e = epochs[epochs.variant == variant]
+        curve = e.groupby("epoch").val_pesq.agg(["mean", "min", "max"])
+        n = int(e.seed.nunique()) if e.seed.notna().any() else 1
+        if variant != reference and len(ref):
+            ax.plot(ref.index, ref.to_numpy(), color="grey", ls="--", lw=1.2, label=f"{reference} (mean over seeds)")
+        ax.plot(curve.index, curve["mean"], marker="o", lw=1.8, color="C0",
+                label="mean over seeds" if n > 1 else "one seed")  # fmt: skip
+        if n > 1:
+            ax.fill_between(curve.index, curve["min"], curve["max"], color="C0", alpha=0.2,
+                            label=f"band = range over {n} seeds")  # fmt: skip
+        peak = curve["mean"].idxmax() if curve["mean"].notna().any() else None
+        subtitle = ""
+        if peak is not None:
+            ax.plot([peak], [curve.loc[peak, "mean"]], marker="*", ms=14, color="C3", ls="none", label="peak")
+            drop = curve.loc[peak, "mean"] - curve["mean"].iloc[-1]
+            subtitle = f"\npeak at epoch {peak}, then {'down' if drop > 0 else 'no drop'}" + (
+                f" by {drop:.3f}" if drop > 0 else "")  # fmt: skip
+        fired = e[e.early_stop == 1].groupby("run").head(1) if "early_stop" in e else e.iloc[:0]
+        if len(fired):
+            ax.scatter(fired.epoch, fired.val_pesq, marker="x", s=70, color="black", zorder=5,
+                       label="early stopping fired")  # fmt: skip
+        ax.set_title(f"{variant} ({n} seed{'s' if n != 1 else ''}){subtitle}", fontsize=10)
+        integer_ticks(ax)
+        ax.set(xlabel="", ylabel="")
+    for ax in axes.flat[len(variants) :]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel(EPOCH_LABEL if ncols == 1 else "epoch")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("validation PESQ (MOS-LQO)")
+    handles = {}
+    for ax in axes.flat:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(lab, h)
+    fig.suptitle(f"Validation PESQ per epoch, each variant against {reference}" if len(ref) and len(variants) > 1
+                 else "Validation PESQ per epoch", fontsize=12)  # fmt: skip
+    fig.tight_layout(rect=(0, 0.1 if nrows == 1 else 0.05, 1, 1))
+    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=min(4, len(handles)), frameon=False)
+    return fig
+
+
+def plot_skips_and_disc_loss(per_seed: pd.DataFrame, per_variant: pd.DataFrame, steps: pd.DataFrame,
+                             reference: str = REFERENCE):  # fmt: skip
+    """Left: the share of discriminator updates skipped, as applied (Wilson 95%), beside what the injected p
+    alone would give. Right (when any update ran): the discriminator loss of the updates that ran."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    sns.set_theme(style="whitegrid", context="notebook")
-    fig, axes = plt.subplots(2, 2, figsize=(13, 9))
+    variants = _variant_order(per_variant.variant, reference)
+    pv = per_variant.set_index("variant").loc[variants]
+    ran = steps[(steps.disc_skipped == 0) & np.isfinite(steps.disc_loss.astype(float))] if len(steps) else steps
+    two = len(ran) > 0
+    fig, axes = plt.subplots(1, 2 if two else 1, figsize=(12 if two else 6.5, 0.6 * len(variants) + 2.4),
+                             sharey=True, squeeze=False)  # fmt: skip
     ax = axes[0, 0]
-    if len(epochs):
-        sns.lineplot(data=epochs, x="epoch", y="val_pesq", hue="variant", errorbar=("pi", 100), marker="o", ax=ax)
-        fired = epochs[(epochs.early_stop == 1)].groupby("run").head(1)
-        ax.scatter(fired.epoch, fired.val_pesq, marker="x", s=120, color="black", zorder=5,
-                   label="early stopping fires (patience reached)")  # fmt: skip
-        ax.legend(fontsize=8)
-    ax.set_title("Validation PESQ per epoch (mean, band = range over seeds)")
-    ax = axes[0, 1]
-    if len(steps):
-        d = disc_loss_frame(steps)
-        upd = d[d.disc_update == "updated"]
-        if len(upd):
-            sns.boxplot(data=upd, x="variant", y="disc_loss", ax=ax, color="lightsteelblue")
-        skipped = d.groupby("variant").disc_skipped.sum()
-        for i, label in enumerate(t.get_text() for t in ax.get_xticklabels()):
-            ax.annotate(f"{int(skipped.get(label, 0))} skipped", (i, 1.0), xycoords=("data", "axes fraction"),
-                        ha="center", va="bottom", fontsize=8)  # fmt: skip
+    y = np.arange(len(variants))
+    rate = 100 * pv.skip_rate.to_numpy(dtype=float)
+    err = np.vstack([rate - 100 * pv.skip_low.to_numpy(dtype=float), 100 * pv.skip_high.to_numpy(dtype=float) - rate])
+    ax.errorbar(rate, y, xerr=err, fmt="o", color="C0", capsize=4, label="applied (95% Wilson interval)")
+    expected = 100 * pv.skip_rate_from_injection.to_numpy(dtype=float)
+    if np.nanmax(np.nan_to_num(expected, nan=0.0)) > 0:
+        ax.plot(expected, y, "x", color="C3", ms=9, label="expected from the injected p alone: 1 - (1 - p)^B")
+    ax.set_yticks(y, [f"{v}\n({int(r.skipped)} of {int(r.steps)} skipped)" if np.isfinite(r.steps) else v
+                      for v, r in pv.iterrows()])  # fmt: skip
+    ax.set(xlim=(-2, 102), xlabel="discriminator updates skipped (% of training steps)")
+    ax.invert_yaxis()
+    ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncol=1, fontsize=9)
+    if two:
+        ax = axes[0, 1]
+        pos = {v: i for i, v in enumerate(variants)}
+        r = ran.assign(y=ran.variant.map(pos))
+        sns.boxplot(data=r, x="disc_loss", y="variant", order=variants, ax=ax, color="lightsteelblue",
+                    fliersize=0, orient="h")  # fmt: skip
+        sns.stripplot(data=r, x="disc_loss", y="variant", order=variants, ax=ax, color="C0", size=2.5, alpha=0.5,
+                      orient="h")  # fmt: skip
+        ax.set_xscale("log")
+        plain_log_ticks(ax, "x")
+        ax.set(xlabel="discriminator loss per update that ran (MSE, log scale)", ylabel="",
+               title="Loss of the updates that ran (skipped ones have none)")  # fmt: skip
+    axes[0, 0].set_ylabel("")
+    fig.suptitle("Discriminator updates skipped, and the loss of those that ran" if two
+                 else "Discriminator updates skipped (no update ran)")  # fmt: skip
+    fig.tight_layout()
+    return fig
+
+
+def plot_grad_norms(steps: pd.DataFrame, per_seed: pd.DataFrame, reference: str = REFERENCE):
+    """Pre-clip global gradient norms per step, generator and discriminator, median over seeds (band = range
+    over seeds when there are several), with each configured clip value; returns the Figure."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    variants = _variant_order(steps.variant.unique(), reference)
+    n_seeds = int(steps.groupby("variant").seed.nunique().max()) if steps.seed.notna().any() else 1
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.2), sharex=True)
+    clips = per_seed.groupby("grad_clip_norm").variant.unique() if "grad_clip_norm" in per_seed else {}
+    for ax, net, name in ((axes[0], "grad_norm_g", "Generator"), (axes[1], "grad_norm_d", "Discriminator")):
+        data = steps[["variant", "seed", "step", net]].dropna(subset=[net])
+        sns.lineplot(data=data, x="step", y=net, hue="variant", hue_order=variants, estimator="median",
+                     errorbar=("pi", 100) if n_seeds > 1 else None, ax=ax, lw=1.2)  # fmt: skip
+        for clip, vs in clips.items() if len(clips) else []:
+            if _number(clip) and clip > 0:
+                ax.axhline(clip, color="black", ls="--", lw=1, label=f"clip value {clip:g} ({', '.join(vs)})")
         ax.set_yscale("log")
-    ax.set_title("Discriminator loss of updates that ran (skipped: counted, not plotted)", pad=18)
-    ax = axes[1, 0]
-    if len(steps):
-        s = steps.sort_values(["run", "step"]).copy()
-        s["skip_rate_cum"] = s.groupby("run").disc_skipped.transform(lambda x: x.expanding().mean())
-        sns.lineplot(data=s, x="step", y="skip_rate_cum", hue="variant", errorbar=None, ax=ax)
-        ax.set_ylim(-0.02, 1.02)
-    ax.set_title("Discriminator skip rate so far (cumulative)")
-    ax = axes[1, 1]
-    if len(steps):
-        g = steps.melt(id_vars=["variant", "step"], value_vars=["grad_norm_g", "grad_norm_d"],
-                       var_name="network", value_name="norm").dropna()  # fmt: skip
-        sns.lineplot(data=g, x="step", y="norm", hue="variant", style="network", errorbar=None, ax=ax)
-        ax.axhline(5.0, color="grey", ls="--", lw=1, label="clip norm 5 (fix document)")
-        ax.set_yscale("log")
-        ax.legend(fontsize=8)
-    ax.set_title("Pre-clip global gradient norms")
+        plain_log_ticks(ax, "y")
+        integer_ticks(ax)
+        ax.set(xlabel=STEP_LABEL, ylabel="pre-clip gradient norm (L2, log scale)",
+               title=f"{name}{' (updates that ran)' if net == 'grad_norm_d' else ''}")  # fmt: skip
+    handles, labels = axes[1].get_legend_handles_labels()
+    axes[0].get_legend().remove() if axes[0].get_legend() else None
+    band = f"; band = range over {n_seeds} seeds" if n_seeds > 1 else ""
+    legend_outside(axes[1], title=f"median over seeds{band}" if n_seeds > 1 else None, handles=handles, labels=labels)
+    fig.suptitle("Pre-clip gradient norms per training step, by variant")
     fig.tight_layout()
     return fig

@@ -57,7 +57,9 @@ def test_failure_causes_from_crops_of_a_partly_silent_set():
     pairs = [ClipPair(f"half{i}", half, np.zeros_like(half)) for i in range(10)]
     pairs += [ClipPair(f"short{i}", np.zeros(10000, np.float32), np.zeros(10000, np.float32)) for i in range(2)]
     meta = [{"kind": "half"}] * 10 + [{"kind": "short_silent"}] * 2
-    crops = crop_pesq(pairs, crops_per_clip=60, metadata=meta, seed=1, scale_check=False, progress=False, workers=1)
+    crops = crop_pesq(
+        pairs, crops_per_clip=60, cut_len=CUT, metadata=meta, seed=1, scale_check=False, progress=False, workers=1
+    )
     assert len(crops) == 12 * 60 and not crops["valid"].any() and crops["pesq"].isna().all()
     assert crops.loc[crops.kind == "short_silent", "tiled"].all() and not crops.loc[crops.kind == "half", "tiled"].any()
 
@@ -72,7 +74,9 @@ def test_failure_causes_from_crops_of_a_partly_silent_set():
     weighted = (600 * by_kind.loc["half", "p_silent_reference"] + 120 * 1.0) / 720
     assert overall.loc["all", "p_silent_reference"] == pytest.approx(weighted)
     # Same seed, same crops: the audit reproduces.
-    again = crop_pesq(pairs, crops_per_clip=60, metadata=meta, seed=1, scale_check=False, progress=False, workers=1)
+    again = crop_pesq(
+        pairs, crops_per_clip=60, cut_len=CUT, metadata=meta, seed=1, scale_check=False, progress=False, workers=1
+    )
     pd.testing.assert_frame_equal(crops, again)
 
 
@@ -120,7 +124,7 @@ def test_crop_pesq_on_real_speech_with_silent_clips(vb_pairs, pool):
     """9 real clips + 3 silent references, one crop each: p = 1/4 exactly; batches of distinct clips."""
     real = vb_pairs[:9]
     silent = [ClipPair(f"silent{i}", np.zeros_like(p.clean), p.degraded) for i, p in enumerate(vb_pairs[9:12])]
-    crops = crop_pesq(real + silent, crops_per_clip=1, pool=pool, scale_check=False, progress=False)
+    crops = crop_pesq(real + silent, crops_per_clip=1, cut_len=CUT, pool=pool, scale_check=False, progress=False)
     assert crops["valid"].tolist() == [True] * 9 + [False] * 3
     assert (crops.reason[9:] == "silent_reference").all() and crops.pesq[:9].between(1.0, 4.6).all()
     table = skip_rates(crops, batch_sizes=(1, 4, 8, 16), n_batches=20000, seed=5).set_index("batch_size")
@@ -134,10 +138,10 @@ def test_crop_pesq_on_real_speech_with_silent_clips(vb_pairs, pool):
 
 def test_scale_invariance_and_pool_equals_serial(vb_pairs, pool):
     pairs = vb_pairs[:3]
-    serial = crop_pesq(pairs, crops_per_clip=2, seed=4, progress=False, workers=1)
-    pooled = crop_pesq(pairs, crops_per_clip=2, seed=4, pool=pool, progress=False)
+    serial = crop_pesq(pairs, crops_per_clip=2, cut_len=CUT, seed=4, progress=False, workers=1)
+    pooled = crop_pesq(pairs, crops_per_clip=2, cut_len=CUT, seed=4, pool=pool, progress=False)
     pd.testing.assert_frame_equal(serial, pooled)
-    temporary_pool = crop_pesq(pairs[:1], crops_per_clip=2, seed=4, progress=False, workers=2)
+    temporary_pool = crop_pesq(pairs[:1], crops_per_clip=2, cut_len=CUT, seed=4, progress=False, workers=2)
     pd.testing.assert_frame_equal(temporary_pool, serial.iloc[:2])
     # c recomputed independently from the same training crops.
     rng = np.random.default_rng(4)
@@ -184,6 +188,11 @@ def test_crop_length_sweep_finds_failures_only_at_short_crops():
     row_short = table[table.crop_s == 0.5].iloc[0]
     assert row_short.n_silent_reference == row_short.n_failed > 0
     assert row_short.skip_low < row_short.skip_implied < row_short.skip_high
+
+
+def test_crop_length_is_never_a_silent_default():
+    with pytest.raises(ValueError, match="cut_len is required"):
+        crop_pesq([_speech_after_silence()], crops_per_clip=1, workers=1, progress=False)
 
 
 def test_estimates_replace_the_degraded_signal(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -203,7 +204,81 @@ def test_evaluate_runs_end_to_end_with_tiny_checkpoints(tmp_path):
     snr = per_file.drop_duplicates("name").set_index("name")["input_snr_db"]
     assert snr["u0"] > snr["u1"]
     assert (tmp_path / "out" / "tiny_s1" / "enhanced" / "u0.wav").exists()
+    for csv in (tmp_path / "out" / "metrics_per_file.csv", tmp_path / "out" / "tiny_s1" / "metrics_per_file.csv"):
+        paths = pd.read_csv(csv)[["clean", "noisy", "enhanced"]].to_numpy().ravel()
+        assert not any(Path(p).is_absolute() for p in paths)  # relative to the CSV's folder
+        assert all((csv.parent / p).is_file() for p in paths)
     vt = report.variant_table(per_file)
     row = vt[(vt.variant == "tiny") & (vt.metric == "pesq")].iloc[0]
     assert row["n_seeds"] == 2 and row["ci_over"] == "seeds" and row["n_files"] == 2
     assert len(report.example_rows(per_file, 1)) == 2  # one file, one row per run
+
+
+def test_is_synthetic_corpus_reads_the_make_synthetic_manifest(tmp_path):
+    from cmgan_lib.data.synthetic import MANIFEST_COLUMNS
+
+    for sub in ("synth/test/clean", "synth/test/noisy", "vb/test/clean", "other/test/clean"):
+        (tmp_path / sub).mkdir(parents=True)
+    pd.DataFrame(columns=MANIFEST_COLUMNS).to_csv(tmp_path / "synth" / "manifest.csv", index=False)
+    pd.DataFrame(columns=["file", "speaker"]).to_csv(tmp_path / "other" / "manifest.csv", index=False)
+    assert report.is_synthetic_corpus(tmp_path / "synth" / "test")
+    assert report.is_synthetic_corpus(tmp_path / "synth")
+    assert not report.is_synthetic_corpus(tmp_path / "vb" / "test")
+    assert not report.is_synthetic_corpus(tmp_path / "other" / "test")  # someone else's manifest
+
+
+def test_published_rows_are_labelled_as_another_dataset_on_synthetic_data():
+    per_file = _per_file({("x", 0): [2.0, 2.2]}, noisy=[1.0, 2.0])
+    vt = report.variant_table(per_file)
+    synthetic = report.display_table(vt, synthetic=True).index
+    assert [i for i in synthetic if "published" in i] == [
+        "CMGAN (published, Voice Bank + DEMAND: a different dataset)",
+        "Noisy (published, Voice Bank + DEMAND: a different dataset)",
+    ]
+    assert "different dataset" not in " ".join(report.display_table(vt).index)
+
+
+def test_checkpoint_split_is_read_from_each_runs_config(tmp_path):
+    for name, cfg in (("official_s0", "val_split: test\n"), ("masked_s0", "val_split: valid\n"), ("old_s0", "")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.yaml").write_text(cfg + "seed: 0\n")
+    text = report.checkpoint_split_markdown([tmp_path / "official_s0", tmp_path / "old_s0", tmp_path / "masked_s0"])
+    assert "**test (published behaviour)** (`official_s0`, `old_s0`)" in text
+    assert "**valid (held out from the test set)** (`masked_s0`)" in text
+
+
+@pytest.mark.parametrize("gain", [1.0, 0.0])
+def test_improvement_over_noisy_paired_over_files_or_over_seeds(gain):
+    rng = np.random.default_rng(0)
+    noisy = list(rng.uniform(1.0, 2.0, 5))
+    one = _per_file({("one", 0): [n + gain + rng.normal(0, 0.05) for n in noisy]}, noisy=noisy)
+    seeds = _per_file({("many", s): [n + gain + 0.1 * (s - 1) for n in noisy] for s in range(3)}, noisy=noisy)
+    table = report.improvement_table(pd.concat([one, seeds], ignore_index=True)).set_index(["variant", "metric"])
+    row = table.loc[("one", "pesq")]
+    one_p = one.pesq.to_numpy()
+    iv = stats.t.interval(0.95, 4, loc=np.mean(one_p - noisy), scale=np.std(one_p - noisy, ddof=1) / math.sqrt(5))
+    assert row.ci_over == "files" and row.n == 5 and (row.ci95_low, row.ci95_high) == pytest.approx(iv)
+    assert table.loc[("many", "pesq")].ci_over == "seeds" and table.loc[("many", "pesq")].n == 3
+    verdict = row.verdict
+    assert verdict.startswith("PESQ, enhanced - noisy: higher by") if gain else "no detectable effect" in verdict
+    text = report.evaluation_verdict(report.improvement_table(one), report.variant_differences(one), one,
+                                     synthetic=True, split_markdown="", n_files=5)  # fmt: skip
+    assert ("higher on PESQ" in text) == bool(gain) and "a different dataset" in text
+    assert "different dataset" not in report.evaluation_verdict(table.reset_index(), pd.DataFrame(columns=["verdict"]),
+                                                                one, False, "", 5)  # fmt: skip
+
+
+def test_variant_differences_against_official():
+    per_file = _per_file({("official", 0): [2.0, 2.1, 2.2], ("masked", 0): [2.5, 2.7, 2.6]}, noisy=[1.0, 1.0, 1.0])
+    d = report.variant_differences(per_file).set_index("variant").loc["masked"]
+    assert d.difference == pytest.approx(0.5) and d.ci_over == "files" and "(over files)" in d.verdict
+    assert report.variant_differences(per_file, reference="nope").empty
+
+
+def test_metric_vs_snr_figure_is_readable(check_figure):
+    per_file = _per_file({("official", 0): [2.0, 2.1, 2.2]}, noisy=[1.0, 1.5, 2.0]).assign(
+        input_snr_db=[0.0, 5.0, 10.0], snr_source="manifest")  # fmt: skip
+    ax = report.plot_metric_vs_snr(per_file, "pesq")
+    check_figure(ax.figure)
+    assert "manifest" in ax.get_xlabel() and ax.get_legend() is not None
+    assert ax.get_legend().get_bbox_to_anchor().x0 >= ax.get_window_extent().x1 - 1  # outside the data

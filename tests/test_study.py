@@ -89,6 +89,8 @@ def test_failing_variant_is_recorded_and_finished_runs_are_skipped(tmp_path, mon
     assert list(status.status.str.split().str[0]) == ["done", "failed"]
     assert "pesq_strategy" in status.status.iloc[1]
     assert (root / "official_s0" / "done.json").is_file() and not (root / "broken_s0" / "done.json").exists()
+    log = (root / "official_s0" / "train.log").read_bytes()  # bytes: read_text() would turn \r into \n
+    assert b"\r" not in log and b"epoch 1/1: loss" in log  # whole lines, no progress-bar carriage returns
     again = study.run_grid(grid, root, progress=False)
     assert again.status.iloc[0] == "done (skipped)"
     summary = study.write_summary(root, tmp_path, again)
@@ -97,3 +99,24 @@ def test_failing_variant_is_recorded_and_finished_runs_are_skipped(tmp_path, mon
     epochs, steps = load_runs(root)
     row = run_summary(epochs, steps).iloc[0]
     assert row.variant == "official" and row.seed == 0 and 1.0 <= row.best_val_pesq <= 4.7
+
+
+def test_share_report_copies_logs_and_html_never_checkpoints(tmp_path):
+    out = tmp_path / "ablation"
+    run = out / "runs" / "official_s0"
+    run.mkdir(parents=True)
+    for name in ("config.yaml", "training_step_log.csv", "training_epoch_log.csv"):
+        (run / name).write_text("x\n")
+    (run / "last.pt").write_bytes(b"0" * 1000)
+    (out / "summary.csv").write_text("run\nofficial_s0\n")
+    (out / "02_train_baseline_vs_fixed.html").write_text("<html></html>")
+    (out / "training_per_seed.csv").write_text("run\nofficial_s0\n")  # notebook 02's HTML links to it
+    dest = study.share_report(out, tmp_path / "reports" / "r", "cmgan ablate --grid g", "2-core CPU", 600.0, "Found.")
+    files = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
+    assert "runs/official_s0/training_step_log.csv" in files and "02_train_baseline_vs_fixed.html" in files
+    assert "training_per_seed.csv" in files
+    assert not any(f.endswith(".pt") for f in files)
+    readme = (dest / "README.md").read_text()
+    assert "2-core CPU" in readme and "cmgan ablate --grid g" in readme and "10.0 min" in readme and "Found." in readme
+    with pytest.raises(FileNotFoundError, match="summary.csv"):
+        study.share_report(tmp_path / "nothing", tmp_path / "r2", "c", "d")

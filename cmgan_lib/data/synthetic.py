@@ -690,7 +690,8 @@ def make_dataset(
     # a process pool costs seconds to start: not worth it for a handful of clips
     jobs = n_jobs if n_jobs is not None else (1 if len(rows) < 24 else min(os.cpu_count() or 1, 4))
     tasks = (delayed(_write_clip)(out, seed, row, use_espeak) for row in rows)
-    bar = tqdm(total=len(rows), desc="synthesize", unit="clip", disable=not progress)
+    # disable=None: no bar when stderr is not a terminal (a run's train.log gets lines, not carriage returns)
+    bar = tqdm(total=len(rows), desc="synthesize", unit="clip", disable=None if progress else True)
     records = []
     if jobs == 1:
         for task in tasks:

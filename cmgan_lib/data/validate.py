@@ -159,7 +159,9 @@ def _check_split(root: Path, split: str, resample: bool, progress: bool) -> tupl
             problems.append(Problem("name_mismatch", str(noisy_dir / name), f"no partner {clean_dir / name}"))
     lengths: dict[Path, int | None] = {}
     files = [clean_dir / n for n in clean] + [noisy_dir / n for n in noisy]
-    for path in tqdm(files, desc=f"validate {split}", unit="file", disable=not progress, leave=False):
+    # disable=None: no bar when stderr is not a terminal (a run's train.log gets lines, not carriage returns)
+    bar_off = None if progress else True
+    for path in tqdm(files, desc=f"validate {split}", unit="file", disable=bar_off, leave=False):
         found_problems, lengths[path] = _check_file(path, resample)
         problems.extend(found_problems)
     paired = sorted(clean_set & noisy_set, key=natural_key)

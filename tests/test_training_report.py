@@ -1,0 +1,140 @@
+"""Notebook 02's library: per-seed and per-variant tables, the generated verdict, and figures a reader can read."""
+
+from __future__ import annotations
+
+import matplotlib
+import numpy as np
+import pytest
+
+from cmgan_lib import stats
+from cmgan_lib import training_report as tr
+
+matplotlib.use("Agg")
+
+
+def _load(root):
+    epochs, steps = tr.load_runs(root)
+    per_seed = tr.run_summary(epochs, steps, tr.load_run_configs(root))
+    return epochs, steps, per_seed
+
+
+def test_per_seed_table_from_the_logs(tmp_path, fake_run):
+    skipped = [1, 0, 0, 1, 0, 0, 0, 0, 1, 1, 0, 0]
+    fake_run(tmp_path, "official_p186_s0", [2.0, 2.6, 2.2], skipped, injected=np.ones(12, dtype=int),
+             config={"pesq_fail_inject": 0.186, "grad_clip_norm": 5.0},
+             grad_norm_d=np.array([3.0, 6.0, 11.0, 2.0] * 3), disc_loss=np.linspace(0.1, 1.2, 12),
+             skipped_disc_loss=0.0)  # fmt: skip
+    epochs, steps, per_seed = _load(tmp_path)
+    assert sorted(epochs.epoch.unique()) == [1, 2, 3]  # numbered as the console prints them
+    r = per_seed.iloc[0]
+    assert (r.variant, r.seed, r.pesq_fail_inject, r.grad_clip_norm) == ("official_p186", 0, 0.186, 5.0)
+    assert r.best_val_pesq == pytest.approx(2.6) and r.best_epoch == 2
+    assert r.final_val_pesq == pytest.approx(2.2) and r.drop_after_peak == pytest.approx(0.4)
+    w = stats.wilson(4, 12)
+    assert (r.skipped, r.steps) == (4, 12) and (r.skip_low, r.skip_high) == pytest.approx((w.low, w.high))
+    assert r.injected_failures == 12 and r.data_failures == 0
+    ran = np.linspace(0.1, 1.2, 12)[np.array(skipped) == 0]
+    assert r.disc_loss_median == pytest.approx(np.median(ran))  # a skipped step's logged 0.0 is no loss
+    gd = np.where(np.array(skipped) == 1, np.nan, [3.0, 6.0, 11.0, 2.0] * 3)
+    assert r.clip_checked_d == np.isfinite(gd).sum() and r.clip_exceeded_d == int((gd > 5).sum())
+    assert r.clip_exceeded_g == 0 and r.grad_norm_d_max == pytest.approx(11.0)
+
+
+def test_no_clip_configured_means_no_exceedance_share(tmp_path, fake_run):
+    fake_run(tmp_path, "official_s0", [2.0, 2.1], 0, grad_norm_d=9.0)
+    r = _load(tmp_path)[2].iloc[0]
+    assert np.isnan(r.clip_exceeded_d_frac)
+    assert "no clipping configured" in tr.clip_markdown(_load(tmp_path)[2])
+
+
+def test_variant_table_seed_means_and_pooled_skip_rate(tmp_path, fake_run):
+    for seed, best in enumerate([2.5, 2.7, 2.9]):
+        fake_run(tmp_path, f"masked_s{seed}", [2.0, best], [seed % 2] * 8, config={"pesq_strategy": "masked"},
+                 injected=np.full(8, seed))  # fmt: skip
+    per_variant = tr.variant_summary(_load(tmp_path)[2])
+    r = per_variant.iloc[0]
+    iv = stats.mean_interval([2.5, 2.7, 2.9])
+    assert r.n_seeds == 3 and r.best_val_pesq == pytest.approx(2.7)
+    assert (r.best_val_pesq_low, r.best_val_pesq_high) == pytest.approx((iv.low, iv.high))
+    w = stats.wilson(8, 24)
+    assert (r.skipped, r.steps, r.skip_low) == (8, 24, pytest.approx(w.low))
+    assert r.skip_rate_from_injection == 0.0
+    head = tr.headline_table(per_variant)
+    assert head.loc["masked", "best val PESQ"] == f"2.70 ± {iv.half:.2f}"
+    assert head.loc["masked", "updates skipped (95% CI)"].startswith("8 of 24 = 33%")
+    assert head.loc["masked", "failed labels: injected, from the data"] == "24, 0"
+
+
+@pytest.mark.parametrize("harm", [0.5, 0.0])
+def test_verdict_follows_the_numbers(tmp_path, fake_run, harm):
+    """Injected skipping that lowers best PESQ by `harm` is called lower; no harm is 'no detectable effect'."""
+    for seed, jitter in enumerate([0.0, 0.02, -0.02]):
+        fake_run(tmp_path, f"official_s{seed}", [2.0, 2.5 + jitter, 2.4 + jitter], 0)
+        fake_run(tmp_path, f"official_p186_s{seed}", [1.5, 2.5 - harm - jitter, 2.4 - harm - 2 * jitter], 1,
+                 config={"pesq_fail_inject": 0.186})  # fmt: skip
+    per_seed = _load(tmp_path)[2]
+    comparisons = tr.default_comparisons(list(per_seed.variant.unique()))
+    assert comparisons == [["official_p186", "official"]]
+    table = tr.compare_variants(per_seed, comparisons)
+    best = table.set_index("quantity").loc["best_val_pesq"]
+    assert best.difference == pytest.approx(-harm)
+    text = tr.verdict_markdown(table, tr.variant_summary(per_seed))
+    if harm:
+        assert best.verdict.startswith("best validation PESQ, official_p186 - official: lower by 0.500")
+    else:
+        assert "no detectable effect at this budget" in best.verdict
+    assert best.verdict in text and "official_p186 against official" in text
+    assert "injected p = 0.186" in text
+
+
+def test_comparison_with_a_missing_variant_says_not_measured(tmp_path, fake_run):
+    fake_run(tmp_path, "official_s0", [2.0, 2.1], 0)
+    per_seed = _load(tmp_path)[2]
+    table = tr.compare_variants(per_seed, [["masked_p186", "official"]])
+    assert table.verdict.str.endswith("not measured").all()
+    for name in ("masked_s0", "seed_fixes_s0"):
+        fake_run(tmp_path / "noref", name, [2.0, 2.1], 0)
+    noref = _load(tmp_path / "noref")[2]
+    assert "No comparison" in tr.verdict_markdown(tr.compare_variants(noref, []), tr.variant_summary(noref))
+    assert tr.default_comparisons(["masked", "seed_fixes"]) == []
+    only = tr.verdict_markdown(tr.compare_variants(per_seed, tr.default_comparisons(["official"])),
+                               tr.variant_summary(per_seed))  # fmt: skip
+    assert "Only one variant (`official`)" in only
+
+
+def test_figures_are_readable_with_one_seed(tmp_path, fake_run, check_figure):
+    fake_run(tmp_path, "official_s0", [2.0, 2.4, 2.3], [1, 0, 0, 0] * 3)
+    fake_run(tmp_path, "seed_fixes_s0", [2.1, 2.2, 2.5], 0, config={"grad_clip_norm": 5.0}, grad_norm_d=8.0)
+    epochs, steps, per_seed = _load(tmp_path)
+    fig = tr.plot_val_pesq(epochs)
+    check_figure(fig)
+    labels = {t.get_text() for leg in fig.legends for t in leg.get_texts()}
+    assert not any("band" in s or "early stopping" in s for s in labels), labels  # neither can occur here
+    check_figure(tr.plot_skips_and_disc_loss(per_seed, tr.variant_summary(per_seed), steps))
+    fig = tr.plot_grad_norms(steps, per_seed)
+    check_figure(fig)
+    assert any("clip value 5" in t.get_text() for ax in fig.axes if ax.get_legend()
+               for t in ax.get_legend().get_texts())  # fmt: skip
+
+
+def test_figures_show_seed_bands_and_early_stopping_when_they_occur(tmp_path, fake_run, check_figure):
+    for seed in (0, 1):
+        fake_run(tmp_path, f"seed_fixes_s{seed}", [2.0, 2.4 + seed / 10, 2.3], 0, early_stop_at=2)
+    epochs, steps, per_seed = _load(tmp_path)
+    fig = tr.plot_val_pesq(epochs)
+    check_figure(fig)
+    labels = {t.get_text() for leg in fig.legends for t in leg.get_texts()}
+    assert "band = range over 2 seeds" in labels and "early stopping fired" in labels
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()][:3] == ["1", "2", "3"] or set(
+        fig.axes[0].get_xticks()) >= {1.0, 2.0, 3.0}  # fmt: skip
+
+
+def test_runs_markdown_names_the_split_and_unfinished_runs(tmp_path, fake_run):
+    fake_run(tmp_path, "official_s0", [2.0, 2.1], 0, config={"val_split": "valid"})
+    fake_run(tmp_path, "masked_s0", [2.0], 0, finished=False)
+    text = tr.runs_markdown(tmp_path, tr.build_report(tmp_path))
+    assert "**valid (held out from the test set)** split (1 run)" in text
+    assert "**test (published behaviour)** split (1 run)" in text  # masked_s0's config has no val_split key
+    assert "**Not finished**" in text and "`masked_s0`" in text.split("Not finished")[1]
+    assert "official_s0" not in text.split("Not finished")[1]
+    assert "No runs under" in tr.runs_markdown(tmp_path / "none", tr.build_report(tmp_path / "none"))
