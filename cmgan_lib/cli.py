@@ -86,9 +86,12 @@ def _cmd_train(argv: list[str]) -> int:
 
 
 def _cmd_ablate(a: argparse.Namespace) -> int:
-    from cmgan_lib.study import run_ablation
+    from cmgan_lib.study import load_grid, run_ablation
 
-    run_ablation(a.grid, a.out, runs_per_gpu=a.runs_per_gpu, audit=a.audit)
+    grid = load_grid(a.grid)
+    if a.seeds:
+        grid.seeds = [int(x) for x in a.seeds.split(",")]
+    run_ablation(grid, a.out, runs_per_gpu=a.runs_per_gpu, audit=a.audit)
     return 0
 
 
@@ -160,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument("--runs-per-gpu", type=int, default=1,
                     help="runs sharing one GPU at a time (default 1; measure before raising it)")  # fmt: skip
     ab.add_argument("--audit", action="store_true", help="also run notebook 01 (PESQ-failure audit) on the runs")
+    ab.add_argument("--seeds", default=None, help="comma-separated seeds to run instead of the grid's, e.g. 0,1")
     ab.set_defaults(func=_cmd_ablate)
 
     sr = sub.add_parser("share-report", help="copy an ablation's HTML reports, summary and logs into reports/")

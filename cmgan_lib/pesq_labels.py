@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -218,7 +219,7 @@ def batch_pesq(
 
 
 def discriminator_loss(
-    discriminator: torch.nn.Module,
+    discriminator: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     clean_mag: torch.Tensor,
     est_mag: torch.Tensor,
     labels: PesqLabels,

@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 from cmgan_lib.dsp import istft, power_compress, power_uncompress, rms_normalizer, stft
 from cmgan_lib.enhance import resolve_device
 from cmgan_lib.models import Discriminator, TSCNet
+from cmgan_lib.numerics import PRECISIONS, autocast_call, configure, loader_generator, seed_worker
 from cmgan_lib.pesq_labels import (
     CAUSE_COLUMNS,
     STRATEGIES,
@@ -137,6 +138,8 @@ class TrainConfig:
     pesq_workers: int | None = None
     device: str | None = None
     resample: bool = False
+    precision: str = "fp32"  # fp32 (published math) | tf32 (CUDA matmuls/convs; no effect on CPU) | bf16 autocast
+    deterministic: bool = False  # deterministic kernels, fixed cuBLAS workspace, seeded loader workers
     synthetic_n_train: int = 160
     synthetic_n_test: int = 40
     synthetic_n_valid: int = 16
@@ -151,6 +154,8 @@ class TrainConfig:
             problems.append(f"val_split={self.val_split!r} must be one of {list(VAL_SPLITS)}")
         if self.es_monitor not in ("val_pesq", "val_loss"):
             problems.append(f"es_monitor={self.es_monitor!r} must be val_pesq or val_loss")
+        if self.precision not in PRECISIONS:
+            problems.append(f"precision={self.precision!r} is not one of {list(PRECISIONS)}")
         if len(self.loss_weights) != 4:
             problems.append(f"loss_weights needs 4 values (RI, magnitude, time, GAN), got {self.loss_weights}")
         problems += self._range_problems()
@@ -452,6 +457,7 @@ class Trainer:
         self.world = int(os.environ.get("WORLD_SIZE", 1))
         self.local_rank = int(os.environ.get("LOCAL_RANK", 0))
         self.is_main = self.rank == 0
+        configure(cfg.precision, cfg.deterministic)  # before any CUDA work (cuBLAS reads its workspace once)
         device = resolve_device(cfg.device)
         if device.type == "cuda" and self.world > 1:
             device = torch.device("cuda", self.local_rank)
@@ -470,7 +476,9 @@ class Trainer:
         self.sampler = DistributedSampler(self.train_set, num_replicas=self.world, rank=self.rank, shuffle=True,
                                           seed=cfg.seed)  # fmt: skip
         self.loader = DataLoader(self.train_set, batch_size=cfg.batch_size, sampler=self.sampler, drop_last=True,
-                                 num_workers=cfg.num_workers, pin_memory=device.type == "cuda")  # fmt: skip
+                                 num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
+                                 worker_init_fn=seed_worker,
+                                 generator=loader_generator(cfg.seed, 0) if cfg.deterministic else None)  # fmt: skip
         # Model selection and early stopping look at val_split only; "test" is the published behaviour.
         self.val_pairs = training_pairs(self.data_dir, cfg.val_split, held_out)[: cfg.val_max_files]
         self._val_audio: list[tuple[str, np.ndarray, np.ndarray]] | None = None
@@ -482,6 +490,8 @@ class Trainer:
         self.disc = Discriminator(ndf=cfg.ndf).to(device)
         self.generator = DDP(self.gen, device_ids=[device.index] if device.type == "cuda" else None) \
             if self.world > 1 else self.gen  # fmt: skip
+        # cfg.precision: bf16 autocast inside these two calls only; they return fp32 (losses and PESQ stay fp32)
+        self.disc_fwd = autocast_call(self.disc, cfg.precision, device)
         self.opt_g = torch.optim.AdamW(self.gen.parameters(), lr=cfg.lr_g)
         self.opt_d = torch.optim.AdamW(self.disc.parameters(), lr=cfg.lr_d)
         self.sched_g = torch.optim.lr_scheduler.StepLR(self.opt_g, step_size=cfg.decay_epoch, gamma=cfg.lr_gamma)
@@ -518,14 +528,14 @@ class Trainer:
         noisy_spec = power_compress(stft(noisy, cfg.n_fft, cfg.hop), cfg.compress).permute(0, 1, 3, 2)
         clean_spec = power_compress(stft(clean, cfg.n_fft, cfg.hop), cfg.compress)
         clean_real, clean_imag = clean_spec[:, 0:1], clean_spec[:, 1:2]
-        est_real, est_imag = generator(noisy_spec)
+        est_real, est_imag = autocast_call(generator, cfg.precision, self.device)(noisy_spec)
         est_real, est_imag = est_real.permute(0, 1, 3, 2), est_imag.permute(0, 1, 3, 2)
         est_mag = torch.sqrt(est_real**2 + est_imag**2)
         clean_mag = torch.sqrt(clean_real**2 + clean_imag**2)
         est_spec = power_uncompress(est_real, est_imag, cfg.compress).squeeze(1)
         est_audio = istft(est_spec, cfg.n_fft, cfg.hop, length=clean.shape[-1])
 
-        predict_fake = self.disc(clean_mag, est_mag).flatten()
+        predict_fake = self.disc_fwd(clean_mag, est_mag).flatten()
         loss_gan = F.mse_loss(predict_fake, torch.ones_like(predict_fake))
         loss_mag = F.mse_loss(est_mag, clean_mag)
         loss_ri = F.mse_loss(est_real, clean_real) + F.mse_loss(est_imag, clean_imag)
@@ -569,7 +579,7 @@ class Trainer:
         self.opt_d.zero_grad(set_to_none=True)
         disc_loss = None
         if finite:
-            disc_loss = discriminator_loss(self.disc, out["clean_mag"], out["est_mag"].detach(), labels)
+            disc_loss = discriminator_loss(self.disc_fwd, out["clean_mag"], out["est_mag"].detach(), labels)
             if disc_loss is not None:
                 disc_loss.backward()
         updated = self._sync_disc_grads(disc_loss is not None)
@@ -797,6 +807,8 @@ class Trainer:
         t0 = time.perf_counter()
         self.sampler.set_epoch(epoch)
         self.train_set.set_epoch(epoch)
+        if cfg.deterministic:
+            self.loader.generator = loader_generator(cfg.seed, epoch)
         self.gen.train()
         self.disc.train()
         lr_g, lr_d = self.opt_g.param_groups[0]["lr"], self.opt_d.param_groups[0]["lr"]

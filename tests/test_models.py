@@ -89,3 +89,17 @@ def test_small_generator_trains_and_keeps_shapes():
     assert real.shape == imag.shape == (2, 1, 21, 201)
     (real.square().mean() + imag.square().mean()).backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_global_max_pool_is_adaptive_max_pool_values_and_gradients():
+    """The discriminator's pool (deterministic-safe on CUDA) routes gradients like AdaptiveMaxPool2d(1)."""
+    from cmgan_lib.models.discriminator import GlobalMaxPool
+
+    torch.manual_seed(0)
+    for x in (torch.randn(3, 8, 5, 7), torch.randn(2, 4, 6, 6).round()):  # the second has ties
+        a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+        ya, yb = torch.nn.AdaptiveMaxPool2d(1)(a), GlobalMaxPool()(b)
+        g = torch.randn_like(ya)
+        ya.backward(g)
+        yb.backward(g)
+        assert torch.equal(ya, yb) and torch.equal(a.grad, b.grad)

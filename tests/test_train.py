@@ -27,6 +27,29 @@ from cmgan_lib.train import (
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
+CUDA = torch.cuda.is_available()  # the tiny runs below use device auto: CUDA wherever there is one
+# Two runs compared for equality: the default kernels (exact on CPU; on CUDA they differ at ~1e-5, so
+# compared with a tolerance there) and deterministic=true (exact everywhere; slow on CPU, where it adds nothing).
+RUN_MODES = [
+    pytest.param(False, id="default"),
+    pytest.param(True, id="deterministic", marks=() if CUDA else pytest.mark.slow),
+]
+
+
+@pytest.fixture(autouse=True)
+def _reset_numerics():
+    """A Trainer sets process-wide precision/determinism flags: put the defaults back after each test."""
+    yield
+    from cmgan_lib.numerics import configure
+
+    configure("fp32", deterministic=False)
+
+
+def assert_same_run(a: pd.DataFrame, b: pd.DataFrame, deterministic: bool) -> None:
+    if deterministic or not CUDA:
+        pd.testing.assert_frame_equal(a, b)
+    else:
+        pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-3, atol=1e-5)
 
 
 @pytest.fixture(scope="module")
@@ -146,28 +169,64 @@ def test_gradient_clipping_logs_pre_clip_norms_and_clips(corpus, tmp_path, monke
     assert (steps.grad_norm_g > 1e-3).all()  # the log keeps the pre-clip norm
 
 
-def test_overlapped_pesq_gives_the_same_run_as_sequential(corpus, tmp_path):
+def test_precision_is_one_of_fp32_tf32_bf16_and_fp32_by_default():
+    assert load_config(CONFIGS / "official.yaml").precision == "fp32"
+    assert load_config(CONFIGS / "official.yaml", ["precision=bf16"]).precision == "bf16"
+    with pytest.raises(ValueError, match="precision='fp16'"):
+        load_config(CONFIGS / "official.yaml", ["precision=fp16"])
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_bf16_autocasts_only_the_networks_and_fp32_is_the_plain_math(corpus, tmp_path, precision):
+    from cmgan_lib.dsp import power_compress, stft
+
+    trainer = Trainer(load_config(CONFIGS / "official.yaml", tiny(corpus, tmp_path / "p", f"precision={precision}")))
+    seen = set()
+    trainer.gen.TSCB_1.time_conformer.attn.fn.to_q.register_forward_hook(lambda m, i, o: seen.add(("G", o.dtype)))
+    trainer.disc.layers[0].register_forward_hook(lambda m, i, o: seen.add(("D", o.dtype)))
+    batches = [b for _, b in zip(range(2), trainer.loader, strict=False)]
+    clean, noisy, _ = batches[0]
+    try:
+        trainer.gen.eval(), trainer.disc.eval()  # no dropout: the two computations below must match
+        out = trainer.forward_losses(clean, noisy)
+        dtypes = set(seen)
+        # the same forward written plainly, outside any autocast
+        real, imag = trainer.gen(power_compress(stft(noisy, 400, 100), 0.3).permute(0, 1, 3, 2))
+        est_mag = torch.sqrt(real**2 + imag**2).permute(0, 1, 3, 2)
+        trainer.gen.train(), trainer.disc.train()
+        rows = [trainer.train_step(c, n) for c, n, _ in batches]
+    finally:
+        trainer.pool.close()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    assert dtypes == {("G", dtype), ("D", dtype)}
+    assert all(v.dtype == torch.float32 for v in out.values())  # losses, magnitudes and the iSTFT audio
+    if precision == "fp32":
+        assert torch.equal(out["est_mag"], est_mag)  # bitwise: the default path is the published math
+    else:
+        assert not torch.equal(out["est_mag"], est_mag)
+        torch.testing.assert_close(out["est_mag"], est_mag, rtol=0.1, atol=0.1)
+    for row in rows:
+        assert all(math.isfinite(row[k]) for k in ("loss", "loss_ri", "loss_mag", "loss_time", "loss_gan"))
+        assert math.isfinite(row["grad_norm_g"]) and row["nonfinite"] == 0
+        assert row["disc_skipped"] or math.isfinite(row["disc_loss"])
+
+
+@pytest.mark.parametrize("deterministic", RUN_MODES)
+def test_overlapped_pesq_gives_the_same_run_as_sequential(corpus, tmp_path, deterministic):
     logs = []
     for overlap in ("true", "false"):
         run = tmp_path / f"overlap_{overlap}"
-        assert (
-            main(
-                [
-                    "--config",
-                    str(CONFIGS / "official.yaml"),
-                    *tiny(corpus, run, f"overlap_pesq={overlap}", "pesq_strategy=masked"),
-                ]
-            )
-            == 0
-        )
+        extra = (f"overlap_pesq={overlap}", "pesq_strategy=masked", f"deterministic={deterministic}")
+        assert main(["--config", str(CONFIGS / "official.yaml"), *tiny(corpus, run, *extra)]) == 0
         logs.append(pd.read_csv(run / "training_step_log.csv").drop(columns="seconds"))
-    pd.testing.assert_frame_equal(logs[0], logs[1])
+    assert_same_run(logs[0], logs[1], deterministic)
 
 
+@pytest.mark.parametrize("deterministic", RUN_MODES)
 @pytest.mark.parametrize("inject", [0.0, 0.4])
-def test_resume_gives_the_same_epoch_log_as_an_uninterrupted_run(corpus, tmp_path, inject):
+def test_resume_gives_the_same_epoch_log_as_an_uninterrupted_run(corpus, tmp_path, inject, deterministic):
     full, part = tmp_path / "full", tmp_path / "part"
-    extra = ("decay_epoch=1", f"pesq_fail_inject={inject}")
+    extra = ("decay_epoch=1", f"pesq_fail_inject={inject}", f"deterministic={deterministic}")
     assert main(["--config", str(CONFIGS / "official.yaml"), *tiny(corpus, full, "epochs=3", *extra)]) == 0
     assert main(["--config", str(CONFIGS / "official.yaml"), *tiny(corpus, part, "epochs=1", *extra)]) == 0
     # a crash after logging some epoch-1 rows but before its checkpoint: resume must drop them
@@ -178,10 +237,10 @@ def test_resume_gives_the_same_epoch_log_as_an_uninterrupted_run(corpus, tmp_pat
     a = pd.read_csv(full / "training_epoch_log.csv").drop(columns="seconds")
     b = pd.read_csv(part / "training_epoch_log.csv").drop(columns="seconds")
     assert len(a) == 3 and list(a.lr_g) == [5e-4, 2.5e-4, 1.25e-4]
-    pd.testing.assert_frame_equal(a, b)
+    assert_same_run(a, b, deterministic)
     sa = pd.read_csv(full / "training_step_log.csv").drop(columns="seconds")
     sb = pd.read_csv(part / "training_step_log.csv").drop(columns="seconds")
-    pd.testing.assert_frame_equal(sa, sb)
+    assert_same_run(sa, sb, deterministic)
     assert (sa.pesq_fail_injected.sum() > 0) == (inject > 0)  # the injected draws continued, not restarted
 
 
@@ -254,7 +313,9 @@ def test_ddp_two_gloo_processes_see_different_shards_and_stay_identical(corpus, 
            "-m", "cmgan_lib.train", "--config", str(CONFIGS / "official.yaml"),
            *tiny(corpus, run, "epochs=2", "max_steps_per_epoch=2", "batch_size=1", "pesq_workers=1",
                  "device=cpu")]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    # the package first, then whatever the caller's PYTHONPATH holds (on the GPU machine: the dependencies)
+    pythonpath = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": pythonpath}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     history = json.loads((run / "ddp_ranks.json").read_text())

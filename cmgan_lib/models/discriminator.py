@@ -8,6 +8,7 @@ buffers (weight_orig, weight_u, weight_v) match the official checkpoints.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import spectral_norm
 
@@ -22,6 +23,17 @@ class LearnableSigmoid(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.beta * torch.sigmoid(self.slope * x)
+
+
+class GlobalMaxPool(nn.Module):
+    """(B, C, H, W) -> (B, C, 1, 1): nn.AdaptiveMaxPool2d(1) as one max-pool window over the whole map.
+
+    Same values and the same gradient routing (to the first maximum); unlike AdaptiveMaxPool2d, its CUDA
+    backward is allowed under torch.use_deterministic_algorithms (config `deterministic: true`).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.max_pool2d(x, kernel_size=x.shape[-2:])
 
 
 def _down(c_in: int, c_out: int) -> list[nn.Module]:
@@ -42,7 +54,7 @@ class Discriminator(nn.Module):
             *_down(ndf, ndf * 2),
             *_down(ndf * 2, ndf * 4),
             *_down(ndf * 4, ndf * 8),
-            nn.AdaptiveMaxPool2d(1),
+            GlobalMaxPool(),
             nn.Flatten(),
             spectral_norm(nn.Linear(ndf * 8, ndf * 4)),
             nn.Dropout(0.3),
