@@ -41,7 +41,7 @@ from published_step import PublishedStep  # noqa: E402
 
 
 def step_times(config: str, log_steps: bool, steps: int, device: str | None, run_dir: str) -> list[float]:
-    overrides = [f"run_dir={run_dir}", "epochs=1", f"max_steps_per_epoch={steps}", "val_max_files=0",
+    overrides = [f"run_dir={run_dir}", "epochs=1", f"max_steps_per_epoch={steps}", "val_max_files=1",
                  f"log_steps={str(log_steps).lower()}"]  # fmt: skip
     if device:
         overrides.append(f"device={device}")
@@ -95,7 +95,7 @@ def bench_published(config: str, overrides: list[str], steps: int, precisions: l
     results = []
     for precision in precisions:
         with tempfile.TemporaryDirectory() as tmp:
-            cfg = load_config(config, [f"run_dir={tmp}", "epochs=1", "val_max_files=0", "log_steps=false",
+            cfg = load_config(config, [f"run_dir={tmp}", "epochs=1", "val_max_files=1", "log_steps=false",
                                        *overrides, f"precision={precision}"])  # fmt: skip
             trainer = Trainer(cfg)
             try:
