@@ -105,3 +105,27 @@ def test_notebook_03_renders_on_a_tiny_synthetic_corpus(tmp_path):
     assert "test (published behaviour)" in html  # no val_split key in this run's config
     assert "Enhanced minus noisy" in html and "Verdict" in html
     assert (tmp_path / "evaluate" / "improvement.csv").is_file()
+
+
+@pytest.mark.slow
+def test_notebook_01_renders_the_audit_with_a_written_verdict(tmp_path, fake_run):
+    """Notebook 01 on a tiny corpus with a run's step logs: clean report, a generated verdict, the CSVs."""
+    from test_audit import _speech_after_silence
+
+    from cmgan_lib.audio import write_wav
+
+    data = tmp_path / "data"
+    for i in range(4):
+        clean, noisy = _speech_after_silence(1.0, 1.5, seed=i)
+        for sub, audio in (("clean", clean), ("noisy", noisy)):
+            (data / "train" / sub).mkdir(parents=True, exist_ok=True)
+            write_wav(data / "train" / sub / f"s01_{i:03d}.wav", audio)
+    runs = tmp_path / "runs"
+    fake_run(runs, "official_s0", [1.2, 1.3, 1.25], np.arange(12) % 2, config={"cut_len": 8000, "batch_size": 4})
+    params = {"data_dir": str(data), "run_root": str(runs), "out_dir": str(tmp_path / "audit"), "vb_dir": None,
+              "crop_lengths": [0.5, 2.0], "crops_per_clip": 1}  # fmt: skip
+    nb, html = _render("01_pesq_failure_audit", tmp_path, params)
+    _assert_clean_report(nb, html)
+    assert "Verdict" in html and "56% of batches skip the discriminator update" in html
+    assert "training crop 0.5 s" in html
+    assert all((tmp_path / "audit" / f).is_file() for f in ("failure_sweep.csv", "claims.csv", "observed_rates.csv"))

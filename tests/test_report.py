@@ -282,3 +282,19 @@ def test_metric_vs_snr_figure_is_readable(check_figure):
     check_figure(ax.figure)
     assert "manifest" in ax.get_xlabel() and ax.get_legend() is not None
     assert ax.get_legend().get_bbox_to_anchor().x0 >= ax.get_window_extent().x1 - 1  # outside the data
+
+
+def test_notebook_01_figures_are_readable(check_figure, tmp_path):
+    import matplotlib.pyplot as plt
+    from test_audit import _run, _speech_after_silence
+
+    from cmgan_lib.audit import crop_length_sweep, crop_pesq, observed_rates
+
+    pairs = [_speech_after_silence(seed=s) for s in range(2)]
+    crops = crop_length_sweep(pairs, (0.5, 2.0), 2, 0).assign(dataset="synthetic", pair="clean/noisy", model="-")
+    check_figure(report.plot_failure_sweep(report.failure_sweep_table(crops), 0.5))
+    _run(tmp_path, "official_s0", "skip", [1, 0, 1, 0], [1, 0, 1, 0])
+    check_figure(report.plot_observed_skips(observed_rates(tmp_path)).figure)
+    scaled = crop_pesq(pairs, 1, 16000, workers=1, progress=False).assign(dataset="synthetic")
+    check_figure(report.plot_scale_residuals(scaled).figure)
+    plt.close("all")
