@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from cmgan_lib.audio import read_wav
 from cmgan_lib.data.crops import crop_pair
+from cmgan_lib.paths import run_config
 from cmgan_lib.pesq_worker import KNOWN_REASONS, PesqPool, score_many
 from cmgan_lib.stats import batch_rate_interval, wilson
 
@@ -363,12 +364,10 @@ def crop_length_sweep(
 
 def run_crop_seconds(run_dir: str | os.PathLike) -> float:
     """The crop length (s) a run trained on, from its config.yaml (cut_len / 16 kHz)."""
-    import yaml
-
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not a run folder (no config.yaml)")
-    cfg = yaml.safe_load(path.read_text()) or {}
+    cfg = run_config(run_dir)
     if "cut_len" not in cfg:
         raise ValueError(f"{path}: no cut_len")
     return int(cfg["cut_len"]) / SR
@@ -455,13 +454,6 @@ def rate_table(crops: pd.DataFrame, by: Sequence[str], batch_size: int = 4, reas
     return pd.DataFrame(rows)
 
 
-def _run_config(run_dir: Path) -> dict:
-    import yaml
-
-    path = run_dir / "config.yaml"
-    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
-
-
 def observed_rates(run_root_or_dirs: str | os.PathLike | Sequence[str | os.PathLike], per: str = "run") -> pd.DataFrame:
     """Skip and failure rates the runs actually logged (training_step_log.csv), per run or per epoch.
 
@@ -486,7 +478,7 @@ def observed_rates(run_root_or_dirs: str | os.PathLike | Sequence[str | os.PathL
         steps = pd.read_csv(log)
         if steps.empty:
             continue
-        cfg = _run_config(d)
+        cfg = run_config(d)
         variant, seed = parse_run_name(d.name)
         batch = int(cfg.get("batch_size", 4))
         causes = [c for c in steps.columns if c.startswith("pesq_fail_")]

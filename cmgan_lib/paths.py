@@ -27,3 +27,22 @@ def shared_samples() -> Path | None:
     """../shared/data/voicebank_demand_samples beside the checkout, when present (CI has it; users don't)."""
     path = repo_root().parent / "shared" / "data" / "voicebank_demand_samples"
     return path if (path / "clean").is_dir() else None
+
+
+def run_config(run: str | os.PathLike) -> dict:
+    """A run's config.yaml as a dict: `run` is the run folder or a file in it (a checkpoint); {} when absent.
+
+    The one reader of run configs for the reports, so they all agree on what a run trained with.
+    """
+    import yaml
+
+    folder = Path(run)
+    if folder.is_file():
+        folder = folder.parent
+    path = folder / "config.yaml"
+    if not path.is_file():
+        return {}
+    cfg = yaml.safe_load(path.read_text())
+    if cfg is not None and not isinstance(cfg, dict):
+        raise ValueError(f"{path}: expected a mapping of config keys, got {type(cfg).__name__}")
+    return cfg or {}

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from cmgan_lib.metrics import METRIC_NAMES
+from cmgan_lib.paths import run_config
 from cmgan_lib.training_report import parse_run_name
 
 TINY_CONFIG = "configs/tiny_cpu.yaml"
@@ -125,11 +126,9 @@ def estimate_sweep(
 ) -> pd.DataFrame:
     """(clean, estimate) crop-length sweep for every generator a run kept (untrained, epoch_NNN.pt, ...);
     column `model` names the checkpoint. `max_clips` bounds the cost (the generator runs on every crop)."""
-    import yaml
-
     from cmgan_lib.audit import crop_length_sweep, make_estimator, run_checkpoints
 
-    cfg = yaml.safe_load((Path(run_dir) / "config.yaml").read_text()) or {}
+    cfg = run_config(run_dir)
     pairs = list(pairs)[:max_clips] if max_clips else list(pairs)
     frames = []
     for label, ckpt in run_checkpoints(run_dir):
@@ -302,11 +301,9 @@ def last_epoch_disc_loss(run_root: str | os.PathLike, strategy: str = "batch_mea
 
     rows = []
     for run in find_runs(run_root):
-        import yaml
-
-        cfg = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else {}
+        cfg = run_config(run)
         log = run / "training_step_log.csv"
-        if (cfg or {}).get("pesq_strategy") != strategy or not log.is_file():
+        if cfg.get("pesq_strategy") != strategy or not log.is_file():
             continue
         steps = pd.read_csv(log)
         last = steps[steps["epoch"] == steps["epoch"].max()]
@@ -802,15 +799,11 @@ def show_examples(per_file: pd.DataFrame, n: int = 2, one_seed_per_variant: bool
 def runs_test_dir(runs: Sequence[str | os.PathLike]) -> Path:
     """The test split of the corpus the runs trained on (their config.yaml's data_dir, or the synthetic corpus
     their config names), never built here: scoring another corpus than the training one would be a mistake."""
-    import yaml
-
     from cmgan_lib.train import synthetic_corpus_path
 
     dirs = set()
     for run in runs:
-        run = Path(run)
-        cfg_file = (run.parent if run.is_file() else run) / "config.yaml"
-        cfg = yaml.safe_load(cfg_file.read_text()) if cfg_file.is_file() else {}
+        cfg = run_config(run)
         if cfg.get("data_dir"):
             dirs.add(Path(cfg["data_dir"]))
         else:
@@ -836,16 +829,13 @@ def is_synthetic_corpus(test_dir: str | os.PathLike) -> bool:
 
 def checkpoint_split_markdown(runs: Sequence[str | os.PathLike]) -> str:
     """Which split selected each run's checkpoint (its config's val_split; no key: the published test split)."""
-    import yaml
-
     from cmgan_lib.training_report import selection_split
 
     notes: dict[str, list[str]] = {}
     for run in runs:
         run = Path(run)
         folder = run.parent if run.is_file() else run
-        cfg_file = folder / "config.yaml"
-        cfg = yaml.safe_load(cfg_file.read_text()) if cfg_file.is_file() else {}
+        cfg = run_config(folder)
         notes.setdefault(selection_split(cfg.get("val_split")), []).append(folder.name)
     parts = [f"**{note}** ({', '.join(f'`{r}`' for r in sorted(rs))})" for note, rs in notes.items()]
     return "Checkpoints (best validation PESQ) were selected on the " + "; ".join(parts) + " split."

@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from cmgan_lib.paths import repo_root
+from cmgan_lib.paths import repo_root, run_config
 
 # Each variant is a set of config overrides on top of the base config; "official" changes nothing.
 SEED_FIXES = {"pesq_strategy": "batch_mean", "early_stopping": True, "es_patience": 15, "es_min_delta": 1e-4,
@@ -239,12 +239,6 @@ def write_summary(run_root: Path, out: Path, status: pd.DataFrame | None = None,
         summary["test_set"] = str(test_set) if test_set is not None else ""
     summary.to_csv(out / "summary.csv", index=False)
     return summary
-
-
-def run_config(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """A run folder's config.yaml as a dict (empty when absent)."""
-    path = Path(run_dir) / "config.yaml"
-    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
 
 
 def notebook_parameters(grid: Grid, out: Path) -> dict[str, dict[str, Any]]:

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
+from cmgan_lib.paths import run_config
 from cmgan_lib.plotting import EPOCH_LABEL, STEP_LABEL, integer_ticks, left_aligned, legend_outside, plain_log_ticks
 from cmgan_lib.stats import Interval, batch_rate, difference_interval, effect_verdict, mean_interval, wilson
 
@@ -88,8 +88,8 @@ def load_run_configs(run_root_or_dirs) -> pd.DataFrame:
     """One row per run: the config keys the reports need (missing keys NaN: runs from before the key)."""
     rows = []
     for d in _dirs(run_root_or_dirs):
-        cfg = yaml.safe_load((d / "config.yaml").read_text()) if (d / "config.yaml").is_file() else {}
-        rows.append({"run": d.name, **{k: (cfg or {}).get(k, np.nan) for k in CONFIG_KEYS}})
+        cfg = run_config(d)
+        rows.append({"run": d.name, **{k: cfg.get(k, np.nan) for k in CONFIG_KEYS}})
     return pd.DataFrame(rows, columns=["run", *CONFIG_KEYS])
 
 
