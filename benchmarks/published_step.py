@@ -1,10 +1,11 @@
 """The published CMGAN train step (official src/train.py, `Trainer.train_step`), written anew for timing.
 
-What makes it the published step rather than this project's: the conformer attention is the literal
-einsum formula of the official code (an (N, N, d) relative-position embedding per call, three einsums),
-PESQ labels come from a new `joblib.Parallel(n_jobs=-1)` per batch, and nothing overlaps (generator
-update, then PESQ, then the discriminator update). Everything else is the same modules, so the weights
-are shared with a `Trainer` (state-dict compatible) and the two steps compute the same function.
+What makes it the published step rather than this project's: the conformer modules run the official
+formulas (attention: the literal einsum with an (N, N, d) relative-position embedding per call; Swish and GLU
+as separate sigmoid and multiply kernels; an explicit F.pad before the depthwise convolution), PESQ labels
+come from a new `joblib.Parallel(n_jobs=-1)` per batch, and nothing overlaps (generator update, then PESQ,
+then the discriminator update). Everything else is the same modules, so the weights are shared with a
+`Trainer` (state-dict compatible) and the two steps compute the same function.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from joblib import Parallel, delayed
 
 from cmgan_lib.dsp import istft, power_compress, power_uncompress, stft
 from cmgan_lib.models import Discriminator, TSCNet
-from cmgan_lib.models.conformer import Attention
+from cmgan_lib.models.conformer import GLU, Attention, DepthWiseConv1d, Swish
 from cmgan_lib.numerics import autocast_call
 from cmgan_lib.pesq_worker import score_one
 
@@ -39,12 +40,38 @@ class LiteralAttention(Attention):
         return self.dropout(self.to_out(out.transpose(1, 2).reshape(b, n, h * d)))
 
 
+class LiteralSwish(Swish):
+    """The official Swish: x * x.sigmoid(), two kernels."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * x.sigmoid()
+
+
+class LiteralGLU(GLU):
+    """The official GLU: chunk, sigmoid, multiply."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, gate = x.chunk(2, dim=self.dim)
+        return out * gate.sigmoid()
+
+
+class LiteralDepthWiseConv1d(DepthWiseConv1d):
+    """The official depthwise convolution: an explicit F.pad, then the unpadded convolution."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.pad(x, self.padding))
+
+
+LITERAL = {Attention: LiteralAttention, Swish: LiteralSwish, GLU: LiteralGLU, DepthWiseConv1d: LiteralDepthWiseConv1d}
+
+
 def literal_generator(gen: TSCNet) -> TSCNet:
-    """A new TSCNet with `gen`'s weights whose attention modules run the literal formula."""
+    """A new TSCNet with `gen`'s weights whose conformer modules run the official formulas (attention, Swish,
+    GLU, padded depthwise convolution), so the published step gets none of this project's speed-ups."""
     copy = TSCNet(num_channel=gen.num_channel, num_features=gen.num_features)
     for module in copy.modules():
-        if type(module) is Attention:
-            module.__class__ = LiteralAttention
+        if type(module) in LITERAL:
+            module.__class__ = LITERAL[type(module)]
     copy.load_state_dict(gen.state_dict(), strict=True)
     return copy.to(next(gen.parameters()).device)
 

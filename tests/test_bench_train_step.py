@@ -5,19 +5,28 @@ from __future__ import annotations
 
 import math
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
 import torch
 
 from cmgan_lib.models import TSCNet
+from cmgan_lib.models.conformer import GLU, Attention, DepthWiseConv1d, Swish
 from cmgan_lib.train import Trainer, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "configs" / "tiny_cpu.yaml")
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import bench_train_step  # noqa: E402
-from published_step import LiteralAttention, PublishedStep, literal_generator  # noqa: E402
+from published_step import (  # noqa: E402
+    LiteralAttention,
+    LiteralDepthWiseConv1d,
+    LiteralGLU,
+    LiteralSwish,
+    PublishedStep,
+    literal_generator,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -46,8 +55,10 @@ def test_published_generator_shares_weights_and_computes_the_same_function():
     torch.manual_seed(0)
     ours = TSCNet(num_channel=4, num_features=201).eval()
     published = literal_generator(ours).eval()
-    attn = [m for m in published.modules() if isinstance(m, LiteralAttention)]
-    assert len(attn) == 8  # 4 TSCBs x (time, frequency) conformers
+    counts = Counter(type(m) for m in published.modules())
+    assert counts[LiteralAttention] == 8  # 4 TSCBs x (time, frequency) conformers
+    assert counts[LiteralDepthWiseConv1d] == counts[LiteralGLU] == 8 and counts[LiteralSwish] == 8 * 3
+    assert not {Attention, Swish, GLU, DepthWiseConv1d} & set(counts)  # none of this project's fast forms left
     a, b = ours.state_dict(), published.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     x = torch.randn(1, 2, 9, 201)

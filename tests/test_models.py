@@ -103,3 +103,40 @@ def test_global_max_pool_is_adaptive_max_pool_values_and_gradients():
         ya.backward(g)
         yb.backward(g)
         assert torch.equal(ya, yb) and torch.equal(a.grad, b.grad)
+
+
+@pytest.mark.parametrize("kernel", [31, 4])  # odd: padding inside the convolution; even: explicit F.pad
+def test_fused_conformer_pieces_equal_the_official_formulas_values_and_gradients(kernel):
+    """Swish (F.silu), GLU (F.glu) and the depthwise convolution's own padding: same function as the
+    official x * x.sigmoid(), chunk-sigmoid-multiply and F.pad + conv, forward and backward."""
+    import torch.nn.functional as F
+
+    from cmgan_lib.models.conformer import GLU, ConformerConvModule, Swish
+
+    torch.manual_seed(0)
+    module = ConformerConvModule(16, kernel_size=kernel).train()
+    _, _, pw_in, _, dw, bn, _, pw_out, _, _ = module.net
+
+    def official(x):
+        y = pw_in(module.net[0](x).transpose(1, 2))
+        out, gate = y.chunk(2, dim=1)
+        y = dw.conv(F.pad(out * gate.sigmoid(), dw.padding))
+        y = bn(y)
+        return pw_out(y * y.sigmoid()).transpose(1, 2)
+
+    x = torch.randn(3, 37, 16)
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ours, ref = module(a), official(b)
+    assert ours.shape == ref.shape == x.shape
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-5)
+    (ours * torch.linspace(-1, 1, 16)).sum().backward()
+    grads = [p.grad.clone() for p in module.parameters()]
+    module.zero_grad()
+    (ref * torch.linspace(-1, 1, 16)).sum().backward()
+    torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=1e-5)
+    # parameter gradients sum over every position; the depthwise bias's is zero up to rounding (BatchNorm
+    # follows), so the tolerance is relative to the largest gradient
+    scale = max(p.grad.abs().max().item() for p in module.parameters())
+    for g, p in zip(grads, module.parameters(), strict=True):
+        torch.testing.assert_close(g, p.grad, rtol=0, atol=1e-5 * scale)
+    assert torch.equal(Swish()(x), F.silu(x)) and GLU(dim=-1)(x).shape == (3, 37, 8)

@@ -13,20 +13,21 @@ from torch import nn
 
 
 class Swish(nn.Module):
+    """x * sigmoid(x), as one fused kernel (F.silu) rather than two plus their backward."""
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.sigmoid(x)
+        return F.silu(x)
 
 
 class GLU(nn.Module):
-    """Gated linear unit over `dim`: first half times sigmoid of the second half."""
+    """Gated linear unit over `dim`: first half times sigmoid of the second half (fused: F.glu)."""
 
     def __init__(self, dim: int):
         super().__init__()
         self.dim = dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out, gate = x.chunk(2, dim=self.dim)
-        return out * torch.sigmoid(gate)
+        return F.glu(x, dim=self.dim)
 
 
 class Transpose(nn.Module):
@@ -37,12 +38,18 @@ class Transpose(nn.Module):
 
 
 class DepthWiseConv1d(nn.Module):
+    """Depthwise convolution over time with (left, right) zero padding. Symmetric padding (odd kernels, the
+    published 31) is left to the convolution itself: no padded copy of the input forward or backward."""
+
     def __init__(self, chan_in: int, chan_out: int, kernel_size: int, padding: tuple[int, int]):
         super().__init__()
         self.padding = padding
         self.conv = nn.Conv1d(chan_in, chan_out, kernel_size, groups=chan_in)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        left, right = self.padding
+        if left == right:
+            return F.conv1d(x, self.conv.weight, self.conv.bias, padding=left, groups=self.conv.groups)
         return self.conv(F.pad(x, self.padding))
 
 
