@@ -91,7 +91,7 @@ def _cmd_ablate(a: argparse.Namespace) -> int:
     grid = load_grid(a.grid)
     if a.seeds:
         grid.seeds = [int(x) for x in a.seeds.split(",")]
-    run_ablation(grid, a.out, runs_per_gpu=a.runs_per_gpu, audit=a.audit)
+    run_ablation(grid, a.out, notebooks=not a.no_notebooks, runs_per_gpu=a.runs_per_gpu, audit=a.audit)
     return 0
 
 
@@ -164,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="runs sharing one GPU at a time (default 1; measure before raising it)")  # fmt: skip
     ab.add_argument("--audit", action="store_true", help="also run notebook 01 (PESQ-failure audit) on the runs")
     ab.add_argument("--seeds", default=None, help="comma-separated seeds to run instead of the grid's, e.g. 0,1")
+    ab.add_argument("--no-notebooks", action="store_true",
+                    help="train and write summary.csv only (e.g. on a GPU machine without papermill); the same "
+                         "command without it later renders the reports, skipping the finished runs")  # fmt: skip
     ab.set_defaults(func=_cmd_ablate)
 
     sr = sub.add_parser("share-report", help="copy an ablation's HTML reports, summary and logs into reports/")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from cmgan_lib import study
 from cmgan_lib.training_report import load_runs, parse_run_name, run_summary
@@ -29,6 +30,28 @@ def test_grids_name_known_variants(tmp_path):
     bad.write_text("variants: [official, nope]\n")
     with pytest.raises(ValueError, match="nope"):
         study.load_grid(bad)
+
+
+GRIDS = sorted(p.name for p in (ROOT / "configs").glob("*.yaml") if "variants" in (yaml.safe_load(p.read_text()) or {}))
+
+
+@pytest.mark.parametrize("name", GRIDS)
+def test_every_grid_in_configs_gives_valid_training_configs(name, tmp_path):
+    """A grid is only run on a GPU machine: a typo in a key or a value out of range must show here, not there."""
+    from cmgan_lib.train import load_config
+
+    grid = study.load_grid(ROOT / "configs" / name)
+    for variant in grid.variants:
+        switches = grid.variant_overrides(variant)
+        cfg = load_config(ROOT / grid.base_config, study.train_overrides(switches, 0, tmp_path / "r", grid.overrides))
+        assert all(getattr(cfg, k) == v for k, v in {**grid.overrides, **switches}.items())
+
+
+def test_the_precision_grid_compares_bf16_with_fp32_only_in_precision():
+    grid = study.load_grid(ROOT / "configs" / "precision_gpu.yaml")
+    assert grid.resolved_comparisons() == [["bf16", "fp32"]] and len(grid.seeds) >= 2  # a seed-to-seed spread
+    assert grid.variant_overrides("bf16") == {"precision": "bf16"}
+    assert grid.variant_overrides("fp32") == {"precision": "fp32"}
 
 
 def test_grid_mappings_comparisons_and_the_data_every_notebook_gets(tmp_path):
@@ -120,3 +143,16 @@ def test_share_report_copies_logs_and_html_never_checkpoints(tmp_path):
     assert "2-core CPU" in readme and "cmgan ablate --grid g" in readme and "10.0 min" in readme and "Found." in readme
     with pytest.raises(FileNotFoundError, match="summary.csv"):
         study.share_report(tmp_path / "nothing", tmp_path / "r2", "c", "d")
+
+
+def test_ablate_command_passes_seeds_and_no_notebooks(monkeypatch, tmp_path):
+    from cmgan_lib import cli
+
+    calls = []
+    monkeypatch.setattr(study, "run_ablation", lambda grid, out, **kw: calls.append((grid, out, kw)))
+    grid = str(ROOT / "configs" / "precision_gpu.yaml")
+    assert cli.main(["ablate", "--grid", grid, "--out", str(tmp_path), "--seeds", "0,1", "--no-notebooks"]) == 0
+    assert cli.main(["ablate", "--grid", grid, "--out", str(tmp_path), "--runs-per-gpu", "3", "--audit"]) == 0
+    (g1, _, kw1), (g2, _, kw2) = calls
+    assert g1.seeds == [0, 1] and kw1["notebooks"] is False and kw1["audit"] is False
+    assert g2.seeds == [0, 1, 2] and kw2["notebooks"] is True and kw2["runs_per_gpu"] == 3 and kw2["audit"] is True
