@@ -146,36 +146,48 @@ def failure_sweep_table(sweeps: pd.DataFrame, batch_size: int = CLAIMED_SKIP_BAT
     return rate_table(sweeps, by=["dataset", "pair", "model", "crop_s"], batch_size=batch_size)
 
 
+def _sweep_label(pair: str, model: str) -> str:
+    return pair if model in ("", "-") else f"{pair}, {model}"
+
+
 def plot_failure_sweep(table: pd.DataFrame, training_crop_s: float | None = None):
     """Per-crop PESQ failure rate (95% Wilson interval) against crop length, one panel per dataset, one line per
-    pair type; the implied batch-skip rate at B=4 is the right-hand axis of the same numbers."""
+    pair type and checkpoint. A line has the same colour in every panel and one legend entry for the figure;
+    lines sit slightly apart along x (log scale) so equal rates stay visible."""
     import matplotlib.pyplot as plt
+    import seaborn as sns
 
     from cmgan_lib.stats import per_sample_rate_for
 
     datasets = list(dict.fromkeys(table["dataset"]))
+    labels = list(dict.fromkeys(_sweep_label(p, m) for p, m in zip(table["pair"], table["model"], strict=True)))
+    colors = dict(zip(labels, sns.color_palette("colorblind", len(labels)), strict=True))
+    dodge = {label: 1.0 + 0.03 * (k - (len(labels) - 1) / 2) for k, label in enumerate(labels)}
     fig, axes = plt.subplots(1, len(datasets), figsize=(6.2 * len(datasets), 4.2), sharey=True, squeeze=False)
     claimed_p = per_sample_rate_for(CLAIMED_SKIP_RATE, CLAIMED_SKIP_BATCH_SIZE)
     top = max(0.3, float(table["p_fail_high"].max()) * 1.1)
+    legend: dict[str, object] = {}
     for ax, dataset in zip(axes[0], datasets, strict=True):
         sub = table[table["dataset"] == dataset]
         for (pair, model), g in sub.groupby(["pair", "model"], sort=False):
             g = g.sort_values("crop_s")
-            label = pair if model in ("", "-") else f"{pair}, {model}"
+            label = _sweep_label(pair, model)
             yerr = [g["p_fail"] - g["p_fail_low"], g["p_fail_high"] - g["p_fail"]]
-            ax.errorbar(g["crop_s"], g["p_fail"], yerr=yerr, marker="o", capsize=3, label=label)
-        ax.axhline(claimed_p, color="firebrick", ls=":", lw=1.2,
-                   label=f"rate giving {CLAIMED_SKIP_RATE:.0%} skipped at B={CLAIMED_SKIP_BATCH_SIZE}")  # fmt: skip
+            legend[label] = ax.errorbar(g["crop_s"] * dodge[label], g["p_fail"], yerr=yerr, marker="o", capsize=3,
+                                        color=colors[label], label=label)  # fmt: skip
+        claim = f"rate giving {CLAIMED_SKIP_RATE:.0%} skipped at B={CLAIMED_SKIP_BATCH_SIZE}"
+        legend[claim] = ax.axhline(claimed_p, color="firebrick", ls=":", lw=1.2, label=claim)
         if training_crop_s is not None:
-            ax.axvline(training_crop_s, color="grey", ls="--", lw=1, label=f"training crop ({training_crop_s:g} s)")
+            crop = f"training crop ({training_crop_s:g} s)"
+            legend[crop] = ax.axvline(training_crop_s, color="grey", ls="--", lw=1, label=crop)
         n = int(sub.groupby("crop_s")["n_crops"].max().min())
         ax.set(xscale="log", xlabel="crop length (s)", ylabel="share of crops PESQ cannot score",
                title=f"{dataset} ({n}+ crops per point)", ylim=(0, top))  # fmt: skip
         ticks = sorted(sub["crop_s"].unique())
         ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
         ax.minorticks_off()
-    handles, labels = axes[0, -1].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=3, frameon=False, fontsize=9)
+    fig.legend(list(legend.values()), list(legend), loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=3,
+               frameon=False, fontsize=9)  # fmt: skip
     fig.suptitle("PESQ label failures by crop length: clean vs noisy, and clean vs generator estimate")
     fig.tight_layout()
     return fig
@@ -188,6 +200,27 @@ def cause_table(table: pd.DataFrame) -> pd.DataFrame:
     out = table[cols].rename(columns={c: c.removeprefix("n_").replace("_", " ") for c in causes})
     out["crop_s"] = out["crop_s"].map(lambda x: f"{x:g}")
     return out.rename(columns={"crop_s": "crop (s)", "skip": "implied skip at B=4"})
+
+
+def observed_table(observed: pd.DataFrame) -> pd.DataFrame:
+    """Notebook 01's table of what the runs logged: skipped updates and lost labels as 'k of n = x% (95% CI)',
+    and the lost labels per cause, causes that never occurred left out (the full table is observed_rates.csv)."""
+    from cmgan_lib.stats import format_rate, wilson
+
+    causes = [c for c in observed.columns if c.startswith("pesq_fail_") and observed[c].fillna(0).any()]
+    out = pd.DataFrame({
+        "run": observed["run"],
+        "strategy": observed["strategy"],
+        "injected p": observed["inject_p"].map(lambda x: f"{x:g}"),
+        "crop (s)": observed["crop_s"].map(lambda x: f"{x:g}"),
+        "updates skipped": [format_rate(wilson(int(k), int(n))) for k, n in zip(observed["skipped"], observed["steps"],
+                                                                               strict=True)],
+        "labels lost": [format_rate(wilson(int(k), int(n))) for k, n in zip(observed["failed"], observed["samples"],
+                                                                           strict=True)],
+    })  # fmt: skip
+    for c in causes:
+        out[c.removeprefix("pesq_fail_").replace("_", " ")] = observed[c].astype(int)
+    return out
 
 
 def plot_observed_skips(observed: pd.DataFrame, ax=None):
@@ -442,23 +475,26 @@ def claims_table(
     return pd.DataFrame(rows, columns=["claim", "condition", "measured", "verdict"])
 
 
+def _split_verdicts(g: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """A claim's rows as (holds, does not hold, undecided: inconclusive or not measured)."""
+    holds = g[g["verdict"].str.startswith(("consistent", "supported", "possible"))]
+    fails = g[g["verdict"].str.startswith(("below", "above", "refuted"))]
+    return holds, fails, g.drop(holds.index.union(fails.index))
+
+
+def _undecided_text(rest: pd.DataFrame) -> str:
+    return ", ".join(f"{n} {v}" for v, n in rest["verdict"].value_counts().items())
+
+
 def claims_summary(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per claim: the conditions under which it holds (verdict consistent/supported) and those under which
-    it does not, derived from `claims_table`."""
+    """One row per claim: the conditions under which it holds (verdict consistent/supported), those under which
+    it does not, and how many the data did not decide (by verdict; each one is in `claims_table`)."""
     rows = []
     for claim, g in table.groupby("claim", sort=False):
-        holds = g[g["verdict"].str.startswith(("consistent", "supported", "possible"))]
-        fails = g[g["verdict"].str.startswith(("below", "above", "refuted"))]
-        other = g[~g.index.isin(holds.index) & ~g.index.isin(fails.index)]
-        other_text = "; ".join(f"{c}: {v}" for c, v in zip(other["condition"], other["verdict"], strict=True))
-        rows.append(
-            dict(
-                claim=claim,
-                holds_under="; ".join(holds["condition"]) or "none measured",
-                not_under="; ".join(fails["condition"]) or "none measured",
-                other=other_text,
-            )
-        )
+        holds, fails, rest = _split_verdicts(g)
+        rows.append(dict(claim=claim, holds_under="; ".join(holds["condition"]) or "none measured",
+                         not_under="; ".join(fails["condition"]) or "none measured",
+                         undecided=_undecided_text(rest)))  # fmt: skip
     return pd.DataFrame(rows)
 
 
@@ -466,8 +502,7 @@ def claims_markdown(table: pd.DataFrame) -> str:
     """The written verdict of notebook 01, generated from the claims table (it changes when the data change)."""
     lines = ["## Verdict", ""]
     for claim, g in table.groupby("claim", sort=False):
-        holds = g[g["verdict"].str.startswith(("consistent", "supported", "possible"))]
-        fails = g[g["verdict"].str.startswith(("below", "above", "refuted"))]
+        holds, fails, rest = _split_verdicts(g)
         if len(holds) and not len(fails):
             head = "holds wherever it was measured"
         elif len(fails) and not len(holds):
@@ -477,10 +512,14 @@ def claims_markdown(table: pd.DataFrame) -> str:
         else:
             head = "not measured here"
         lines.append(f"**{claim}**: {head}.")
+        lines.append("")
         for label, part in (("Holds", holds), ("Does not hold", fails)):
             if len(part):
-                items = [f"{c} ({m})" for c, m in zip(part["condition"], part["measured"], strict=True)]
-                lines.append(f"- {label}: " + "; ".join(items))
+                lines.append(f"- {label}:")
+                lines += [f"    - {c} ({m})" for c, m in zip(part["condition"], part["measured"], strict=True)]
+        if len(rest):
+            lines.append(f"- Not decided by the data: {len(rest)} condition(s) ({_undecided_text(rest)}; "
+                         "listed in claims.csv)")  # fmt: skip
         lines.append("")
     return "\n".join(lines)
 

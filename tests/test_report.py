@@ -298,3 +298,59 @@ def test_notebook_01_figures_are_readable(check_figure, tmp_path):
     scaled = crop_pesq(pairs, 1, 16000, workers=1, progress=False).assign(dataset="synthetic")
     check_figure(report.plot_scale_residuals(scaled).figure)
     plt.close("all")
+
+
+def test_failure_sweep_figure_gives_a_line_one_colour_in_every_panel_and_one_legend_entry():
+    """Real speech has clean/noisy only, the synthetic corpus also estimates: clean/noisy must not take the
+    estimate's colour in one panel (a reader matches colours against one shared legend)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_hex
+
+    rows = [(d, p, m, c) for d, lines in (("real", [("clean/noisy", "-")]),
+                                          ("synthetic", [("clean/estimate", "untrained"), ("clean/noisy", "-")]))
+            for p, m in lines for c in (0.5, 2.0)]  # fmt: skip
+    table = pd.DataFrame(rows, columns=["dataset", "pair", "model", "crop_s"])
+    table = table.assign(p_fail=0.1, p_fail_low=0.05, p_fail_high=0.2, n_crops=20)
+    fig = report.plot_failure_sweep(table, 0.5)
+    colour = {}
+    for ax in fig.axes:
+        for bars in ax.containers:  # one ErrorbarContainer per line; lines[0] is the data line
+            colour.setdefault(bars.get_label(), set()).add(to_hex(bars.lines[0].get_color()))
+    assert all(len(c) == 1 for c in colour.values()) and len(colour) == 2
+    assert colour["clean/noisy"] != colour["clean/estimate, untrained"]
+    texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert sorted(texts) == sorted(set(texts)) and {"clean/noisy", "clean/estimate, untrained"} <= set(texts)
+    plt.close(fig)
+
+
+def test_observed_table_writes_rates_with_intervals_and_only_causes_that_occurred(tmp_path):
+    from test_audit import _run
+
+    from cmgan_lib.audit import observed_rates
+
+    _run(tmp_path, "official_s0", "skip", [1, 0, 1, 0], [1, 0, 2, 0])
+    _run(tmp_path, "masked_s0", "masked", [0, 0, 0, 0], [0, 0, 0, 0])
+    table = report.observed_table(observed_rates(tmp_path)).set_index("run")
+    assert table.loc["official_s0", "updates skipped"].startswith("2 of 4 = 50% (95% CI")
+    assert table.loc["official_s0", "labels lost"].startswith("3 of 16 = ")
+    assert table.loc["masked_s0", "updates skipped"].startswith("0 of 4 (95% upper bound")
+    assert list(table["silent reference"]) == [0, 3]  # masked_s0 first (runs sorted by name)
+    assert "injected" not in table.columns  # never occurred in these runs
+
+
+def test_claims_markdown_lists_each_condition_and_counts_the_undecided():
+    table = pd.DataFrame(
+        [("c", "real speech, 2 s", "0 of 50", "below the claim"),
+         ("c", "run official_s0", "16 of 36", "consistent with the claim"),
+         ("c", "synthetic estimates, 1 s", "1 of 12", "inconclusive (too few samples)")],
+        columns=["claim", "condition", "measured", "verdict"],
+    )  # fmt: skip
+    md = report.claims_markdown(table)
+    assert "**c**: holds under some conditions and not under others." in md
+    assert "- Holds:\n    - run official_s0 (16 of 36)" in md
+    assert "- Does not hold:\n    - real speech, 2 s (0 of 50)" in md
+    assert "Not decided by the data: 1 condition(s) (1 inconclusive (too few samples)" in md
+    assert "synthetic estimates" not in md  # undecided conditions are counted, not listed
+    row = report.claims_summary(table).iloc[0]
+    assert (row.holds_under, row.not_under) == ("run official_s0", "real speech, 2 s")
+    assert row.undecided == "1 inconclusive (too few samples)"
