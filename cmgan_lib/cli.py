@@ -88,16 +88,34 @@ def _cmd_train(argv: list[str]) -> int:
 def _cmd_ablate(a: argparse.Namespace) -> int:
     from cmgan_lib.study import load_grid, run_ablation
 
-    grid = load_grid(a.grid)
+    try:
+        grid = load_grid(a.grid)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if a.seeds:
-        grid.seeds = [int(x) for x in a.seeds.split(",")]
+        grid.seeds = a.seeds
     run_ablation(grid, a.out, notebooks=not a.no_notebooks, runs_per_gpu=a.runs_per_gpu, audit=a.audit)
     return 0
+
+
+def _seed_list(text: str) -> list[int]:
+    """--seeds 0,1,2 -> [0, 1, 2]; anything else is a usage error (argparse prints it in one line)."""
+    try:
+        seeds = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated non-negative integers, got {text!r}") from None
+    if any(s < 0 for s in seeds):
+        raise argparse.ArgumentTypeError(f"seeds must be non-negative, got {text!r}")
+    return seeds
 
 
 def _cmd_share_report(a: argparse.Namespace) -> int:
     from cmgan_lib.study import share_report
 
+    if a.note and not Path(a.note).is_file():
+        print(f"error: {a.note}: --note file does not exist", file=sys.stderr)
+        return 2
     note = Path(a.note).read_text() if a.note else ""
     dest = share_report(a.src, a.dest, a.command, a.device, a.wall_minutes * 60 if a.wall_minutes else None, note)
     print(f"shared report written to {dest}")
@@ -163,7 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument("--runs-per-gpu", type=int, default=1,
                     help="runs sharing one GPU at a time (default 1; measure before raising it)")  # fmt: skip
     ab.add_argument("--audit", action="store_true", help="also run notebook 01 (PESQ-failure audit) on the runs")
-    ab.add_argument("--seeds", default=None, help="comma-separated seeds to run instead of the grid's, e.g. 0,1")
+    ab.add_argument("--seeds", type=_seed_list, default=None,
+                    help="comma-separated seeds to run instead of the grid's, e.g. 0,1")  # fmt: skip
     ab.add_argument("--no-notebooks", action="store_true",
                     help="train and write summary.csv only (e.g. on a GPU machine without papermill); the same "
                          "command without it later renders the reports, skipping the finished runs")  # fmt: skip

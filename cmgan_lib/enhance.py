@@ -43,17 +43,17 @@ def _load_checkpoint_file(path: Path, trust: bool = False) -> dict:
     import pickle
     import zipfile
 
+    if trust:  # the user vouched for the file: any pickle, zip or legacy format
+        return torch.load(path, map_location="cpu", weights_only=False)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if not zipfile.is_zipfile(path):  # not torch.save's format at all: garbage, not a trust question
+        if not zipfile.is_zipfile(path):  # not torch.save's zip format: garbage (or a legacy file: needs trust)
             raise
-        if not trust:
-            raise UntrustedCheckpointError(
-                f"{path}: this checkpoint needs unpickling, which can run arbitrary code; if you trust its source, "
-                f"pass --trust-checkpoint (trust_checkpoint=True) to load it anyway ({str(exc).splitlines()[0]})"
-            ) from None
-    return torch.load(path, map_location="cpu", weights_only=False)
+        raise UntrustedCheckpointError(
+            f"{path}: this checkpoint needs unpickling, which can run arbitrary code; if you trust its source, "
+            f"pass --trust-checkpoint (trust_checkpoint=True) to load it anyway ({str(exc).splitlines()[0]})"
+        ) from None
 
 
 def generator_state_dict(checkpoint: str | os.PathLike | dict, trust: bool = False) -> dict[str, torch.Tensor]:

@@ -123,32 +123,27 @@ class FailureInjector:
     Why: whether skipping the discriminator update hurts can be tested on any data by imposing the failure
     rate, independent of how often PESQ really fails there. An injected failure goes down the same path as a
     real one (`make_labels`: skip / batch_mean / masked). A sample that already failed for a real reason keeps
-    that reason, so `pesq_fail_injected` counts labels lost only to injection. One draw per sample per step from
-    its own seeded generator, whose state goes into checkpoints (resume stays exact); p = 0 draws nothing.
+    that reason, so `pesq_fail_injected` counts labels lost only to injection. The draws of a step come from a
+    generator seeded by (seed, rank, step): nothing to checkpoint, so a resumed run, on every DDP rank, draws
+    exactly what an uninterrupted one would; p = 0 draws nothing.
     """
 
     def __init__(self, p: float, seed: int, rank: int = 0):
         if not 0.0 <= p < 1.0:
             raise ValueError(f"pesq_fail_inject must be in [0, 1), got {p}")
-        self.p = float(p)
-        self.rng = np.random.default_rng([int(seed), int(rank), 0x1A7EC7])
+        self.p, self.seed, self.rank = float(p), int(seed), int(rank)
 
-    def __call__(self, raw: np.ndarray, reasons: list[str | None]) -> tuple[np.ndarray, list[str | None]]:
+    def __call__(self, raw: np.ndarray, reasons: list[str | None], step: int) -> tuple[np.ndarray, list[str | None]]:
         if self.p == 0.0:
             return raw, reasons
-        hit = self.rng.random(len(reasons)) < self.p
+        rng = np.random.default_rng([self.seed, self.rank, int(step), 0x1A7EC7])
+        hit = rng.random(len(reasons)) < self.p
         raw = np.array(raw, dtype=np.float64, copy=True)
         reasons = list(reasons)
         for i in np.flatnonzero(hit):
             if reasons[i] is None:
                 raw[i], reasons[i] = np.nan, INJECTED
         return raw, reasons
-
-    def state_dict(self) -> dict:
-        return {"p": self.p, "bit_generator": self.rng.bit_generator.state}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.rng.bit_generator.state = state["bit_generator"]
 
 
 def make_labels(

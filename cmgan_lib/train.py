@@ -41,6 +41,7 @@ from cmgan_lib.dsp import istft, power_compress, power_uncompress, rms_normalize
 from cmgan_lib.enhance import resolve_device
 from cmgan_lib.models import Discriminator, TSCNet
 from cmgan_lib.numerics import PRECISIONS, autocast_call, configure, loader_generator, seed_worker
+from cmgan_lib.paths import run_config
 from cmgan_lib.pesq_labels import (
     CAUSE_COLUMNS,
     STRATEGIES,
@@ -86,13 +87,18 @@ RANGES: dict[str, tuple[Any, str]] = {
 OPTIONAL_NUMBERS = {"val_max_files", "max_steps_per_epoch", "pesq_workers"}  # None means "no limit" / "default"
 # Keys `--resume` may change: how long, where and how fast the run goes, never what it learns from or how.
 RESUMABLE_KEYS = frozenset({
-    "epochs", "max_steps_per_epoch", "device", "num_workers", "pesq_workers", "val_max_files", "log_steps",
+    "epochs", "max_steps_per_epoch", "device", "num_workers", "pesq_workers", "log_steps",
     "checkpoint_every", "overlap_pesq", "max_nonfinite_in_a_row",
 })  # fmt: skip
 RUN_FILES = (  # what a run writes into its folder (and epoch_NNN.pt); `--overwrite` removes them all
     "config.yaml", "last.pt", "best.pt", "training_step_log.csv", "training_epoch_log.csv", "ddp_ranks.json",
     "validation_dropped.csv", "nonfinite_batches.csv", "resume_overrides.csv",
 )  # fmt: skip
+# What a checkpoint must hold to be resumed; keys added later (e.g. nonfinite_in_a_row) are read with a default.
+CHECKPOINT_REQUIRED = frozenset({
+    "generator", "discriminator", "opt_g", "opt_d", "sched_g", "sched_d", "early_stopping", "epoch", "step",
+    "config", "rng_cpu", "rng_cuda",
+})  # fmt: skip
 VAL_DROPPED_COLUMNS = ["epoch", "name", "reason"]
 NONFINITE_COLUMNS = ["epoch", "step", "name", "reason"]
 RESUME_COLUMNS = ["time", "resumed_after_epoch", "key", "old", "new"]
@@ -249,13 +255,16 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
     unknown = sorted(set(values) - names)
     if unknown:
         raise ValueError(f"{path}: unknown config keys {unknown}")
+    if path is not None:
+        try:
+            TrainConfig(**values)  # the file alone first, so an error is blamed on what caused it
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
     values.update(_parse_overrides(overrides or []))
     try:
         return TrainConfig(**values)
     except ValueError as exc:
-        if path is None:
-            raise
-        raise ValueError(f"{path}: {exc}") from None
+        raise ValueError(f"{path} with key=value overrides: {exc}" if path else str(exc)) from None
 
 
 def resume_config(run_dir: str | os.PathLike, overrides: list[str]) -> tuple[TrainConfig, list[tuple[str, Any, Any]]]:
@@ -272,8 +281,10 @@ def resume_config(run_dir: str | os.PathLike, overrides: list[str]) -> tuple[Tra
         raise FileNotFoundError(f"{run}: run folder does not exist")
     if not (run / "config.yaml").is_file():
         raise ValueError(f"{run}: not a run folder (no config.yaml); start a run with cmgan train --config FILE")
-    old = load_config(run / "config.yaml", [f"run_dir={run}"])
-    new = load_config(run / "config.yaml", [f"run_dir={run}", *overrides])
+    # a run written before `val_split` existed validated on the test split: keep that, never switch silently
+    pinned = [] if "val_split" in run_config(run) else ["val_split=test"]
+    old = load_config(run / "config.yaml", [f"run_dir={run}", *pinned])
+    new = load_config(run / "config.yaml", [f"run_dir={run}", *pinned, *overrides])
     old_d, new_d = old.to_dict(), new.to_dict()
     changes = [(k, old_d[k], new_d[k]) for k in old_d if old_d[k] != new_d[k]]
     refused = [f"{k} ({o!r} -> {n!r})" for k, o, n in changes if k not in RESUMABLE_KEYS]
@@ -371,6 +382,19 @@ class CsvLog:
     def close(self) -> None:
         if self.fh is not None:
             self.fh.close()
+
+
+def check_log_columns(path: Path, columns: list[str]) -> None:
+    """Refuse a log whose header is another one (an older version of this trainer wrote it): `repair_csv` would
+    keep none of its rows. A missing header (first line a data row) is fine: repair restores it."""
+    if not path.exists():
+        return
+    with path.open(newline="") as f:
+        header = next(csv.reader(f), None)
+    if header and header != columns and not header[0].lstrip("-").isdigit():
+        raise ValueError(f"{path}: its columns are not this trainer's (missing {sorted(set(columns) - set(header))}, "
+                         f"extra {sorted(set(header) - set(columns))}); another version of cmgan-study wrote this "
+                         "run, and resuming would lose its log: start a new run")  # fmt: skip
 
 
 def repair_csv(path: Path, columns: list[str], max_epoch: int) -> None:
@@ -498,8 +522,6 @@ class Trainer:
         self.sched_d = torch.optim.lr_scheduler.StepLR(self.opt_d, step_size=cfg.decay_epoch, gamma=cfg.lr_gamma)
         mode = "max" if cfg.es_monitor == "val_pesq" else "min"
         self.stopper = EarlyStopping(cfg.es_patience, cfg.es_min_delta, mode)
-        workers = cfg.pesq_workers or max(1, len(os.sched_getaffinity(0)) // self.world)
-        self.pool = PesqPool(n_workers=workers)
         self.injector = FailureInjector(cfg.pesq_fail_inject, cfg.seed, self.rank)
 
         self.start_epoch, self.global_step = 0, 0
@@ -515,6 +537,9 @@ class Trainer:
             for path in [*(self.run_dir / name for name in RUN_FILES), *self.run_dir.glob("epoch_*.pt")]:
                 path.unlink(missing_ok=True)
             (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        # last: a refused resume above must not leave worker processes behind (fit() closes the pool)
+        workers = cfg.pesq_workers or max(1, len(os.sched_getaffinity(0)) // self.world)
+        self.pool = PesqPool(n_workers=workers)
 
     # ------------------------------------------------------------------ one step
     def forward_losses(self, clean: torch.Tensor, noisy: torch.Tensor, generator=None) -> dict[str, torch.Tensor]:
@@ -574,7 +599,7 @@ class Trainer:
             self._restore_buffers(buffers)
             self.nonfinite_in_a_row += 1
 
-        raw, reasons = self.injector(*(handle or self.pool.submit(clean_np, est_np)).result())
+        raw, reasons = self.injector(*(handle or self.pool.submit(clean_np, est_np)).result(), step=self.global_step)
         labels = make_labels(raw, reasons, cfg.pesq_strategy, self.device)
         self.opt_d.zero_grad(set_to_none=True)
         disc_loss = None
@@ -741,7 +766,7 @@ class Trainer:
             "config": self.cfg.to_dict(),
             "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "failure_injector": self.injector.state_dict(),
+            "nonfinite_in_a_row": self.nonfinite_in_a_row,
         }
 
     def _load_checkpoint(self, path: Path) -> None:
@@ -753,7 +778,10 @@ class Trainer:
         except pickle.UnpicklingError:
             raise ValueError(f"{path}: not a checkpoint of this trainer (it needs unpickling, which can run "
                              "code; this trainer's checkpoints never do)") from None  # fmt: skip
-        missing = sorted(set(self._checkpoint(0)) - set(ck)) if isinstance(ck, dict) else ["generator"]
+        except (RuntimeError, EOFError, OSError) as exc:  # truncated or corrupt file (a full disk, a bad copy)
+            raise ValueError(f"{path}: unreadable checkpoint ({str(exc).splitlines()[0]}); resume from a copy, or "
+                             "start again with --config FILE --overwrite") from None  # fmt: skip
+        missing = sorted(CHECKPOINT_REQUIRED - set(ck)) if isinstance(ck, dict) else ["generator"]
         if missing:
             raise ValueError(f"{path}: not a training checkpoint of this project (no {', '.join(missing)}); a bare "
                              "generator state dict is for cmgan enhance / evaluate, it cannot be resumed")  # fmt: skip
@@ -765,12 +793,13 @@ class Trainer:
         self.sched_d.load_state_dict(ck["sched_d"])
         self.stopper.load_state_dict(ck["early_stopping"])
         self.start_epoch, self.global_step = ck["epoch"] + 1, ck["step"]
-        if "failure_injector" in ck:
-            self.injector.load_state_dict(ck["failure_injector"])
+        self.nonfinite_in_a_row = int(ck.get("nonfinite_in_a_row", 0))
         torch.set_rng_state(ck["rng_cpu"].cpu())
         if ck["rng_cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([s.cpu() for s in ck["rng_cuda"]])
         if self.is_main:
+            for name, columns in self._logs().items():  # every header checked before any file is rewritten
+                check_log_columns(self.run_dir / name, columns)
             for name, columns in self._logs().items():
                 repair_csv(self.run_dir / name, columns, ck["epoch"])
 

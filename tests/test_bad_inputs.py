@@ -217,6 +217,29 @@ def _trust(tmp, corpus, run0):
     return dict(ckpt=_ckpt(tmp, extra=argparse.Namespace(note="pickled object")), inp=_noisy_folder(tmp))
 
 
+def _truncated_last(tmp, corpus, run0):
+    run = _copy_run(run0, tmp)
+    data = (run / "last.pt").read_bytes()
+    (run / "last.pt").write_bytes(data[: len(data) // 2])  # a copy cut off half-way
+    return dict(run=run, before=_bytes(run))
+
+
+def _old_version_log(tmp, corpus, run0):
+    """A step log as an older version wrote it (one column fewer): resume must keep it, not drop its rows."""
+    run = _copy_run(run0, tmp)
+    steps = pd.read_csv(run / "training_step_log.csv").drop(columns=["pesq_fail_injected"])
+    steps.to_csv(run / "training_step_log.csv", index=False)
+    return dict(run=run, before=_bytes(run))
+
+
+def _trust_legacy(tmp, corpus, run0):
+    """PyTorch's legacy (non-zip) format holding a pickled object: --trust-checkpoint must load it too."""
+    ctx = _trust(tmp, corpus, run0)
+    obj = torch.load(ctx["ckpt"], weights_only=False)
+    torch.save(obj, ctx["ckpt"], _use_new_zipfile_serialization=False)
+    return ctx
+
+
 CLI_CASES = [
     # --- 3. nothing overwritten without asking
     Case("train-config-into-existing-run", _train_into_existing,
@@ -279,11 +302,28 @@ CLI_CASES = [
          lambda c: ["train", "--resume", str(c["path"])], 2, ("not a run folder", "config.yaml")),
     Case("resume-raw-state-dict-as-last", _raw_state_as_last, lambda c: ["train", "--resume", str(c["run"])], 2,
          ("last.pt", "not a training checkpoint")),
+    Case("resume-corrupt-last", _truncated_last, lambda c: ["train", "--resume", str(c["run"])], 2,
+         ("last.pt", "unreadable checkpoint"), _unchanged("run")),
+    Case("resume-log-of-another-version", _old_version_log, lambda c: ["train", "--resume", str(c["run"]), "epochs=2"],
+         2, ("training_step_log.csv", "another version", "pesq_fail_injected"), _unchanged("run")),
+    Case("resume-changes-validation-files", _resume_with_changes,
+         lambda c: ["train", "--resume", str(c["run"]), "epochs=2", "val_max_files=2"], 2, ("val_max_files",),
+         lambda c: (c["run"] / "config.yaml").read_text() == c["config"] or pytest.fail("config.yaml changed")),
+    Case("val-speakers-beside-a-valid-split", lambda t, c, r: dict(corpus=c, run=t / "never"),
+         lambda c: ["train", "--config", OFFICIAL, *tiny(c["corpus"], c["run"], 'val_speakers=["s01"]',
+                                                          "val_split=valid")], 2,
+         ("valid/", "val_speakers"), lambda c: not c["run"].exists() or pytest.fail("run started")),
+    Case("share-report-missing-note", lambda t, c, r: dict(src=t),
+         lambda c: ["share-report", str(c["src"]), str(c["src"] / "r"), "--command", "x", "--device", "y", "--note",
+                    str(c["src"] / "nope.md")], 2, ("nope.md", "does not exist")),
     # --- 8. no unpickling unless asked
     Case("enhance-untrusted-checkpoint", _trust,
          lambda c: ["enhance", "--checkpoint", str(c["ckpt"]), "--input", str(c["inp"]), "--output",
                     str(c["inp"].parent / "out")], 2, ("needs unpickling", "--trust-checkpoint")),
     Case("enhance-trusted-checkpoint", _trust,
+         lambda c: ["enhance", "--checkpoint", str(c["ckpt"]), "--input", str(c["inp"]), "--output",
+                    str(c["inp"].parent / "out"), "--trust-checkpoint"], 0, ("enhanced 1 of 1",)),
+    Case("enhance-trusted-legacy-format-checkpoint", _trust_legacy,
          lambda c: ["enhance", "--checkpoint", str(c["ckpt"]), "--input", str(c["inp"]), "--output",
                     str(c["inp"].parent / "out"), "--trust-checkpoint"], 0, ("enhanced 1 of 1",)),
     Case("evaluate-untrusted-checkpoint", lambda t, c, r: {**_trust(t, c, r), "data": c / "test"},
@@ -475,3 +515,30 @@ def test_pesq_workers_exit_when_their_parent_is_killed(tmp_path):
     for c in alive:  # do not leave them behind when the test fails
         c.kill()
     assert not alive, [c.cmdline()[-1][:80] for c in alive]
+
+
+def test_ablate_refuses_bad_seeds_in_one_line(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["ablate", "--grid", str(ROOT / "configs" / "ablation_tiny.yaml"), "--out", "x", "--seeds", "0,a"])
+    assert exc.value.code == 2 and "comma-separated" in capsys.readouterr().err
+
+
+def test_an_override_error_is_not_blamed_on_the_file_alone(tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text("epochs: 2\n")
+    with pytest.raises(ValueError, match=r"good.yaml with key=value overrides: .*batch_size=0"):
+        load_config(good, ["batch_size=0"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("batch_size: 0\n")
+    with pytest.raises(ValueError, match=r"bad.yaml: invalid training config: batch_size=0"):
+        load_config(bad, ["epochs=3"])
+
+
+def test_a_refused_resume_leaves_no_pesq_workers(corpus, finished_run, tmp_path):
+    import multiprocessing
+
+    run = _truncated_last(tmp_path, corpus, finished_run)["run"]
+    before = len(multiprocessing.active_children())
+    with pytest.raises(ValueError, match="unreadable checkpoint"):
+        Trainer(load_config(run / "config.yaml", [f"run_dir={run}"]), resume=True)
+    assert len(multiprocessing.active_children()) == before

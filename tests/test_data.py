@@ -184,6 +184,9 @@ def test_training_pairs_hold_out_speakers_or_use_valid(tmp_path: Path) -> None:
         training_pairs(tmp_path, "valid", [])
     with pytest.raises(ValueError, match="p999"):
         training_pairs(tmp_path, "valid", ["p226", "p999"])
-    write_pair(tmp_path, "valid", "p300_001.wav", 8000)  # a valid/ folder wins; train keeps every speaker
-    assert [p[0] for p in training_pairs(tmp_path, "valid", held)] == ["p300_001.wav"]
-    assert len(training_pairs(tmp_path, "train", held)) == 6
+    write_pair(tmp_path, "valid", "p300_001.wav", 8000)  # a valid/ folder: train keeps every speaker
+    assert [p[0] for p in training_pairs(tmp_path, "valid", [])] == ["p300_001.wav"]
+    assert len(training_pairs(tmp_path, "train", [])) == 6
+    for split in ("valid", "train"):  # held-out speakers beside valid/: ambiguous, never silently ignored
+        with pytest.raises(ValueError, match="valid/ split and val_speakers"):
+            training_pairs(tmp_path, split, held)

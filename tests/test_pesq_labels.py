@@ -303,7 +303,7 @@ def test_injected_skip_rate_matches_the_binomial_prediction():
     skipped = 0
     for seed in seeds:
         inj = FailureInjector(p, seed=seed)
-        skipped += sum(make_labels(*inj(raw, reasons), strategy="skip").skipped for _ in range(n_batches))
+        skipped += sum(make_labels(*inj(raw, reasons, step), strategy="skip").skipped for step in range(n_batches))
     expected = batch_rate(p, B)
     assert expected == pytest.approx(0.56, abs=0.005)
     observed = wilson(skipped, n_batches * len(seeds), confidence=0.99)
@@ -313,7 +313,7 @@ def test_injected_skip_rate_matches_the_binomial_prediction():
 def test_injection_takes_the_path_of_a_real_failure():
     raw, reasons = np.array([3.0, 2.0, 4.0, 1.5]), [None] * 4
     inj = FailureInjector(0.5, seed=1)
-    r, why = inj(raw, reasons)
+    r, why = inj(raw, reasons, step=0)
     lost = [i for i, w in enumerate(why) if w == INJECTED]
     assert lost and len(lost) < 4 and np.isnan(r[lost]).all() and reasons == [None] * 4  # input untouched
     assert make_labels(r, why, "skip").skipped
@@ -327,24 +327,27 @@ def test_injection_takes_the_path_of_a_real_failure():
 
 def test_injection_keeps_real_causes_and_p0_draws_nothing():
     inj = FailureInjector(0.99, seed=0)
-    r, why = inj(np.array([np.nan, 3.0]), ["silent_reference", None])
+    r, why = inj(np.array([np.nan, 3.0]), ["silent_reference", None], step=0)
     assert why[0] == "silent_reference"
     counts = cause_counts(["silent_reference", "too_short", "other:PesqError: x", "silent_or_nonfinite_estimate",
                            INJECTED, None])  # fmt: skip
     assert counts == dict.fromkeys(CAUSE_COLUMNS.values(), 1)
     off = FailureInjector(0.0, seed=0)
-    state = off.state_dict()
-    assert off(np.array([3.0]), [None])[1] == [None] and off.state_dict() == state
+    assert all(off(np.array([3.0]), [None], step)[1] == [None] for step in range(1000))
     with pytest.raises(ValueError, match="pesq_fail_inject"):
         FailureInjector(1.0, seed=0)
 
 
-def test_injector_state_round_trip_continues_the_same_draws():
+def test_injector_draws_depend_on_seed_rank_and_step_only():
+    """No state to checkpoint: a resumed run (any DDP rank) draws what an uninterrupted one draws at that step."""
+    raw, reasons = np.full(4, 3.0), [None] * 4
+
+    def draws(inj, steps):
+        return [inj(raw, reasons, step)[1] for step in steps]
+
     a = FailureInjector(0.3, seed=5)
-    for _ in range(3):
-        a(np.full(4, 3.0), [None] * 4)
-    b = FailureInjector(0.3, seed=5)
-    b.load_state_dict(a.state_dict())
-    assert [a(np.full(4, 3.0), [None] * 4)[1] for _ in range(5)] == [
-        b(np.full(4, 3.0), [None] * 4)[1] for _ in range(5)
-    ]
+    first = draws(a, range(20))
+    assert draws(FailureInjector(0.3, seed=5), range(20)) == first  # a fresh injector: the same draws
+    assert draws(a, range(10, 20)) == first[10:]  # starting at step 10, as after a resume
+    assert draws(FailureInjector(0.3, seed=5, rank=1), range(20)) != first  # ranks draw independently
+    assert draws(FailureInjector(0.3, seed=6), range(20)) != first

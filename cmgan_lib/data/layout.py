@@ -88,7 +88,12 @@ def training_pairs(
     """
     if split == "test":
         return list_pairs(data_dir, "test")
-    held_out = set(val_speakers) if not has_split(data_dir, "valid") else set()
+    if val_speakers and has_split(data_dir, "valid"):
+        raise ValueError(
+            f"{data_dir}: has a valid/ split and val_speakers {list(val_speakers)} are set: say which "
+            "validation you mean (val_speakers=[] to use valid/, or a copy of the data without valid/)"
+        )
+    held_out = set(val_speakers)
     if split == "train":
         return [p for p in list_pairs(data_dir, "train") if speaker_of(p[0]) not in held_out]
     if split != "valid":
