@@ -457,9 +457,10 @@ def rate_table(crops: pd.DataFrame, by: Sequence[str], batch_size: int = 4, reas
 def observed_rates(run_root_or_dirs: str | os.PathLike | Sequence[str | os.PathLike], per: str = "run") -> pd.DataFrame:
     """Skip and failure rates the runs actually logged (training_step_log.csv), per run or per epoch.
 
-    Columns: run, variant, seed, strategy, inject_p, crop_s, batch_size, [epoch,] steps, skipped, skip_rate with
-    a Wilson interval (skip_low, skip_high), samples, failed (labels lost to any cause) with an interval, and
-    failed labels per cause (`pesq_fail_*` sums). Reads every run given (all variants), not one.
+    Columns: run, variant, seed, strategy, inject_p, crop_s, batch_size, [epoch,] steps (finite steps: the skip
+    rate's denominator), nonfinite_steps (refused steps, left out), skipped, skip_rate with a Wilson interval
+    (skip_low, skip_high), samples (B x steps whose labels were scored), failed (labels lost to any cause) with an
+    interval, and failed labels per cause (`pesq_fail_*` sums). Reads every run given (all variants), not one.
     """
     from cmgan_lib.training_report import find_runs, parse_run_name
 
@@ -487,15 +488,20 @@ def observed_rates(run_root_or_dirs: str | os.PathLike | Sequence[str | os.PathL
                     crop_s=int(cfg.get("cut_len", CUT_LEN)) / SR, batch_size=batch)  # fmt: skip
         groups = [(None, steps)] if per == "run" else list(steps.groupby("epoch", sort=True))
         for epoch, g in groups:
-            skipped = wilson(int(g["disc_skipped"].sum()), len(g))
-            lost = int(round(float(((1 - g["pesq_valid_frac"]) * batch).sum())))
-            failed = wilson(lost, len(g) * batch)
+            # A step refused as non-finite also logs disc_skipped = 1, but PESQ did not cause it: skips count on
+            # finite steps only. Labels count where they were scored (pesq_valid_frac is NaN on a batch refused
+            # before the forward pass; a non-finite loss still scored its labels).
+            finite = g["nonfinite"].fillna(0) == 0 if "nonfinite" in g else pd.Series(True, index=g.index)
+            scored = g["pesq_valid_frac"].notna()
+            skipped = wilson(int(g.loc[finite, "disc_skipped"].sum()), int(finite.sum()))
+            lost = int(round(float(((1 - g.loc[scored, "pesq_valid_frac"]) * batch).sum())))
+            failed = wilson(lost, int(scored.sum()) * batch)
             row = dict(base)
             if per == "epoch":
                 row["epoch"] = int(epoch)
-            row.update(steps=len(g), skipped=skipped.k, skip_rate=skipped.p, skip_low=skipped.low,
-                       skip_high=skipped.high, samples=failed.n, failed=failed.k, fail_rate=failed.p,
-                       fail_low=failed.low, fail_high=failed.high)  # fmt: skip
+            row.update(steps=skipped.n, nonfinite_steps=int((~finite).sum()), skipped=skipped.k, skip_rate=skipped.p,
+                       skip_low=skipped.low, skip_high=skipped.high, samples=failed.n, failed=failed.k,
+                       fail_rate=failed.p, fail_low=failed.low, fail_high=failed.high)  # fmt: skip
             row.update({c: int(g[c].sum()) for c in causes})
             rows.append(row)
     return pd.DataFrame(rows)

@@ -328,7 +328,8 @@ def disc_loss_stats(train_log: str | os.PathLike | Sequence[str | os.PathLike] |
 
 def last_epoch_disc_loss(run_root: str | os.PathLike, strategy: str = "batch_mean") -> pd.DataFrame:
     """Per run trained with `strategy` (read from config.yaml): mean disc_loss of the last epoch's updates with a
-    95% t interval over its steps (claim 4 is about disc_loss 'after the fix')."""
+    95% t interval over its steps (claim 4 is about disc_loss 'after the fix'), with the run's crop length and
+    injected failure rate (`inject_p`: a loss under imposed failures is no evidence about the fix)."""
     from cmgan_lib.stats import mean_interval
     from cmgan_lib.training_report import find_runs
 
@@ -341,12 +342,19 @@ def last_epoch_disc_loss(run_root: str | os.PathLike, strategy: str = "batch_mea
         steps = pd.read_csv(log)
         last = steps[steps["epoch"] == steps["epoch"].max()]
         m = mean_interval(last["disc_loss"].dropna())
-        rows.append(dict(run=run.name, epochs=int(steps["epoch"].max()) + 1, n_steps=m.n, mean=m.mean, low=m.low,
-                         high=m.high))  # fmt: skip
-    return pd.DataFrame(rows, columns=["run", "epochs", "n_steps", "mean", "low", "high"])
+        crop = int(cfg["cut_len"]) / 16000 if "cut_len" in cfg else math.nan
+        rows.append(dict(run=run.name, epochs=int(steps["epoch"].max()) + 1, crop_s=crop,
+                         inject_p=float(cfg.get("pesq_fail_inject", 0.0) or 0.0), n_steps=m.n, mean=m.mean,
+                         low=m.low, high=m.high))  # fmt: skip
+    return pd.DataFrame(rows, columns=["run", "epochs", "crop_s", "inject_p", "n_steps", "mean", "low", "high"])
 
 
 MAX_INFORMATIVE_WIDTH = 0.5  # a 95% interval wider than this cannot tell 56% from much less or more
+
+
+def _too_wide(low: float, high: float) -> bool:
+    """The one rule that keeps a wide interval from reading as agreement with a claim (every verdict uses it)."""
+    return high - low > MAX_INFORMATIVE_WIDTH
 
 
 def rate_verdict(low: float, high: float, claimed: float = CLAIMED_SKIP_RATE) -> str:
@@ -355,20 +363,19 @@ def rate_verdict(low: float, high: float, claimed: float = CLAIMED_SKIP_RATE) ->
     if not (np.isfinite(low) and np.isfinite(high)):
         return "not measured"
     if low <= claimed <= high:
-        if high - low > MAX_INFORMATIVE_WIDTH:
-            return "inconclusive (too few samples)"
-        return "consistent"
+        return "inconclusive (too few samples)" if _too_wide(low, high) else "consistent"
     return "below the claim" if high < claimed else "above the claim"
 
 
 def _range_verdict(low: float, high: float, lo: float, hi: float) -> str:
+    """`rate_verdict` for a claimed range [lo, hi]: an interval that overlaps it is consistent unless too wide."""
     if not (np.isfinite(low) and np.isfinite(high)):
         return "not measured"
     if high < lo:
         return "below the claim"
     if low > hi:
         return "above the claim"
-    return "consistent"
+    return "inconclusive (too few samples)" if _too_wide(low, high) else "consistent"
 
 
 CLAIMS = (
@@ -399,7 +406,8 @@ def claims_table(
       implied by the run's natural label failures; runs with injection are labelled imposed, not evidence).
     - claim 2: a skipped batch logs NaN here and 0.0 in the published code, so a positive value is an update.
     - claim 3: max |PESQ(cx,cy) - PESQ(x,y)| per dataset (`scale`) within `scale_tolerance` refutes it.
-    - claim 4: last-epoch disc_loss of batch_mean runs (`fixed`: `last_epoch_disc_loss`) against 0.1-0.2.
+    - claim 4: last-epoch disc_loss of batch_mean runs (`fixed`: `last_epoch_disc_loss`) against 0.1-0.2; runs
+      with injection are labelled imposed, not evidence.
     """
     from cmgan_lib.stats import batch_rate_interval, format_interval, format_rate, wilson
 
@@ -468,8 +476,15 @@ def claims_table(
     if fixed is not None and len(fixed):
         for _, r in fixed.iterrows():
             interval = f"{r['mean']:.3g} (95% CI {r['low']:.3g}-{r['high']:.3g}, {int(r['n_steps'])} updates)"
-            rows.append((c4, f"run {r['run']}, last of {int(r['epochs'])} epochs", f"mean disc_loss {interval}",
-                         _range_verdict(r["low"], r["high"], lo, hi)))  # fmt: skip
+            crop = _nan(r.get("crop_s"))
+            crop_text = f"{crop:g} s crops, " if np.isfinite(crop) else ""
+            cond = f"run {r['run']} ({crop_text}last of {int(r['epochs'])} epochs)"
+            inject = _nan(r.get("inject_p", 0.0))
+            if np.isfinite(inject) and inject > 0:
+                rows.append((c4, cond, f"mean disc_loss {interval} with failures imposed at p = {inject:g}",
+                             "imposed (failure injection), not evidence"))  # fmt: skip
+                continue
+            rows.append((c4, cond, f"mean disc_loss {interval}", _range_verdict(r["low"], r["high"], lo, hi)))
     else:
         rows.append((c4, "-", "no batch_mean runs given", "not measured"))
     return pd.DataFrame(rows, columns=["claim", "condition", "measured", "verdict"])
@@ -509,8 +524,10 @@ def claims_markdown(table: pd.DataFrame) -> str:
             head = "does not hold wherever it was measured"
         elif len(holds):
             head = "holds under some conditions and not under others"
-        else:
+        elif (rest["verdict"] == "not measured").all():
             head = "not measured here"
+        else:  # measured, but no row decides it: saying "not measured" would hide the data
+            head = f"not decided by the data here ({_undecided_text(rest)})"
         lines.append(f"**{claim}**: {head}.")
         lines.append("")
         for label, part in (("Holds", holds), ("Does not hold", fails)):
@@ -536,11 +553,15 @@ def _fmt(x: float) -> str:
 
 
 def find_finished_runs(run_root: str | os.PathLike) -> list[Path]:
-    """Finished runs under `run_root`: folders (at any depth) holding done.json and a checkpoint."""
+    """Finished runs (done.json and a checkpoint) directly under `run_root`, or under its runs/ when `run_root`
+    is a `cmgan ablate --out` folder (grid.yaml). Never deeper: two grids under one folder would merge runs of
+    the same name."""
     root = Path(run_root)
+    if (root / "grid.yaml").is_file() and (root / "runs").is_dir():
+        root = root / "runs"
     if not root.is_dir():
         return []
-    return sorted(d.parent for d in root.rglob("done.json") if resolve_checkpoint(d.parent, strict=False))
+    return sorted(d for d in root.iterdir() if (d / "done.json").is_file() and resolve_checkpoint(d, strict=False))
 
 
 def resolve_checkpoint(path: str | os.PathLike, strict: bool = True) -> Path | None:
@@ -838,16 +859,19 @@ def show_examples(per_file: pd.DataFrame, n: int = 2, one_seed_per_variant: bool
 def runs_test_dir(runs: Sequence[str | os.PathLike]) -> Path:
     """The test split of the corpus the runs trained on (their config.yaml's data_dir, or the synthetic corpus
     their config names), never built here: scoring another corpus than the training one would be a mistake."""
-    from cmgan_lib.train import synthetic_corpus_path
+    import dataclasses
 
+    from cmgan_lib.train import TrainConfig, synthetic_corpus_path
+
+    default = {f.name: f.default for f in dataclasses.fields(TrainConfig)}  # what the trainer uses for a missing key
     dirs = set()
     for run in runs:
-        cfg = run_config(run)
+        cfg = {**default, **run_config(run)}
         if cfg.get("data_dir"):
             dirs.add(Path(cfg["data_dir"]))
         else:
-            dirs.add(synthetic_corpus_path(cfg.get("synthetic_n_train", 48), cfg.get("synthetic_n_test", 16),
-                                           cfg.get("synthetic_seed", 0)))  # fmt: skip
+            dirs.add(synthetic_corpus_path(int(cfg["synthetic_n_train"]), int(cfg["synthetic_n_test"]),
+                                           int(cfg["synthetic_seed"]), int(cfg["synthetic_n_valid"])))  # fmt: skip
     if len(dirs) != 1:
         raise ValueError(f"the runs trained on {len(dirs)} corpora ({sorted(map(str, dirs))}): pass test_dir")
     return split_dir(dirs.pop(), "test")

@@ -113,9 +113,32 @@ def as_overrides(values: dict[str, Any]) -> list[str]:
     return [f"{k}={json.dumps(v) if isinstance(v, list | bool) or v is None else v}" for k, v in values.items()]
 
 
-def train_overrides(variant: str | dict[str, Any], seed: int, run_dir: Path, extra: dict[str, Any]) -> list[str]:
+def grid_values(variant: str | dict[str, Any], seed: int, extra: dict[str, Any]) -> dict[str, Any]:
+    """The config keys the grid sets for one run: its overrides, the variant's switches (they win), the seed."""
     switches = VARIANTS[variant] if isinstance(variant, str) else variant
-    return as_overrides({**extra, **switches, "seed": seed, "run_dir": str(run_dir)})
+    return {**extra, **switches, "seed": seed}
+
+
+def train_overrides(variant: str | dict[str, Any], seed: int, run_dir: Path, extra: dict[str, Any]) -> list[str]:
+    return as_overrides({**grid_values(variant, seed, extra), "run_dir": str(run_dir)})
+
+
+def grid_differences(run_dir: Path, wanted: dict[str, Any]) -> list[str]:
+    """'key: old -> new' for each key the grid sets that the run's config.yaml holds otherwise (or lacks), both
+    read as the trainer reads them. Why: a finished run trained with another recipe must not pass for this one."""
+    from cmgan_lib.train import load_config
+
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return []
+    raw = run_config(run_dir)
+    try:
+        old = load_config(path).to_dict()
+        new = load_config(path, as_overrides(wanted)).to_dict()
+    except ValueError as exc:
+        return [f"config.yaml unreadable by this trainer ({str(exc)[:200]})"]
+    return [f"{k}: {old[k] if k in raw else '(no key)'} -> {new[k]}" for k in wanted
+            if k not in raw or old[k] != new[k]]  # fmt: skip
 
 
 def train_run(base_config: str, variant: str, seed: int, run_root: str | os.PathLike,
@@ -123,13 +146,19 @@ def train_run(base_config: str, variant: str, seed: int, run_root: str | os.Path
               switches: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
     """Train one variant x seed in a subprocess (resuming an interrupted run); log to RUN/train.log.
 
-    `switches`: the variant's overrides (default: VARIANTS[variant])."""
+    `switches`: the variant's overrides (default: VARIANTS[variant]). A finished run is skipped only when its
+    config.yaml holds what the grid asks for; otherwise its status is 'failed: config differs from the grid'."""
     run_dir = run_dir_for(run_root, variant, seed)
     status = dict(run=run_dir.name, variant=variant, seed=seed, run_dir=str(run_dir))
+    variant_switches = switches if switches is not None else variant
     if (run_dir / "done.json").is_file():
+        differs = grid_differences(run_dir, grid_values(variant_switches, seed, overrides or {}))
+        if differs:
+            return {**status, "status": f"failed: config differs from the grid ({', '.join(differs)}); use another "
+                    "--out or delete the run", "seconds": 0.0}  # fmt: skip
         return {**status, "status": "done (skipped)", "seconds": 0.0}
     run_dir.mkdir(parents=True, exist_ok=True)
-    args = train_overrides(switches if switches is not None else variant, seed, run_dir, overrides or {})
+    args = train_overrides(variant_switches, seed, run_dir, overrides or {})
     if (run_dir / "last.pt").is_file():  # interrupted: continue where it stopped
         cmd = [sys.executable, "-m", "cmgan_lib.train", "--resume", str(run_dir), *args]
     else:

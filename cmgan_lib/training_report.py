@@ -20,13 +20,14 @@ import pandas as pd
 
 from cmgan_lib.paths import run_config
 from cmgan_lib.plotting import EPOCH_LABEL, STEP_LABEL, integer_ticks, left_aligned, legend_outside, plain_log_ticks
-from cmgan_lib.stats import Interval, batch_rate, difference_interval, effect_verdict, mean_interval, wilson
+from cmgan_lib.stats import Interval, difference_interval, effect_verdict, mean_interval, wilson
 
 RUN_NAME = re.compile(r"^(?P<variant>.+)_s(?P<seed>\d+)$")
 REFERENCE = "official"
 FAIL_CAUSES = ("silent_reference", "too_short", "estimate", "other")
 INJECTED = "pesq_fail_injected"
-CONFIG_KEYS = ("pesq_strategy", "pesq_fail_inject", "grad_clip_norm", "batch_size", "val_split")
+CONFIG_KEYS = ("pesq_strategy", "pesq_fail_inject", "grad_clip_norm", "batch_size", "val_split", "cut_len")
+MIXED = "mixed"  # a variant whose seeds ran with different values of a config key
 # The quantities the verdict compares, with the words it uses for them.
 COMPARED = {
     "best_val_pesq": "best validation PESQ",
@@ -157,12 +158,38 @@ def _number(x) -> bool:
 def _config_value(values: pd.Series):
     """The variant's config value when its seeds agree; 'mixed' when they do not."""
     u = values.dropna().unique()
-    return u[0] if len(u) == 1 else (np.nan if len(u) == 0 else "mixed")
+    return u[0] if len(u) == 1 else (np.nan if len(u) == 0 else MIXED)
+
+
+def _config_text(value, absent: str, unit: float = 1.0) -> str:
+    """A config value for a table cell: the number, 'mixed' when the seeds disagree, `absent` when no run has it."""
+    if isinstance(value, str) and value == MIXED:
+        return MIXED
+    return f"{value / unit:g}" if _number(value) else absent
+
+
+def expected_skip_rate(p, batch_size, strategy) -> float:
+    """Share of discriminator updates that injected failures at per-sample rate p alone would skip under
+    `strategy`: the binomial weight of every count k of failed labels in a batch of B whose labels `make_labels`
+    skips (skip: any failure, 1 - (1 - p)^B; masked: all B, p^B; batch_mean: never). Why the real label path:
+    the expectation then follows the strategies as they are, not a formula kept beside them."""
+    from cmgan_lib.pesq_labels import INJECTED, STRATEGIES, make_labels
+
+    if not (_number(p) and _number(batch_size) and isinstance(strategy, str) and strategy in STRATEGIES):
+        return math.nan
+    b, p = int(batch_size), float(p)
+    total = 0.0
+    for k in range(b + 1):
+        raw = np.r_[np.full(k, np.nan), np.full(b - k, 2.0)]
+        if make_labels(raw, [INJECTED] * k + [None] * (b - k), strategy).skipped:
+            total += math.comb(b, k) * p**k * (1.0 - p) ** (b - k)
+    return total
 
 
 def variant_summary(per_seed: pd.DataFrame) -> pd.DataFrame:
-    """One row per variant: seed means with 95% t intervals (`<q>`, `<q>_low`, `<q>_high`), and the skip rate
-    applied over all its steps with a Wilson interval beside the rate the injected p alone would give."""
+    """One row per variant: seed means with 95% t intervals (`<q>`, `<q>_low`, `<q>_high`, and `<q>_n`, the seeds
+    with a value), and the skip rate applied over all its steps with a Wilson interval beside the rate the injected
+    p alone would give under the variant's strategy (`expected_skip_rate`)."""
     rows = []
     for variant, g in per_seed.groupby("variant", sort=False):
         row = dict(variant=variant, n_seeds=int(g.seed.nunique()), seeds=",".join(str(int(x)) for x in
@@ -171,15 +198,15 @@ def variant_summary(per_seed: pd.DataFrame) -> pd.DataFrame:
         for q in SEED_MEAN_COLUMNS:
             if q in g:
                 iv = mean_interval(g[q].to_numpy(dtype=float))
-                row.update({q: iv.mean, f"{q}_low": iv.low, f"{q}_high": iv.high})
+                row.update({q: iv.mean, f"{q}_low": iv.low, f"{q}_high": iv.high, f"{q}_n": iv.n})
         for total in ("injected_failures", "data_failures"):
             if total in g:
                 row[f"{total}_total"] = g[total].sum(min_count=1)
         if "steps" in g and g.steps.notna().any():
             skip = wilson(int(g.skipped.sum()), int(g.steps.sum()))
             row.update(skipped=skip.k, steps=skip.n, skip_rate=skip.p, skip_low=skip.low, skip_high=skip.high)
-        p, b = row.get("pesq_fail_inject"), row.get("batch_size")
-        row["skip_rate_from_injection"] = batch_rate(float(p), int(b)) if _number(p) and _number(b) else np.nan
+        row["skip_rate_from_injection"] = expected_skip_rate(row.get("pesq_fail_inject"), row.get("batch_size"),
+                                                             row.get("pesq_strategy"))  # fmt: skip
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -190,6 +217,13 @@ def _pm(iv_mean: float, low: float, high: float, digits: int = 2) -> str:
     if not (np.isfinite(low) and np.isfinite(high)):
         return f"{iv_mean:.{digits}f}"
     return f"{iv_mean:.{digits}f} ± {(high - low) / 2:.{digits}f}"
+
+
+def _seed_mean(r, q: str, digits: int = 2) -> str:
+    """A seed mean ± half-width, saying how many seeds it is over when some had no value (e.g. NaN validation)."""
+    text = _pm(getattr(r, q), getattr(r, f"{q}_low"), getattr(r, f"{q}_high"), digits)
+    n = getattr(r, f"{q}_n", r.n_seeds)
+    return f"{text} ({int(n)} of {r.n_seeds} seeds)" if text and _number(n) and n < r.n_seeds else text
 
 
 def _pct_interval(p: float, low: float, high: float, k=None, n=None) -> str:
@@ -207,15 +241,13 @@ def headline_table(per_variant: pd.DataFrame) -> pd.DataFrame:
         "seeds": per_variant.n_seeds,
         "PESQ labels": per_variant.get("pesq_strategy", ""),
         "injected p": per_variant.get("pesq_fail_inject", pd.Series(np.nan, index=per_variant.index)).map(
-            lambda p: f"{p:g}" if _number(p) else "0 (no key)"),
-        "best val PESQ": [_pm(r.best_val_pesq, r.best_val_pesq_low, r.best_val_pesq_high)
-                          for r in per_variant.itertuples()],
-        "peak epoch": [_pm(r.best_epoch, r.best_epoch_low, r.best_epoch_high, 1 if r.n_seeds > 1 else 0)
-                       for r in per_variant.itertuples()],
-        "final val PESQ": [_pm(r.final_val_pesq, r.final_val_pesq_low, r.final_val_pesq_high)
-                           for r in per_variant.itertuples()],
-        "drop after peak": [_pm(r.drop_after_peak, r.drop_after_peak_low, r.drop_after_peak_high)
-                            for r in per_variant.itertuples()],
+            lambda p: _config_text(p, "0 (no key)")),
+        "crop (s)": per_variant.get("cut_len", pd.Series(np.nan, index=per_variant.index)).map(
+            lambda c: _config_text(c, "n/a (no key)", 16000)),
+        "best val PESQ": [_seed_mean(r, "best_val_pesq") for r in per_variant.itertuples()],
+        "peak epoch": [_seed_mean(r, "best_epoch", 1 if r.n_seeds > 1 else 0) for r in per_variant.itertuples()],
+        "final val PESQ": [_seed_mean(r, "final_val_pesq") for r in per_variant.itertuples()],
+        "drop after peak": [_seed_mean(r, "drop_after_peak") for r in per_variant.itertuples()],
         "failed labels: injected, from the data": [
             ", ".join("n/a" if not np.isfinite(x) else str(int(x)) for x in (r.injected_failures_total,
                                                                                r.data_failures_total))
@@ -238,14 +270,16 @@ def default_comparisons(variants: Sequence[str], reference: str = REFERENCE) -> 
 
 def compare_variants(per_seed: pd.DataFrame, comparisons: Sequence[Sequence[str]]) -> pd.DataFrame:
     """For each (variant, reference): the difference of each COMPARED quantity over seeds (Welch 95%) and its
-    verdict by the study's one rule (`stats.effect_verdict`): no direction unless the interval excludes 0."""
+    verdict by the study's one rule (`stats.effect_verdict`): no direction unless the interval excludes 0.
+    n_variant / n_reference count the seeds with a value (a final validation PESQ can be NaN), as the interval."""
     rows = []
     for variant, reference in comparisons:
         a, b = per_seed[per_seed.variant == variant], per_seed[per_seed.variant == reference]
         for q, words in COMPARED.items():
             diff: Interval = difference_interval(a[q].to_numpy(dtype=float), b[q].to_numpy(dtype=float))
             rows.append(dict(variant=variant, reference=reference, quantity=q, difference=diff.mean,
-                             ci95_low=diff.low, ci95_high=diff.high, n_variant=len(a), n_reference=len(b),
+                             ci95_low=diff.low, ci95_high=diff.high, n_variant=int(np.isfinite(a[q]).sum()),
+                             n_reference=int(np.isfinite(b[q]).sum()),
                              verdict=effect_verdict(diff, f"{words}, {variant} - {reference}")))  # fmt: skip
     return pd.DataFrame(rows, columns=["variant", "reference", "quantity", "difference", "ci95_low", "ci95_high",
                                        "n_variant", "n_reference", "verdict"])  # fmt: skip
@@ -256,12 +290,13 @@ def _describe(per_variant: pd.DataFrame, variant: str) -> str:
     if r.empty:
         return f"`{variant}`: no runs"
     r = r.iloc[0]
-    p = r.get("pesq_fail_inject")
-    p = f"{p:g}" if _number(p) else "0"
+    p = _config_text(r.get("pesq_fail_inject"), "0")
+    crop = _config_text(r.get("cut_len"), "", 16000)
+    crop = f", crop {crop}{'' if crop == MIXED else ' s'}" if crop else ""
     skip = _pct_interval(r.get("skip_rate", np.nan), r.get("skip_low", np.nan), r.get("skip_high", np.nan),
                          r.get("skipped"), r.get("steps"))  # fmt: skip
     return (f"`{variant}` ({r.n_seeds} seed{'s' if r.n_seeds != 1 else ''}, labels `{r.get('pesq_strategy', '?')}`, "
-            f"injected p = {p}, updates skipped {skip or 'n/a'})")  # fmt: skip
+            f"injected p = {p}{crop}, updates skipped {skip or 'n/a'})")  # fmt: skip
 
 
 def verdict_markdown(comparisons: pd.DataFrame, per_variant: pd.DataFrame, reference: str = REFERENCE) -> str:
@@ -307,6 +342,12 @@ def clip_markdown(per_seed: pd.DataFrame) -> str:
     for variant, g in per_seed.groupby("variant", sort=False):
         clip = _config_value(g.grad_clip_norm) if "grad_clip_norm" in g else np.nan
         gmax, dmax = (g[c].max() if c in g else np.nan for c in ("grad_norm_g_max", "grad_norm_d_max"))
+        if isinstance(clip, str) and clip == MIXED:
+            per_seed_clip = ", ".join(f"{r}: {_config_text(c, 'no key')}" for r, c in zip(g.run, g.grad_clip_norm,
+                                                                                        strict=True))  # fmt: skip
+            lines.append(f"- `{variant}`: clip value mixed across seeds ({per_seed_clip}); not summarised; largest "
+                         f"pre-clip norms: generator {gmax:.3g}, discriminator {dmax:.3g}.")  # fmt: skip
+            continue
         if not _number(clip) or clip <= 0:
             lines.append(f"- `{variant}`: no clipping configured; largest pre-clip norms: generator {gmax:.3g}, "
                          f"discriminator {dmax:.3g}.")  # fmt: skip
@@ -449,7 +490,8 @@ def plot_val_pesq(epochs: pd.DataFrame, reference: str = REFERENCE, ncols: int =
 def plot_skips_and_disc_loss(per_seed: pd.DataFrame, per_variant: pd.DataFrame, steps: pd.DataFrame,
                              reference: str = REFERENCE):  # fmt: skip
     """Left: the share of discriminator updates skipped, as applied (Wilson 95%), beside what the injected p
-    alone would give. Right (when any update ran): the discriminator loss of the updates that ran."""
+    alone would give under each variant's strategy (`expected_skip_rate`, the table's number). Right (when any
+    update ran): the discriminator loss of the updates that ran."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
@@ -466,7 +508,8 @@ def plot_skips_and_disc_loss(per_seed: pd.DataFrame, per_variant: pd.DataFrame, 
     ax.errorbar(rate, y, xerr=err, fmt="o", color="C0", capsize=4, label="applied (95% Wilson interval)")
     expected = 100 * pv.skip_rate_from_injection.to_numpy(dtype=float)
     if np.nanmax(np.nan_to_num(expected, nan=0.0)) > 0:
-        ax.plot(expected, y, "x", color="C3", ms=9, label="expected from the injected p alone: 1 - (1 - p)^B")
+        ax.plot(expected, y, "x", color="C3", ms=9, label="expected from the injected p alone (skip: 1 - (1 - p)^B; "
+                "masked: p^B; batch_mean: never)")  # fmt: skip
     ax.set_yticks(y, [f"{v}\n({int(r.skipped)} of {int(r.steps)} skipped)" if np.isfinite(r.steps) else v
                       for v, r in pv.iterrows()])  # fmt: skip
     ax.set(xlim=(-2, 102), xlabel="discriminator updates skipped (% of training steps)")

@@ -236,3 +236,16 @@ def test_observed_rates_read_every_run_per_run_and_per_epoch(tmp_path):
     per_epoch = audit.observed_rates(tmp_path, per="epoch")
     assert list(per_epoch[per_epoch.run == "official_s0"].skipped) == [2, 3]
     assert audit.run_crop_seconds(tmp_path / "official_s0") == 0.5
+
+
+def test_observed_rates_leave_out_steps_refused_as_nonfinite(tmp_path):
+    """A step refused as non-finite logs disc_skipped = 1 but is no PESQ skip; labels count where they were scored
+    (NaN pesq_valid_frac: refused before the forward pass; a non-finite loss still scored its labels)."""
+    d = _run(tmp_path, "official_s0", "skip", [1, 0, 0, 1, 0, 0, 1, 1], [1, 0, 0, 2, 0, 0, 0, 1])
+    steps = pd.read_csv(d / "training_step_log.csv")
+    steps["nonfinite"] = [0, 0, 0, 0, 0, 0, 1, 1]
+    steps.loc[6, "pesq_valid_frac"] = np.nan  # refused before the forward pass: no labels
+    steps.to_csv(d / "training_step_log.csv", index=False)
+    r = audit.observed_rates(tmp_path).iloc[0]
+    assert (r.steps, r.nonfinite_steps, r.skipped) == (6, 2, 2)
+    assert (r.samples, r.failed) == (7 * 4, 1 + 2 + 1)

@@ -354,3 +354,74 @@ def test_claims_markdown_lists_each_condition_and_counts_the_undecided():
     row = report.claims_summary(table).iloc[0]
     assert (row.holds_under, row.not_under) == ("run official_s0", "real speech, 2 s")
     assert row.undecided == "1 inconclusive (too few samples)"
+
+
+def test_runs_test_dir_is_the_corpus_the_trainer_built_with_its_valid_split(tmp_path):
+    """A run on the corpus with a valid split (n_train_n_valid_n_test) is scored on that corpus, also when its
+    config predates the synthetic_n_valid key (the trainer's default then applies)."""
+    import yaml
+
+    from cmgan_lib.train import config_corpus_path, load_config
+
+    cfg = load_config(None, ["synthetic_n_train=48", "synthetic_n_test=16", "synthetic_n_valid=8"]).to_dict()
+    old = {k: v for k, v in cfg.items() if k != "synthetic_n_valid"}
+    for name, written in (("new_s0", cfg), ("old_s0", old)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.yaml").write_text(yaml.safe_dump(written))
+    trained_on = config_corpus_path(load_config(tmp_path / "new_s0" / "config.yaml"))
+    assert trained_on.name == "n48_8_16_s0"
+    assert report.runs_test_dir([tmp_path / "new_s0"]) == report.split_dir(trained_on, "test")
+    default = config_corpus_path(load_config(tmp_path / "old_s0" / "config.yaml"))
+    assert report.runs_test_dir([tmp_path / "old_s0"]) == report.split_dir(default, "test")
+
+
+def test_claims_markdown_says_undecided_when_rows_were_measured_but_decide_nothing():
+    rows = [("measured", "run a", "1 of 3", "inconclusive (too few samples)"),
+            ("measured", "run b", "2 of 4", "imposed (failure injection), not evidence"),
+            ("absent", "-", "no step logs", "not measured")]  # fmt: skip
+    md = report.claims_markdown(pd.DataFrame(rows, columns=["claim", "condition", "measured", "verdict"]))
+    assert ("**measured**: not decided by the data here (1 inconclusive (too few samples), 1 imposed (failure "
+            "injection), not evidence).") in md  # fmt: skip
+    assert "**absent**: not measured here." in md
+    assert "Not decided by the data: 2 condition(s)" in md
+
+
+def test_claim4_labels_injected_runs_names_the_crop_and_calls_wide_intervals_inconclusive(tmp_path):
+    from test_audit import _run
+
+    _run(tmp_path, "seed_fixes_s0", "batch_mean", [0] * 10, [0] * 10)
+    _run(tmp_path, "batch_mean_p186_s0", "batch_mean", [0] * 10, [1] * 10, inject=0.186)
+    _run(tmp_path, "official_s0", "skip", [0] * 10, [0] * 10)
+    fixed = report.last_epoch_disc_loss(tmp_path)
+    assert sorted(fixed.run) == ["batch_mean_p186_s0", "seed_fixes_s0"]
+    c4 = report.claims_table(fixed=fixed).query("claim == @report.CLAIMS[3]").set_index("condition")
+    natural = c4.loc["run seed_fixes_s0 (0.5 s crops, last of 2 epochs)"]
+    assert natural.verdict == "consistent"  # every logged disc_loss is 0.2
+    assert c4.loc["run batch_mean_p186_s0 (0.5 s crops, last of 2 epochs)"].verdict.startswith("imposed")
+    # the width rule is rate_verdict's: just wider than MAX_INFORMATIVE_WIDTH is inconclusive, just narrower not
+    w = report.MAX_INFORMATIVE_WIDTH
+    lo, hi = report.CLAIMED_DISC_LOSS_RANGE
+    for width, ok in ((w + 0.01, False), (w - 0.01, True)):
+        rate = report.rate_verdict(report.CLAIMED_SKIP_RATE - width / 2, report.CLAIMED_SKIP_RATE + width / 2)
+        ranged = report._range_verdict(lo, lo + width, lo, hi)
+        assert (rate == "consistent") == (ranged == "consistent") == ok
+        assert ok or ranged == rate == "inconclusive (too few samples)"
+    wide = fixed.assign(low=0.0, high=0.05 + w)
+    assert set(report.claims_table(fixed=wide).query("claim == @report.CLAIMS[3]").verdict) == {
+        "inconclusive (too few samples)", "imposed (failure injection), not evidence"}  # fmt: skip
+
+
+def test_find_finished_runs_never_merges_two_grids(tmp_path):
+    """Two `cmgan ablate --out` folders under one folder hold runs of the same name: neither is taken from the
+    parent, and each grid folder (or its runs/) gives only its own."""
+    for grid in ("grid_a", "grid_b"):
+        (tmp_path / grid).mkdir()
+        (tmp_path / grid / "grid.yaml").write_text("seeds: [0]\n")
+        run = tmp_path / grid / "runs" / "official_s0"
+        run.mkdir(parents=True)
+        (run / "done.json").write_text("{}")
+        (run / "best.pt").write_bytes(b"")
+    assert report.find_finished_runs(tmp_path) == []
+    a = tmp_path / "grid_a" / "runs" / "official_s0"
+    assert report.find_finished_runs(tmp_path / "grid_a") == [a]
+    assert report.find_finished_runs(tmp_path / "grid_a" / "runs") == [a]

@@ -156,3 +156,28 @@ def test_ablate_command_passes_seeds_and_no_notebooks(monkeypatch, tmp_path):
     (g1, _, kw1), (g2, _, kw2) = calls
     assert g1.seeds == [0, 1] and kw1["notebooks"] is False and kw1["audit"] is False
     assert g2.seeds == [0, 1, 2] and kw2["notebooks"] is True and kw2["runs_per_gpu"] == 3 and kw2["audit"] is True
+
+
+def test_a_finished_run_trained_with_another_recipe_is_reported_not_skipped(tmp_path, monkeypatch):
+    """A run folder with done.json whose config.yaml differs from what the grid now asks for (on the keys the grid
+    sets) fails in status.csv, naming each difference; one that matches is skipped. Nothing trains here."""
+    from cmgan_lib.train import load_config
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    base = str(ROOT / "configs" / "tiny_cpu.yaml")
+    grid = study.Grid(base_config=base, variants=["official", "masked"], seeds=[0], overrides={"epochs": 1})
+    root = tmp_path / "runs"
+    for variant, trained in (("official", "official"), ("masked", "official")):  # masked_s0 trained as official
+        run = study.run_dir_for(root, variant, 0)
+        run.mkdir(parents=True)
+        cfg = load_config(base, study.train_overrides(grid.variant_overrides(trained), 0, run, {"epochs": 2}))
+        (run / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
+        (run / "done.json").write_text("{}")
+    status = study.run_grid(grid, root, progress=False).set_index("run").status
+    assert status["masked_s0"] == ("failed: config differs from the grid (epochs: 2 -> 1, pesq_strategy: skip -> "
+                                   "masked); use another --out or delete the run")  # fmt: skip
+    assert status["official_s0"].startswith("failed: config differs from the grid (epochs: 2 -> 1)")
+    assert pd.read_csv(root / "status.csv").set_index("run").status["masked_s0"] == status["masked_s0"]
+    grid.overrides = {"epochs": 2}
+    again = study.run_grid(grid, root, progress=False).set_index("run").status
+    assert again["official_s0"] == "done (skipped)" and again["masked_s0"].startswith("failed: config differs")

@@ -138,3 +138,62 @@ def test_runs_markdown_names_the_split_and_unfinished_runs(tmp_path, fake_run):
     assert "**Not finished**" in text and "`masked_s0`" in text.split("Not finished")[1]
     assert "official_s0" not in text.split("Not finished")[1]
     assert "No runs under" in tr.runs_markdown(tmp_path / "none", tr.build_report(tmp_path / "none"))
+
+
+@pytest.mark.parametrize("strategy", ["skip", "masked", "batch_mean"])
+def test_expected_skip_rate_follows_each_strategys_label_path(strategy, tmp_path, fake_run, check_figure):
+    """The rate injection alone should give matches what the injector and make_labels really skip, per strategy,
+    and the table and the figure both show that number."""
+    from cmgan_lib.pesq_labels import FailureInjector, make_labels
+
+    p, b, n = 0.5, 4, 4000
+    inject = FailureInjector(p, seed=0)
+    skipped = 0
+    for step in range(n):
+        raw, reasons = inject(np.full(b, 2.0), [None] * b, step=step)
+        skipped += make_labels(raw, reasons, strategy).skipped
+    expected = tr.expected_skip_rate(p, b, strategy)
+    assert abs(skipped / n - expected) <= 4 * np.sqrt(0.25 / n)
+    fake_run(tmp_path, "x_s0", [2.0, 2.1], 0, config={"pesq_strategy": strategy, "pesq_fail_inject": p})
+    fake_run(tmp_path, "official_s0", [2.0, 2.1], 0)
+    _, steps, per_seed = _load(tmp_path)
+    per_variant = tr.variant_summary(per_seed)
+    assert per_variant.set_index("variant").loc["x", "skip_rate_from_injection"] == pytest.approx(expected)
+    fig = tr.plot_skips_and_disc_loss(per_seed, per_variant, steps)
+    check_figure(fig)
+    if expected > 0:
+        marks = [line for line in fig.axes[0].lines if line.get_label().startswith("expected from the injected p")]
+        assert 100 * expected in marks[0].get_xdata()
+
+
+def test_a_variant_whose_seeds_disagree_on_a_config_key_says_mixed(tmp_path, fake_run):
+    fake_run(tmp_path, "x_s0", [2.0, 2.1], 0, config={"pesq_fail_inject": 0.1, "grad_clip_norm": 5.0, "cut_len": 16000})
+    fake_run(tmp_path, "x_s1", [2.0, 2.2], 0, config={"pesq_fail_inject": 0.0, "grad_clip_norm": 0.0, "cut_len": 32000})
+    fake_run(tmp_path, "official_s0", [2.0, 2.1], 0, config={"cut_len": 32000})
+    per_seed = _load(tmp_path)[2]
+    assert "cut_len" in tr.CONFIG_KEYS and set(per_seed.cut_len) == {16000, 32000}
+    per_variant = tr.variant_summary(per_seed)
+    head = tr.headline_table(per_variant)
+    assert head.loc["x", "injected p"] == "mixed" and head.loc["x", "crop (s)"] == "mixed"
+    assert head.loc["official", "injected p"] == "0" and head.loc["official", "crop (s)"] == "2"
+    clip = tr.clip_markdown(per_seed)
+    x_line = next(line for line in clip.splitlines() if line.startswith("- `x`"))
+    assert "mixed" in x_line and "no clipping configured" not in x_line
+    text = tr.verdict_markdown(tr.compare_variants(per_seed, [["x", "official"]]), per_variant)
+    assert "injected p = mixed, crop mixed" in text and "injected p = 0, crop 2 s" in text
+
+
+def test_intervals_report_the_seeds_they_used_when_validation_gave_nan(tmp_path, fake_run):
+    """A final validation PESQ is NaN when validation dropped every file: n counts the values actually used."""
+    for seed in range(3):
+        fake_run(tmp_path, f"official_s{seed}", [2.0, 2.4 + seed / 10], 0)
+        fake_run(tmp_path, f"masked_s{seed}", [2.0, np.nan if seed == 2 else 2.5 + seed / 10], 0)
+    per_seed = _load(tmp_path)[2]
+    table = tr.compare_variants(per_seed, [["masked", "official"]]).set_index("quantity")
+    assert (table.loc["final_val_pesq", "n_variant"], table.loc["final_val_pesq", "n_reference"]) == (2, 3)
+    assert table.loc["best_val_pesq", "n_variant"] == 3
+    per_variant = tr.variant_summary(per_seed).set_index("variant")
+    assert per_variant.loc["masked", "final_val_pesq_n"] == 2 and per_variant.loc["masked", "best_val_pesq_n"] == 3
+    head = tr.headline_table(per_variant.reset_index())
+    assert head.loc["masked", "final val PESQ"].endswith("(2 of 3 seeds)")
+    assert "seeds)" not in head.loc["masked", "best val PESQ"] + head.loc["official", "final val PESQ"]
