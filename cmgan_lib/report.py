@@ -86,8 +86,57 @@ def audit_pairs(data_dir: str | os.PathLike, split: str = "train"):
 
 
 def dataset_label(data_dir: str | os.PathLike) -> str:
-    """'synthetic corpus' when the folder was written by `make-synthetic` (manifest.csv), else 'Voice Bank'."""
+    """'synthetic corpus' when the folder was written by `make-synthetic` (manifest.csv), else 'speech corpus'."""
     return "synthetic corpus" if (Path(data_dir) / "manifest.csv").is_file() else "speech corpus"
+
+
+@dataclass
+class AuditSet:
+    """One corpus notebook 01 crops: the name its rows carry, its (clean, noisy) pairs, manifest rows or None."""
+
+    name: str
+    pairs: list
+    metadata: pd.DataFrame | None = None
+
+
+def audit_sets(data_dir: str | os.PathLike, vb_dir: str | os.PathLike | None) -> list[AuditSet]:
+    """The training data's train split first (the estimates are made on it), then the real speech when given,
+    named with its number of utterances."""
+    pairs, meta = audit_pairs(data_dir, "train")
+    sets = [AuditSet(f"{dataset_label(data_dir)} (train)", pairs, meta)]
+    if vb_dir is not None:
+        vb_pairs, _ = audit_pairs(vb_dir, "train")
+        sets.append(AuditSet(f"real speech ({len(vb_pairs)} VB utterances)", vb_pairs))
+    return sets
+
+
+def crop_sweeps(sets: Sequence[AuditSet], run_root: str | os.PathLike | None, lengths_s: Sequence[float],
+                crops_per_clip: int, seed: int, pool, estimate_clips: int | None) -> pd.DataFrame:  # fmt: skip
+    """Notebook 01's crops: (clean, noisy) of every set at every length, then (clean, estimate) on the first set
+    from every checkpoint of the audited run (`audit_run`), when there is one."""
+    from cmgan_lib.audit import crop_length_sweep
+
+    frames = [crop_length_sweep(s.pairs, lengths_s, crops_per_clip, seed, s.metadata, pool=pool)
+              .assign(dataset=s.name, pair="clean/noisy", model="-") for s in sets]  # fmt: skip
+    est_run = audit_run(run_root)
+    if est_run is not None:
+        frames.append(estimate_sweep(sets[0].pairs, est_run, lengths_s, 1, seed, pool, estimate_clips)
+                      .assign(dataset=sets[0].name, pair=f"clean/estimate ({est_run.name})"))  # fmt: skip
+    return pd.concat(frames, ignore_index=True)
+
+
+def scale_audit(sets: Sequence[AuditSet], crop_s: float, crops_per_clip: int, seed: int, pool=None,
+                ) -> tuple[pd.DataFrame, pd.DataFrame]:  # fmt: skip
+    """PESQ of each crop as is and scaled by the training normalizer, at the training crop length: every crop
+    (with `dataset`) and one `scale_invariance_summary` row per set."""
+    from cmgan_lib.audit import crop_pesq, scale_invariance_summary
+
+    cut = int(round(crop_s * 16000))
+    scaled = pd.concat([crop_pesq(s.pairs, crops_per_clip, cut, seed, pool=pool, progress=False).assign(dataset=s.name)
+                        for s in sets], ignore_index=True)  # fmt: skip
+    table = pd.concat([scale_invariance_summary(g).assign(dataset=name) for name, g in scaled.groupby("dataset")],
+                      ignore_index=True)  # fmt: skip
+    return scaled, table
 
 
 def runs_crop_seconds(run_root: str | os.PathLike | None, fallback_config: str | os.PathLike = TINY_CONFIG) -> float:

@@ -425,3 +425,26 @@ def test_find_finished_runs_never_merges_two_grids(tmp_path):
     a = tmp_path / "grid_a" / "runs" / "official_s0"
     assert report.find_finished_runs(tmp_path / "grid_a") == [a]
     assert report.find_finished_runs(tmp_path / "grid_a" / "runs") == [a]
+
+
+def test_audit_sets_name_the_training_data_first_and_count_the_real_utterances(tmp_path):
+    from cmgan_lib.data.synthetic import make_dataset
+
+    make_dataset(tmp_path / "syn", n_train=3, n_test=1, seed=0, hard_fraction=0.0, progress=False, n_jobs=1)
+    make_dataset(tmp_path / "vb", n_train=2, n_test=1, seed=1, hard_fraction=0.0, progress=False, n_jobs=1)
+    sets = report.audit_sets(tmp_path / "syn", tmp_path / "vb")
+    assert [s.name for s in sets] == ["synthetic corpus (train)", "real speech (2 VB utterances)"]
+    assert len(sets[0].pairs) == 3 and sets[0].metadata is not None and sets[1].metadata is None
+    assert [s.name for s in report.audit_sets(tmp_path / "syn", None)] == ["synthetic corpus (train)"]
+
+
+def test_crop_sweeps_and_scale_audit_label_every_row_with_its_set():
+    from test_audit import _speech_after_silence
+
+    sets = [report.AuditSet(name, [_speech_after_silence(seed=k)]) for k, name in enumerate("ab")]
+    crops = report.crop_sweeps(sets, None, (0.5, 2.0), 2, 0, None, None)  # no runs: no estimate rows
+    assert set(crops.groupby(["dataset", "crop_s"]).size()) == {2} and len(crops) == 8
+    assert set(crops["pair"]) == {"clean/noisy"} and set(crops["model"]) == {"-"}
+    scaled, table = report.scale_audit(sets, 0.5, 2, 0)
+    assert list(scaled.groupby("dataset").size()) == [2, 2] and list(table["dataset"]) == ["a", "b"]
+    assert (table["n_crops"] == 2).all()
