@@ -10,32 +10,16 @@ from pathlib import Path
 def _cmd_enhance(a: argparse.Namespace) -> int:
     from cmgan_lib.enhance import enhance_files
 
-    try:
-        result = enhance_files(a.checkpoint, a.input, a.output, device=a.device, cut_len=a.cut_len,
-                               trust_checkpoint=a.trust_checkpoint)  # fmt: skip
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    result = enhance_files(a.checkpoint, a.input, a.output, device=a.device, cut_len=a.cut_len,
+                           trust_checkpoint=a.trust_checkpoint)  # fmt: skip
     return 0 if not result.failed else 1
 
 
 def _cmd_make_synthetic(a: argparse.Namespace) -> int:
     from cmgan_lib.data.synthetic import make_dataset
 
-    try:
-        manifest = make_dataset(
-            a.out,
-            n_train=a.n_train,
-            n_test=a.n_test,
-            n_valid=a.n_valid,
-            seed=a.seed,
-            hard_fraction=a.hard_fraction,
-            use_espeak=a.espeak,
-            overwrite=a.overwrite,
-        )
-    except (FileExistsError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    manifest = make_dataset(a.out, n_train=a.n_train, n_test=a.n_test, n_valid=a.n_valid, seed=a.seed,
+                            hard_fraction=a.hard_fraction, use_espeak=a.espeak, overwrite=a.overwrite)  # fmt: skip
     print(f"wrote {len(manifest)} clips to {a.out} (manifest: {a.out}/manifest.csv)")
     return 0
 
@@ -55,20 +39,9 @@ def _cmd_validate_data(a: argparse.Namespace) -> int:
 def _cmd_evaluate(a: argparse.Namespace) -> int:
     from cmgan_lib.evaluate import evaluate
 
-    try:
-        result = evaluate(
-            checkpoint=a.checkpoint,
-            test_dir=a.test_dir,
-            out_dir=a.out,
-            device=a.device,
-            enhanced_dir=a.enhanced_dir,
-            legacy_float_scale=a.legacy_float_scale,
-            n_jobs=a.jobs,
-            trust_checkpoint=a.trust_checkpoint,
-        )
-    except (FileNotFoundError, ValueError) as exc:  # bad folders or arguments: one line, no traceback
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    result = evaluate(checkpoint=a.checkpoint, test_dir=a.test_dir, out_dir=a.out, device=a.device,
+                      enhanced_dir=a.enhanced_dir, legacy_float_scale=a.legacy_float_scale, n_jobs=a.jobs,
+                      trust_checkpoint=a.trust_checkpoint)  # fmt: skip
     if result is None:
         return 1
     excluded = int(result["n_excluded"].max()) if len(result) else 0
@@ -88,11 +61,7 @@ def _cmd_train(argv: list[str]) -> int:
 def _cmd_ablate(a: argparse.Namespace) -> int:
     from cmgan_lib.study import load_grid, run_ablation
 
-    try:
-        grid = load_grid(a.grid)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    grid = load_grid(a.grid)
     if a.seeds:
         grid.seeds = a.seeds
     run_ablation(grid, a.out, notebooks=not a.no_notebooks, runs_per_gpu=a.runs_per_gpu, audit=a.audit)
@@ -114,8 +83,7 @@ def _cmd_share_report(a: argparse.Namespace) -> int:
     from cmgan_lib.study import share_report
 
     if a.note and not Path(a.note).is_file():
-        print(f"error: {a.note}: --note file does not exist", file=sys.stderr)
-        return 2
+        raise FileNotFoundError(f"{a.note}: --note file does not exist")
     note = Path(a.note).read_text() if a.note else ""
     dest = share_report(a.src, a.dest, a.command, a.device, a.wall_minutes * 60 if a.wall_minutes else None, note)
     print(f"shared report written to {dest}")
@@ -208,7 +176,11 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "train":  # the trainer owns its arguments (also run by torchrun)
         return _cmd_train(argv[1:])
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except (FileNotFoundError, FileExistsError, ValueError) as exc:  # bad files, folders or arguments
+        print(f"error: {exc}", file=sys.stderr)  # one line, no traceback
+        return 2
 
 
 if __name__ == "__main__":

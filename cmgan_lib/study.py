@@ -77,12 +77,13 @@ class Grid:
             return [list(c) for c in self.comparisons]
         return [[v, "official"] for v in self.variants if v != "official"] if "official" in self.variants else []
 
-    def data_dir(self) -> Path:
-        """The data every run of the grid trains on (the base config's synthetic corpus when data_dir is null)."""
+    def data_dir(self, build: bool = False) -> Path:
+        """The data every run of the grid trains on (the base config's synthetic corpus when data_dir is null;
+        `build`: generate that corpus when it is missing)."""
         from cmgan_lib.train import load_config, resolve_data_dir
 
         cfg = load_config(self.base_config, as_overrides(self.overrides))
-        return resolve_data_dir(cfg, is_main=False)
+        return resolve_data_dir(cfg, is_main=build)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(base_config=self.base_config, variants=self.variants, seeds=list(self.seeds),
@@ -126,19 +127,19 @@ def train_overrides(variant: str | dict[str, Any], seed: int, run_dir: Path, ext
 def grid_differences(run_dir: Path, wanted: dict[str, Any]) -> list[str]:
     """'key: old -> new' for each key the grid sets that the run's config.yaml holds otherwise (or lacks), both
     read as the trainer reads them. Why: a finished run trained with another recipe must not pass for this one."""
-    from cmgan_lib.train import load_config
+    from cmgan_lib.train import config_changes
 
-    path = run_dir / "config.yaml"
-    if not path.is_file():
+    if not (run_dir / "config.yaml").is_file():
         return []
     raw = run_config(run_dir)
     try:
-        old = load_config(path).to_dict()
-        new = load_config(path, as_overrides(wanted)).to_dict()
+        new, changes = config_changes(run_dir, as_overrides(wanted))
     except ValueError as exc:
         return [f"config.yaml unreadable by this trainer ({str(exc)[:200]})"]
-    return [f"{k}: {old[k] if k in raw else '(no key)'} -> {new[k]}" for k in wanted
-            if k not in raw or old[k] != new[k]]  # fmt: skip
+    old = {k: o for k, o, _ in changes}
+    new_d = new.to_dict()
+    return [f"{k}: {old.get(k, new_d[k]) if k in raw else '(no key)'} -> {new_d[k]}" for k in wanted
+            if k not in raw or k in old]  # fmt: skip
 
 
 def train_run(base_config: str, variant: str, seed: int, run_root: str | os.PathLike,
@@ -314,14 +315,11 @@ def run_ablation(grid: str | os.PathLike | Grid, out: str | os.PathLike, noteboo
 def run_study(out: str | os.PathLike = "runs/STUDY", grid: str | os.PathLike = "configs/ablation_tiny.yaml") -> None:
     """`make study`: the embedded synthetic corpus, a short CPU ablation, then notebooks 01 (audit at the runs'
     own crop, with their step logs and checkpoints), 02 (training) and 03 (test metrics), and summary.csv."""
-    from cmgan_lib.train import load_config, resolve_data_dir
-
     os.chdir(repo_root())
     out = Path(out)
     t0 = time.perf_counter()
     g = load_grid(grid)
-    data = resolve_data_dir(load_config(g.base_config, as_overrides(g.overrides)))
-    print(f"[1/3] data: {data}")
+    print(f"[1/3] data: {g.data_dir(build=True)}")
     print(f"[2/3] ablation: {', '.join(g.variants)} x seeds {g.seeds} ({g.base_config})")
     status = run_grid(g, out / "runs")
     print("[3/3] notebooks 01 (PESQ failure audit), 02 (training curves), 03 (test metrics); summary.csv")

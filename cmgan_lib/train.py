@@ -267,6 +267,18 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
         raise ValueError(f"{path} with key=value overrides: {exc}" if path else str(exc)) from None
 
 
+def config_changes(run_dir: str | os.PathLike, overrides: list[str]) -> tuple[TrainConfig, list[tuple[str, Any, Any]]]:
+    """The run's config.yaml with `overrides` applied, and (key, old, new) for every value they change, both read
+    as the trainer reads them (the one comparison behind `--resume` and `cmgan ablate`'s finished-run check)."""
+    run = Path(run_dir)
+    # a run written before `val_split` existed validated on the test split: keep that, never switch silently
+    pinned = [] if "val_split" in run_config(run) else ["val_split=test"]
+    old = load_config(run / "config.yaml", [f"run_dir={run}", *pinned]).to_dict()
+    new = load_config(run / "config.yaml", [f"run_dir={run}", *pinned, *overrides])
+    new_d = new.to_dict()
+    return new, [(k, old[k], new_d[k]) for k in old if old[k] != new_d[k]]
+
+
 def resume_config(run_dir: str | os.PathLike, overrides: list[str]) -> tuple[TrainConfig, list[tuple[str, Any, Any]]]:
     """The config of the run in `run_dir` with `overrides`, and the (key, old, new) changes they make.
 
@@ -281,12 +293,7 @@ def resume_config(run_dir: str | os.PathLike, overrides: list[str]) -> tuple[Tra
         raise FileNotFoundError(f"{run}: run folder does not exist")
     if not (run / "config.yaml").is_file():
         raise ValueError(f"{run}: not a run folder (no config.yaml); start a run with cmgan train --config FILE")
-    # a run written before `val_split` existed validated on the test split: keep that, never switch silently
-    pinned = [] if "val_split" in run_config(run) else ["val_split=test"]
-    old = load_config(run / "config.yaml", [f"run_dir={run}", *pinned])
-    new = load_config(run / "config.yaml", [f"run_dir={run}", *pinned, *overrides])
-    old_d, new_d = old.to_dict(), new.to_dict()
-    changes = [(k, old_d[k], new_d[k]) for k in old_d if old_d[k] != new_d[k]]
+    new, changes = config_changes(run, [f"run_dir={run}", *overrides])
     refused = [f"{k} ({o!r} -> {n!r})" for k, o, n in changes if k not in RESUMABLE_KEYS]
     if refused:
         raise ValueError(
