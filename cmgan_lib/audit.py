@@ -382,8 +382,8 @@ def make_estimator(checkpoint: str | os.PathLike | None, config: dict, batch_siz
     """
     import torch
 
-    from cmgan_lib.dsp import istft, power_compress, power_uncompress, rms_normalizer, stft
-    from cmgan_lib.enhance import generator_state_dict
+    from cmgan_lib.dsp import rms_normalizer
+    from cmgan_lib.enhance import enhance_batch, generator_state_dict
     from cmgan_lib.models import TSCNet
 
     n_fft, hop, compress = (
@@ -404,10 +404,7 @@ def make_estimator(checkpoint: str | os.PathLike | None, config: dict, batch_siz
             x = torch.from_numpy(np.stack(noisy[lo : lo + batch_size]).astype(np.float32))
             with np.errstate(all="ignore"):
                 c = rms_normalizer(x)[:, None]
-            spec = power_compress(stft(x * c, n_fft, hop), compress).permute(0, 1, 3, 2)
-            real, imag = model(spec)
-            est = power_uncompress(real.permute(0, 1, 3, 2), imag.permute(0, 1, 3, 2), compress).squeeze(1)
-            audio = istft(est, n_fft, hop, length=x.shape[-1]) / c
+            audio = enhance_batch(model, x * c, n_fft, hop, compress) / c
             out.extend(a for a in audio.numpy().astype(np.float32))
         return out
 

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from cmgan_lib import SAMPLE_RATE
 from cmgan_lib.audio import AudioError, read_wav, write_wav
-from cmgan_lib.dsp import HOP, N_FFT, power_compress, power_uncompress, rms_normalizer
+from cmgan_lib.dsp import COMPRESS, HOP, N_FFT, power_compress, power_uncompress, rms_normalizer
 from cmgan_lib.dsp import istft as _istft
 from cmgan_lib.dsp import stft as _stft
 from cmgan_lib.models import TSCNet
@@ -122,11 +122,14 @@ def _is_oom(exc: BaseException) -> bool:
 
 
 @torch.no_grad()
-def _enhance_chunks(model: torch.nn.Module, chunks: torch.Tensor) -> torch.Tensor:
-    spec = power_compress(_stft(chunks, N_FFT, HOP)).permute(0, 1, 3, 2)  # (k, 2, T, F)
+def enhance_batch(model: torch.nn.Module, audio: torch.Tensor, n_fft: int = N_FFT, hop: int = HOP,
+                  compress: float = COMPRESS) -> torch.Tensor:  # fmt: skip
+    """(k, samples) of RMS-normalized audio -> the generator's estimates, same length: STFT, power-law compression,
+    the model, and back (the one path for enhancement and the audit's estimates)."""
+    spec = power_compress(_stft(audio, n_fft, hop), compress).permute(0, 1, 3, 2)  # (k, 2, T, F)
     est_real, est_imag = model(spec)
-    est = power_uncompress(est_real.permute(0, 1, 3, 2), est_imag.permute(0, 1, 3, 2)).squeeze(1)
-    return _istft(est, N_FFT, HOP, length=chunks.shape[-1])
+    est = power_uncompress(est_real.permute(0, 1, 3, 2), est_imag.permute(0, 1, 3, 2), compress).squeeze(1)
+    return _istft(est, n_fft, hop, length=audio.shape[-1])
 
 
 @torch.no_grad()
@@ -159,7 +162,7 @@ def enhance_track(model: torch.nn.Module, noisy: np.ndarray, cut_len: int = SAMP
     counts = _chunk_counts(padded_len, cut_len)
     for attempt, k in enumerate(counts):
         try:
-            est = _enhance_chunks(model, x.reshape(k, -1))
+            est = enhance_batch(model, x.reshape(k, -1))
             break
         except RuntimeError as exc:  # torch.OutOfMemoryError is one; other errors are re-raised
             if not _is_oom(exc) or attempt == len(counts) - 1:

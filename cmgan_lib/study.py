@@ -73,9 +73,9 @@ class Grid:
         return dict(self.variants[variant])
 
     def resolved_comparisons(self) -> list[list[str]]:
-        if self.comparisons:
-            return [list(c) for c in self.comparisons]
-        return [[v, "official"] for v in self.variants if v != "official"] if "official" in self.variants else []
+        from cmgan_lib.training_report import default_comparisons
+
+        return [list(c) for c in self.comparisons] if self.comparisons else default_comparisons(list(self.variants))
 
     def data_dir(self, build: bool = False) -> Path:
         """The data every run of the grid trains on (the base config's synthetic corpus when data_dir is null;
