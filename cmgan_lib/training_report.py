@@ -19,13 +19,15 @@ import numpy as np
 import pandas as pd
 
 from cmgan_lib.paths import run_config
+from cmgan_lib.pesq_labels import CAUSE_COLUMNS, INJECTED
 from cmgan_lib.plotting import EPOCH_LABEL, STEP_LABEL, integer_ticks, left_aligned, legend_outside, plain_log_ticks
 from cmgan_lib.stats import Interval, difference_interval, effect_verdict, mean_interval, wilson
 
 RUN_NAME = re.compile(r"^(?P<variant>.+)_s(?P<seed>\d+)$")
 REFERENCE = "official"
-FAIL_CAUSES = ("silent_reference", "too_short", "estimate", "other")
-INJECTED = "pesq_fail_injected"
+# step-log columns of labels lost to injection and to the data (every other cause), as the trainer names them
+INJECTED_COLUMN = CAUSE_COLUMNS[INJECTED]
+DATA_FAIL_COLUMNS = tuple(c for cause, c in CAUSE_COLUMNS.items() if cause != INJECTED)
 CONFIG_KEYS = ("pesq_strategy", "pesq_fail_inject", "grad_clip_norm", "batch_size", "val_split", "cut_len")
 MIXED = "mixed"  # a variant whose seeds ran with different values of a config key
 # The quantities the verdict compares, with the words it uses for them.
@@ -131,8 +133,8 @@ def run_summary(epochs: pd.DataFrame, steps: pd.DataFrame, configs: pd.DataFrame
             skip = wilson(int(s.disc_skipped.sum()), len(s))
             ran = s[(s.disc_skipped == 0) & np.isfinite(s.disc_loss.astype(float))]
             row.update(steps=skip.n, skipped=skip.k, skip_rate=skip.p, skip_low=skip.low, skip_high=skip.high,
-                       injected_failures=_col_sum(s, INJECTED),
-                       data_failures=sum(_col_sum(s, f"pesq_fail_{c}") for c in FAIL_CAUSES),
+                       injected_failures=_col_sum(s, INJECTED_COLUMN),
+                       data_failures=sum(_col_sum(s, c) for c in DATA_FAIL_COLUMNS),
                        disc_loss_median=ran.disc_loss.median() if len(ran) else np.nan,
                        grad_norm_g_max=s.grad_norm_g.max(), grad_norm_d_max=s.grad_norm_d.max())  # fmt: skip
             clip = float(row["grad_clip_norm"]) if pd.notna(row["grad_clip_norm"]) else 0.0
@@ -173,7 +175,7 @@ def expected_skip_rate(p, batch_size, strategy) -> float:
     `strategy`: the binomial weight of every count k of failed labels in a batch of B whose labels `make_labels`
     skips (skip: any failure, 1 - (1 - p)^B; masked: all B, p^B; batch_mean: never). Why the real label path:
     the expectation then follows the strategies as they are, not a formula kept beside them."""
-    from cmgan_lib.pesq_labels import INJECTED, STRATEGIES, make_labels
+    from cmgan_lib.pesq_labels import STRATEGIES, make_labels
 
     if not (_number(p) and _number(batch_size) and isinstance(strategy, str) and strategy in STRATEGIES):
         return math.nan
