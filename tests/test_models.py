@@ -81,6 +81,32 @@ def test_fast_relative_attention_equals_literal_formula(n, max_pos):
         assert torch.allclose(attn(x), _naive_attention(attn, x), atol=1e-6)
 
 
+@pytest.mark.parametrize("path", ["_attend_gathered", "_attend_strided"])  # CPU path; the other devices' path
+@pytest.mark.parametrize("n, max_pos, dim_head", [(9, 512, 2), (13, 4, 4)])
+def test_both_attention_paths_equal_the_literal_formula_values_and_gradients(path, n, max_pos, dim_head):
+    torch.manual_seed(0)
+    attn = Attention(dim=8, heads=8 // dim_head, dim_head=dim_head, max_pos_emb=max_pos).double().eval()
+    x = torch.randn(3, n, 8, dtype=torch.double, requires_grad=True)
+    b, h, d = 3, attn.heads, dim_head
+
+    def fast(x):
+        q = attn.to_q(x).view(b, n, h, d).transpose(1, 2)
+        k, v = (t.view(b, n, h, d).transpose(1, 2) for t in attn.to_kv(x).chunk(2, dim=-1))
+        if path == "_attend_gathered":
+            out = attn._attend_gathered(*(t.reshape(b * h, n, d) for t in (q, k, v))).view(b, h, n, d)
+        else:
+            out = attn._attend_strided(q, k, v)
+        return attn.to_out(out.transpose(1, 2).reshape(b, n, h * d))
+
+    params = [x, *attn.parameters()]
+    y_fast, y_ref = fast(x), _naive_attention(attn, x)
+    g_fast = torch.autograd.grad(y_fast.square().sum(), params)
+    g_ref = torch.autograd.grad(y_ref.square().sum(), params)
+    assert (y_fast - y_ref).abs().max() < 1e-12
+    for a, r in zip(g_fast, g_ref, strict=True):
+        assert (a - r).abs().max() < 1e-10
+
+
 def test_small_generator_trains_and_keeps_shapes():
     torch.manual_seed(0)
     model = TSCNet(num_channel=8, num_features=201)

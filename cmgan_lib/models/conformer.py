@@ -76,10 +76,14 @@ class PreNorm(nn.Module):
 class Attention(nn.Module):
     """Multi-head self-attention with relative positional logits q . E[clamp(i - j)].
 
-    Instead of materialising an (N, N, d) embedding tensor per call, the logits against the 2N-1 distinct
-    offsets are computed with one matmul and read as an (N, N) strided view (the relative shift); the
-    softmax-weighted sum runs through `scaled_dot_product_attention` with those logits as an additive mask.
-    About 2.4x faster than the literal formula on CPU; a test checks both agree.
+    Two exact paths for the same formula, chosen by device (tests check both against the literal einsum):
+    - CPU (`_attend_gathered`): the (N, N, d) embedding of the offsets is gathered once per call (it has no
+      batch dimension), the positional logits are one matmul batched over the query position, the content
+      logits are accumulated onto them (baddbmm), then an explicit softmax and matmul. With the tiny model's
+      2-dimensional heads this is about 2x cheaper than the path below, and 1.4-1.6x at the official width
+      (single-thread CPU time, 2026-11-30): fewer passes over the (B, H, N, N) logits and no math-path SDPA.
+    - other devices (`_attend_strided`): logits against the 2N-1 distinct offsets in one matmul, read as an
+      (N, N) strided view, passed to `scaled_dot_product_attention` as an additive mask (fused kernels).
     """
 
     def __init__(self, dim: int, heads: int = 8, dim_head: int = 64, dropout: float = 0.0, max_pos_emb: int = 512):
@@ -109,14 +113,35 @@ class Attention(nn.Module):
         s = rel.stride()
         return rel.as_strided((*rel.shape[:-1], n), (s[0], s[1], 2 * n - 2, 1), rel.storage_offset() + n - 1)
 
+    def offset_embedding(self, n: int, device: torch.device) -> torch.Tensor:
+        """(N, N, d): E[clamp(i - j, -M, M)] for every query i and key j."""
+        seq = torch.arange(n, device=device)
+        dist = (seq[:, None] - seq[None, :]).clamp(-self.max_pos_emb, self.max_pos_emb) + self.max_pos_emb
+        return self.rel_pos_emb(dist)
+
+    def _attend_gathered(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """(G, N, d) each -> (G, N, d): softmax(q k^T * s + q . E[i - j] * s) v, G = batch x heads."""
+        q = q * self.scale
+        emb = self.offset_embedding(q.shape[1], q.device).to(q.dtype)
+        pos = torch.bmm(q.transpose(0, 1), emb.transpose(1, 2)).transpose(0, 1)  # (G, N, N), batched over i
+        dots = torch.baddbmm(pos, q, k.transpose(1, 2))
+        return torch.bmm(dots.softmax(dim=-1), v)
+
+    def _attend_strided(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """(B, H, N, d) each -> (B, H, N, d), through scaled_dot_product_attention."""
+        bias = self.relative_logits(q)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, _ = x.shape
         h, d = self.heads, self.dim_head
         q = self.to_q(x)
         k, v = self.to_kv(x).chunk(2, dim=-1)
-        q, k, v = (t.view(b, n, h, d).transpose(1, 2) for t in (q, k, v))
-        bias = self.relative_logits(q)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
+        q, k, v = (t.reshape(b, n, h, d).transpose(1, 2) for t in (q, k, v))
+        if x.device.type == "cpu":
+            out = self._attend_gathered(*(t.reshape(b * h, n, d) for t in (q, k, v))).view(b, h, n, d)
+        else:
+            out = self._attend_strided(q, k, v)
         out = out.transpose(1, 2).reshape(b, n, h * d)
         return self.dropout(self.to_out(out))
 
