@@ -82,7 +82,7 @@ RANGES: dict[str, tuple[Any, str]] = {
     "pesq_workers": (lambda v: v >= 1, ">= 1 or null (all CPUs)"), "synthetic_n_train": _AT_LEAST_ONE,
     "synthetic_n_test": _AT_LEAST_ONE, "synthetic_n_valid": _NON_NEGATIVE, "synthetic_seed": _NON_NEGATIVE,
     "pesq_fail_inject": (lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
-    "checkpoint_every": (lambda v: v >= 0, ">= 0 (0: off)"),
+    "checkpoint_every": (lambda v: v >= 0, ">= 0 (0: off)"), "train_repeat": _AT_LEAST_ONE,
 }  # fmt: skip
 OPTIONAL_NUMBERS = {"val_max_files", "max_steps_per_epoch", "pesq_workers"}  # None means "no limit" / "default"
 # Keys `--resume` may change: how long, where and how fast the run goes, never what it learns from or how.
@@ -140,6 +140,8 @@ class TrainConfig:
     log_steps: bool = True
     val_max_files: int | None = None
     max_steps_per_epoch: int | None = None
+    train_repeat: int = 1  # an epoch visits every training clip this many times (new crops each visit): with a
+    # handful of clips an epoch would be one or two steps and validation would dominate (collapse_cpu.yaml)
     num_workers: int = 0
     pesq_workers: int | None = None
     device: str | None = None
@@ -503,7 +505,8 @@ class Trainer:
         validate_dataset(self.data_dir, resample=cfg.resample)
         held_out = cfg.val_speakers if cfg.val_split == "valid" else []
         self.train_set = CMGANDataset(self.data_dir, "train", cut_len=cfg.cut_len, seed=cfg.seed,
-                                      resample=cfg.resample, val_speakers=held_out)  # fmt: skip
+                                      resample=cfg.resample, val_speakers=held_out,
+                                      repeat=cfg.train_repeat)  # fmt: skip
         self.sampler = DistributedSampler(self.train_set, num_replicas=self.world, rank=self.rank, shuffle=True,
                                           seed=cfg.seed)  # fmt: skip
         self.loader = DataLoader(self.train_set, batch_size=cfg.batch_size, sampler=self.sampler, drop_last=True,
@@ -862,7 +865,7 @@ class Trainer:
             if step >= n_steps:
                 break
             ts = time.perf_counter()
-            names = [self.train_set.names[i] for i in order[step * bs : (step + 1) * bs]]
+            names = [self.train_set.name(i) for i in order[step * bs : (step + 1) * bs]]
             row = self.train_step(clean, noisy, names)
             self.global_step += 1
             row.update(epoch=epoch, step=self.global_step, lr_g=lr_g, lr_d=lr_d, seconds=time.perf_counter() - ts)

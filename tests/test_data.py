@@ -190,3 +190,18 @@ def test_training_pairs_hold_out_speakers_or_use_valid(tmp_path: Path) -> None:
     for split in ("valid", "train"):  # held-out speakers beside valid/: ambiguous, never silently ignored
         with pytest.raises(ValueError, match="valid/ split and val_speakers"):
             training_pairs(tmp_path, split, held)
+
+
+def test_repeat_lists_every_clip_again_with_crops_of_their_own(corpus: Path) -> None:
+    once = CMGANDataset(corpus, "train", cut_len=4000, seed=0)
+    thrice = CMGANDataset(corpus, "train", cut_len=4000, seed=0, repeat=3)
+    n = len(once)
+    assert len(thrice) == 3 * n
+    assert [thrice.name(i) for i in range(3 * n)] == once.names * 3
+    for i in range(n):
+        assert thrice[i][2] == thrice[i + n][2] == once[i][2]  # the same clip (its length) ...
+        assert torch.equal(thrice[i][0], once[i][0])  # ... the first visit is the unrepeated crop ...
+    starts = [float(thrice[i + k * n][0][0]) for i in (0, 3) for k in range(3)]
+    assert len(set(starts)) > 2  # ... and later visits of long clips start elsewhere
+    with pytest.raises(ValueError, match="repeat"):
+        CMGANDataset(corpus, "train", cut_len=4000, repeat=0)

@@ -24,7 +24,8 @@ class CMGANDataset(torch.utils.data.Dataset):
     The epoch lives in a shared-memory tensor, so `set_epoch` also reaches persistent workers
     (call it before iterating the DataLoader, as with DistributedSampler.set_epoch).
     `val_speakers`: training speakers held out for validation (left out of `train`; see `training_pairs`).
-    `cut_len=None` returns whole clips (batch size 1). Decoded audio is cached per process up to
+    `cut_len=None` returns whole clips (batch size 1). `repeat`: the clips are listed that many times (item
+    idx is clip idx % n with a crop of its own), so that an epoch of a tiny training set is several steps. Decoded audio is cached per process up to
     `cache_mb` megabytes (float32); the full VB training set (~4 GB) would not fit, so it streams.
     """
 
@@ -37,7 +38,10 @@ class CMGANDataset(torch.utils.data.Dataset):
         resample: bool = False,
         cache_mb: float = 512.0,
         val_speakers: list[str] | tuple[str, ...] = (),
+        repeat: int = 1,
     ):
+        if repeat < 1:
+            raise ValueError(f"repeat must be >= 1, got {repeat}")
         if cut_len is not None and cut_len <= 0:
             raise ValueError(f"cut_len must be positive or None, got {cut_len}")
         if seed < 0:
@@ -46,6 +50,7 @@ class CMGANDataset(torch.utils.data.Dataset):
         self.split = split
         self.cut_len = cut_len
         self.seed = int(seed)
+        self.repeat = int(repeat)
         self.resample = resample
         self.cache_bytes = int(cache_mb * 2**20)
         self.pairs = training_pairs(data_dir, split, val_speakers)
@@ -55,7 +60,11 @@ class CMGANDataset(torch.utils.data.Dataset):
         self._cached_bytes = 0
 
     def __len__(self) -> int:
-        return len(self.pairs)
+        return len(self.pairs) * self.repeat
+
+    def name(self, idx: int) -> str:
+        """The file name of item `idx` (its clip)."""
+        return self.names[int(idx) % len(self.pairs)]
 
     @property
     def epoch(self) -> int:
@@ -89,7 +98,7 @@ class CMGANDataset(torch.utils.data.Dataset):
         idx = int(idx)
         if not 0 <= idx < len(self):
             raise IndexError(f"index {idx} out of range for {len(self)} items")
-        clean, noisy = self.load(idx)
+        clean, noisy = self.load(idx % len(self.pairs))
         length = len(clean)
         if self.cut_len is not None:
             rng = np.random.default_rng([self.seed, self.epoch, idx])
