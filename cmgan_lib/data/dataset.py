@@ -25,8 +25,9 @@ class CMGANDataset(torch.utils.data.Dataset):
     (call it before iterating the DataLoader, as with DistributedSampler.set_epoch).
     `val_speakers`: training speakers held out for validation (left out of `train`; see `training_pairs`).
     `cut_len=None` returns whole clips (batch size 1). `repeat`: the clips are listed that many times (item
-    idx is clip idx % n with a crop of its own), so that an epoch of a tiny training set is several steps. Decoded audio is cached per process up to
-    `cache_mb` megabytes (float32); the full VB training set (~4 GB) would not fit, so it streams.
+    idx is clip idx % n with a crop of its own), so that an epoch of a tiny training set is several steps.
+    Decoded audio is cached per process up to `cache_mb` megabytes (float32); the full VB training set
+    (~4 GB) would not fit, so it streams.
     """
 
     def __init__(
