@@ -39,6 +39,8 @@ from tqdm.auto import tqdm
 
 from cmgan_lib.dsp import istft, power_compress, power_uncompress, rms_normalizer, stft
 from cmgan_lib.enhance import resolve_device
+from cmgan_lib.grad_share import COLUMNS as GRAD_SHARE_COLUMNS
+from cmgan_lib.grad_share import NOT_MEASURED, adversarial_grads, share_stats
 from cmgan_lib.models import Discriminator, TSCNet
 from cmgan_lib.numerics import PRECISIONS, autocast_call, configure, loader_generator, seed_worker
 from cmgan_lib.paths import run_config
@@ -56,8 +58,8 @@ DEFAULT_CORPUS = "runs/synthetic"
 FAIL_COLUMNS = list(CAUSE_COLUMNS.values())  # failed PESQ labels per cause (a skip is always traceable)
 STEP_COLUMNS = [
     "epoch", "step", "loss", "loss_ri", "loss_mag", "loss_time", "loss_gan", "disc_loss", "disc_skipped",
-    "pesq_valid_frac", "pesq_mean", *FAIL_COLUMNS, "grad_norm_g", "grad_norm_d", "nonfinite", "lr_g", "lr_d",
-    "seconds",
+    "pesq_valid_frac", "pesq_mean", *FAIL_COLUMNS, "grad_norm_g", "grad_norm_d", *GRAD_SHARE_COLUMNS, "nonfinite",
+    "lr_g", "lr_d", "seconds",
 ]  # fmt: skip
 EPOCH_COLUMNS = [
     "epoch", "loss", "loss_ri", "loss_mag", "loss_time", "loss_gan", "disc_loss", "grad_norm_g", "grad_norm_d",
@@ -83,6 +85,7 @@ RANGES: dict[str, tuple[Any, str]] = {
     "synthetic_n_test": _AT_LEAST_ONE, "synthetic_n_valid": _NON_NEGATIVE, "synthetic_seed": _NON_NEGATIVE,
     "pesq_fail_inject": (lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
     "checkpoint_every": (lambda v: v >= 0, ">= 0 (0: off)"), "train_repeat": _AT_LEAST_ONE,
+    "grad_share_every": (lambda v: v >= 0, ">= 0 (0: off)"),
 }  # fmt: skip
 OPTIONAL_NUMBERS = {"val_max_files", "max_steps_per_epoch", "pesq_workers"}  # None means "no limit" / "default"
 # Keys `--resume` may change: how long, where and how fast the run goes, never what it learns from or how.
@@ -134,6 +137,7 @@ class TrainConfig:
     es_min_delta: float = 1e-4
     es_monitor: str = "val_pesq"  # val_pesq (higher is better) | val_loss (lower is better)
     grad_clip_norm: float = 0.0  # 0: off; pre-clip norms are logged either way
+    grad_share_every: int = 0  # > 0: every N steps log the adversarial term's share of G's gradient (grad_share.py)
     eval_denormalize: bool = False  # PESQ labels on audio divided by c (PESQ is scale-invariant: a check)
     max_nonfinite_in_a_row: int = 10
     overlap_pesq: bool = True  # PESQ labels run in the pool while the generator's backward pass runs
@@ -214,6 +218,10 @@ class TrainConfig:
             except (TypeError, ValueError):
                 raise ValueError(f"invalid training config: {f.name}={value!r} is not a {f.type}") from None
             setattr(self, f.name, value)
+
+
+def _grad(p: torch.nn.Parameter) -> torch.Tensor:
+    return p.grad if p.grad is not None else torch.zeros_like(p)
 
 
 def _parse_overrides(overrides: list[str]) -> dict[str, Any]:
@@ -522,6 +530,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.gen = TSCNet(num_channel=cfg.num_channel, num_features=cfg.n_fft // 2 + 1).to(device)
         self.disc = Discriminator(ndf=cfg.ndf).to(device)
+        self.gen_params = list(self.gen.parameters())
         self.generator = DDP(self.gen, device_ids=[device.index] if device.type == "cuda" else None) \
             if self.world > 1 else self.gen  # fmt: skip
         # cfg.precision: bf16 autocast inside these two calls only; they return fp32 (losses and PESQ stay fp32)
@@ -599,9 +608,13 @@ class Trainer:
         handle = self.pool.submit(clean_np, est_np) if cfg.overlap_pesq else None
 
         finite = self._all_ranks(bool(torch.isfinite(out["loss"]).item()))
-        grad_norm_g = math.nan
+        grad_norm_g, share = math.nan, NOT_MEASURED
         if finite:
+            measure = cfg.grad_share_every > 0 and self.global_step % cfg.grad_share_every == 0
+            g_adv = adversarial_grads(cfg.loss_weights[3] * out["loss_gan"], self.gen_params) if measure else None
             out["loss"].backward()
+            if g_adv is not None:
+                share = share_stats(self._mean_over_ranks(g_adv), [_grad(p) for p in self.gen_params])
             grad_norm_g = self._clip(self.gen.parameters())
             self.opt_g.step()
             self.nonfinite_in_a_row = 0
@@ -630,6 +643,7 @@ class Trainer:
             disc_skipped=int(disc_loss is None), pesq_valid_frac=float(valid.mean()),
             pesq_mean=float(np.nanmean(raw)) if valid.any() else math.nan,
             grad_norm_g=grad_norm_g, grad_norm_d=grad_norm_d, nonfinite=int(not finite), **cause_counts(reasons),
+            **share,
         )  # fmt: skip
 
     # ------------------------------------------------------------------ non-finite bookkeeping
@@ -646,7 +660,7 @@ class Trainer:
         nan = math.nan
         return dict(loss=nan, loss_ri=nan, loss_mag=nan, loss_time=nan, loss_gan=nan, disc_loss=nan,
                     disc_skipped=1, pesq_valid_frac=nan, pesq_mean=nan, grad_norm_g=nan, grad_norm_d=nan,
-                    nonfinite=1, **{col: 0 for col in FAIL_COLUMNS},
+                    nonfinite=1, **{col: 0 for col in FAIL_COLUMNS}, **NOT_MEASURED,
                     bad_files=bad_names or ["<a batch on another rank>"])  # fmt: skip
 
     def _buffers(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -679,6 +693,14 @@ class Trainer:
         t = torch.tensor([0.0 if flag else 1.0], device=self.device)
         dist.all_reduce(t)
         return t.item() == 0
+
+    def _mean_over_ranks(self, grads: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Average per-rank gradients as DDP averages the step's own (so both sides of a share compare)."""
+        if self.world > 1:
+            for g in grads:
+                dist.all_reduce(g)
+                g /= self.world
+        return grads
 
     def _sync_disc_grads(self, participated: bool) -> int:
         """Average discriminator gradients over the ranks that computed a loss; returns how many did."""
