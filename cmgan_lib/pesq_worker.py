@@ -6,6 +6,7 @@ cheap and safe beside a CUDA/DDP parent. `cmgan_lib.pesq_labels` turns the resul
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import os
 import sys
@@ -62,6 +63,13 @@ def score_one(clean: np.ndarray, estimate: np.ndarray, sr: int = 16000) -> Resul
 def score_many(clean: Sequence[np.ndarray], estimate: Sequence[np.ndarray], sr: int = 16000) -> list[Result]:
     """The serial loop; also the unit of work a pool worker runs on its chunk."""
     return [score_one(c, e, sr) for c, e in zip(clean, estimate, strict=True)]
+
+
+def stoi_one(clean: np.ndarray, estimate: np.ndarray, sr: int = 16000) -> float:
+    """Classic STOI (pystoi, as validation always used); NaN for a non-finite estimate."""
+    from pystoi import stoi
+
+    return float(stoi(clean, estimate, sr, extended=False)) if np.isfinite(estimate).all() else math.nan
 
 
 def available_cpus() -> int:
@@ -246,6 +254,11 @@ class PesqPool:
             if hi > lo
         ]
         return PesqHandle(futures, len(c))
+
+    def submit_stoi(self, clean: Sequence[np.ndarray], estimate: Sequence[np.ndarray]) -> list[Future]:
+        """Validation's STOI of each pair in the workers, beside its PESQ (one future per pair)."""
+        executor = self._require()
+        return [executor.submit(stoi_one, c, e, self.sr) for c, e in zip(clean, estimate, strict=True)]
 
     def scores(self, clean, estimate) -> tuple[np.ndarray, list[str | None]]:
         """Blocking convenience: submit and wait."""

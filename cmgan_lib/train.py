@@ -749,8 +749,6 @@ class Trainer:
         All three average over the same files: those every metric could score. `val_files` counts them and
         `val_dropped` lists (name, reason) for every validation file left out.
         """
-        from pystoi import stoi
-
         self.gen.eval()
         self.disc.eval()
         losses, cleans, ests, names = [], [], [], []
@@ -768,9 +766,10 @@ class Trainer:
         dropped = list(self._val_dropped)
         if not cleans:
             return dict(val_loss=math.nan, val_pesq=math.nan, val_stoi=math.nan, val_files=0, val_dropped=dropped)
-        raw, reasons = self.pool.submit(cleans, ests).result()
-        stois = np.array([stoi(c, e, 16000, extended=False) if np.isfinite(e).all() else math.nan
-                          for c, e in zip(cleans, ests, strict=True)])  # fmt: skip
+        # PESQ and STOI of every file in the worker pool at once (STOI ran here, one file after another)
+        pesq_handle, stoi_futures = self.pool.submit(cleans, ests), self.pool.submit_stoi(cleans, ests)
+        raw, reasons = pesq_handle.result()
+        stois = np.array([f.result() for f in stoi_futures])
         losses = np.array(losses)
         scored = np.isfinite(raw) & np.isfinite(stois) & np.isfinite(losses)
         for i in np.flatnonzero(~scored):
