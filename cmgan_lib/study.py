@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from cmgan_lib.paths import repo_root, run_config
+from cmgan_lib.paths import repo_root, run_config, shown_path
 
 # Each variant is a set of config overrides on top of the base config; "official" changes nothing.
 SEED_FIXES = {"pesq_strategy": "batch_mean", "early_stopping": True, "es_patience": 15, "es_min_delta": 1e-4,
@@ -266,7 +266,7 @@ def write_summary(run_root: Path, out: Path, status: pd.DataFrame | None = None,
             scores = scores[scores.reason.isna()]
         test = scores.groupby("run")[list(METRIC_NAMES)].mean().add_prefix("test_").reset_index()
         summary = summary.merge(test, on="run", how="left")
-        summary["test_set"] = str(test_set) if test_set is not None else ""
+        summary["test_set"] = shown_path(test_set, out)  # relative: summary.csv is shared (issue 23)
     summary.to_csv(out / "summary.csv", index=False)
     return summary
 
