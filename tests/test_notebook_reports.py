@@ -12,6 +12,9 @@ import numpy as np
 import pytest
 
 from cmgan_lib import study
+from cmgan_lib.paths import repo_root
+
+ROOT = repo_root()
 
 
 def _render(name: str, out: Path, params: dict) -> tuple[dict, str]:
@@ -135,10 +138,12 @@ def test_notebook_01_renders_the_audit_with_a_written_verdict(tmp_path, fake_run
     assert all((tmp_path / "audit" / f).is_file() for f in ("failure_sweep.csv", "claims.csv", "observed_rates.csv"))
 
 
-def _absolute_paths_in(folder: Path, absolute: str) -> list[str]:
-    """Files of a shared report (HTML, CSV, README) that print `absolute`, a machine's own path."""
+def _absolute_paths_in(folder: Path, absolute: str, *unless: str) -> list[str]:
+    """Files of a shared report (HTML, CSV, README, notebook; not the `unless` suffixes) that print `absolute`,
+    a machine's own path."""
+    kinds = {".html", ".csv", ".md", ".ipynb"} - set(unless)
     return [str(p.relative_to(folder)) for p in sorted(folder.rglob("*"))
-            if p.suffix in (".html", ".csv", ".md") and absolute in p.read_text(errors="replace")]  # fmt: skip
+            if p.suffix in kinds and absolute in p.read_text(errors="replace")]  # fmt: skip
 
 
 @pytest.mark.slow
@@ -151,7 +156,7 @@ def test_a_shared_report_carries_no_absolute_machine_path(tmp_path, fake_run):
         fake_run(runs, f"{variant}_s0", [2.0, 2.4, 2.3], 0, config={"pesq_strategy": strategy})
     corpus = tmp_path / "corpus"
     _render("02_train_baseline_vs_fixed", out, {"run_root": str(runs), "out_dir": str(out)})
-    _render("03_evaluate", out, {"run_root": str(tmp_path / "none"), "out_dir": str(out / "evaluate")})
+    _render("03_evaluate", out, {"run_root": str(out / "none"), "out_dir": str(out / "evaluate")})
     (out / "evaluate").mkdir(exist_ok=True)
     (out / "evaluate" / "metrics_per_file.csv").write_text(
         "run,name,pesq,csig,cbak,covl,ssnr,stoi\nofficial_s0,a.wav,2,3,2,2,5,0.8\nmasked_s0,a.wav,2,3,2,2,5,0.8\n"
@@ -160,5 +165,8 @@ def test_a_shared_report_carries_no_absolute_machine_path(tmp_path, fake_run):
     assert summary["test_set"].iloc[0] == "…/corpus/test"
     dest = study.share_report(out, tmp_path / "reports" / "r", "cmgan ablate", "2-core CPU")
     assert "2 runs under <code>…/ablation/runs</code>" in (dest / "02_train_baseline_vs_fixed.html").read_text()
-    assert not _absolute_paths_in(out, str(tmp_path)), _absolute_paths_in(out, str(tmp_path))
-    assert not _absolute_paths_in(dest, str(tmp_path)), _absolute_paths_in(dest, str(tmp_path))
+    assert not _absolute_paths_in(out, str(tmp_path), ".ipynb"), _absolute_paths_in(out, str(tmp_path), ".ipynb")
+    # the shared copy of an executed notebook too (the run folder's own keeps the paths it ran with)
+    shared = _absolute_paths_in(dest, str(tmp_path)) + _absolute_paths_in(dest, str(ROOT))
+    assert not shared, shared
+    assert '"run_root": "runs"' in (dest / "02_train_baseline_vs_fixed.ipynb").read_text()
