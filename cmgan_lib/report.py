@@ -608,7 +608,7 @@ def _values_text(values: list[float], unit: str) -> str:
     if not values:
         return ""
     lo, hi = min(values), max(values)
-    return f"{lo:.3g}{unit}" if lo == hi else f"{lo:.3g}-{hi:.3g}{unit}"
+    return f"{lo:.3g}{unit}" if lo == hi else f"{lo:.3g}{'-' if unit else ' to '}{hi:.3g}{unit}"
 
 
 def _deciding_variables(rows: list[dict], holds: list[bool]) -> tuple[list[str], bool]:
@@ -622,11 +622,17 @@ def _deciding_variables(rows: list[dict], holds: list[bool]) -> tuple[list[str],
         seen = {n: {r.get(n) for r, h in zip(rows, holds, strict=True) if h} for n in chosen}
         return sum(all(r.get(n) in seen[n] for n in chosen) != h for r, h in zip(rows, holds, strict=True))
 
+    def named(chosen) -> bool:  # where it holds has a value of each: "holds only on the <nothing>" says nothing
+        return all(any(r.get(n) is not None for r, h in zip(rows, holds, strict=True) if h) for n in chosen)
+
+    def contrasted(chosen) -> bool:  # where it does not hold is named too ("in the audit", not "elsewhere")
+        return all(any(r.get(n) is not None for r, h in zip(rows, holds, strict=True) if not h) for n in chosen)
+
     for k in (1, 2):
-        for chosen in combinations(names, k):
-            if errors(chosen) == 0:
-                return list(chosen), True
-    best = min(names, key=errors, default=None)
+        exact = [list(c) for c in combinations(names, k) if named(c) and errors(c) == 0]
+        if exact:
+            return next((c for c in exact if contrasted(c)), exact[0]), True
+    best = min([n for n in names if named([n])], key=errors, default=None)
     return ([best] if best else []), False
 
 
@@ -666,7 +672,7 @@ def claim_headline(g: pd.DataFrame) -> str:
     value = dict(zip(decided.index, (v for v, _ in measured), strict=True))
     held = _values_text([value[i] for i in holds.index], unit)
     fail_values = [value[i] for i in fails.index if np.isfinite(value[i])]
-    bound = _values_text(fail_values, unit)
+    bound = f"measured {_values_text(fail_values, unit)}" if fail_values else ""
     if fail_values and fails["verdict"].str.startswith("below").all():
         bound = f"at most {max(fail_values):.3g}{unit}"
     elif fail_values and fails["verdict"].str.startswith("above").all():
