@@ -7,8 +7,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 STUDY ?= runs/STUDY
+LAB_STAMP := $(VENV)/.lab-stamp
+LAB_ARGS ?=
+LAB_SCREENSHOT ?= /tmp/cmgan_lab_check.png
 
-.PHONY: setup study test test-fast lint strip clean
+.PHONY: setup study test test-fast lint strip clean lab lab-check
 
 setup: $(STAMP)
 
@@ -32,6 +35,21 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check cmgan_lib tests benchmarks
+
+# JupyterLab on notebooks/; each notebook reads $(STUDY) (what `make study` writes) unless its parameters say
+# otherwise. Extra server options: make lab LAB_ARGS="--port=8899 --no-browser"
+lab: $(LAB_STAMP)
+	@test -d $(STUDY)/runs || echo "No $(STUDY)/runs yet: run \`make study\` first (the notebooks read it by default)."
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(LAB_ARGS)
+
+$(LAB_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e ".[dev,lab]"
+	@touch $(LAB_STAMP)
+
+# What `make lab` shows a user, checked headless: JupyterLab on a free 127.0.0.1 port with a token, notebook 01
+# opened in headless Chromium (apt-get install chromium), its title cell rendered; screenshot at LAB_SCREENSHOT.
+lab-check: $(LAB_STAMP)
+	LAB_SCREENSHOT=$(LAB_SCREENSHOT) $(PY) -m pytest -q -s --runslow tests/test_lab.py
 
 strip: $(STAMP)
 	$(VENV)/bin/nbstripout notebooks/*.ipynb

@@ -46,3 +46,27 @@ def run_config(run: str | os.PathLike) -> dict:
     if cfg is not None and not isinstance(cfg, dict):
         raise ValueError(f"{path}: expected a mapping of config keys, got {type(cfg).__name__}")
     return cfg or {}
+
+
+def shown_path(path: str | os.PathLike | None, *bases: str | os.PathLike) -> str:
+    """`path` as a shared report may print it: relative to the project root (or beside it: `../shared/...`) or
+    inside one of `bases` (a run root), never one machine's absolute path (issue 23). Outside all of them:
+    `…/<parent>/<name>`."""
+    if path is None:
+        return ""
+    p = Path(path)
+    if not p.is_absolute():
+        return p.as_posix()
+    try:
+        root = repo_root()
+    except FileNotFoundError:
+        root = None
+    for q in dict.fromkeys((Path(os.path.abspath(p)), p.resolve())):  # as written, then without symlinks
+        if root is not None and (q == root or root in q.parents):
+            return q.relative_to(root).as_posix() or "."
+        if root is not None and root.parent in q.parents:  # beside the checkout, e.g. ../shared
+            return Path("..", q.relative_to(root.parent)).as_posix()
+        for base in (form for b in bases for form in (Path(os.path.abspath(b)), Path(b).resolve())):
+            if base in q.parents:
+                return q.relative_to(base).as_posix()
+    return "…/" + "/".join(p.parts[-2:]) if len(p.parts) > 2 else p.name

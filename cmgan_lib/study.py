@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from cmgan_lib.paths import repo_root, run_config
+from cmgan_lib.paths import repo_root, run_config, shown_path
 
 # Each variant is a set of config overrides on top of the base config; "official" changes nothing.
 SEED_FIXES = {"pesq_strategy": "batch_mean", "early_stopping": True, "es_patience": 15, "es_min_delta": 1e-4,
@@ -266,7 +266,7 @@ def write_summary(run_root: Path, out: Path, status: pd.DataFrame | None = None,
             scores = scores[scores.reason.isna()]
         test = scores.groupby("run")[list(METRIC_NAMES)].mean().add_prefix("test_").reset_index()
         summary = summary.merge(test, on="run", how="left")
-        summary["test_set"] = str(test_set) if test_set is not None else ""
+        summary["test_set"] = shown_path(test_set, out)  # relative: summary.csv is shared (issue 23)
     summary.to_csv(out / "summary.csv", index=False)
     return summary
 
@@ -327,6 +327,18 @@ def run_study(out: str | os.PathLike = "runs/STUDY", grid: str | os.PathLike = "
     print(f"study finished in {time.perf_counter() - t0:.0f} s: {out}/ (notebooks, HTML reports, summary.csv)")
 
 
+def shareable_text(text: str, run_root: str | os.PathLike) -> str:
+    """An executed notebook's text for a shared report: the project root's and the run root's absolute prefixes
+    removed from its parameters and papermill metadata, so its paths read relative to them (issue 23); the
+    notebook in the run folder keeps the paths it ran with."""
+    import re
+
+    for base in sorted({str(repo_root()), os.path.abspath(run_root), str(Path(run_root).resolve())}, key=len,
+                       reverse=True):  # fmt: skip
+        text = re.sub(re.escape(base) + r"(?:/|(?![\w.-]))", lambda m: "" if m.group().endswith("/") else ".", text)
+    return text
+
+
 NOTEBOOK_LIMIT_BYTES = 2 * 2**20
 REPORT_LIMIT_BYTES = 8 * 2**20  # a shared report is small: HTML, CSV logs; never checkpoints or audio
 
@@ -354,7 +366,7 @@ def share_report(out: str | os.PathLike, dest: str | os.PathLike, command: str, 
     for nb in NOTEBOOKS:  # the executed notebooks the HTML reports link to, unless audio makes them large
         path = out / f"{nb}.ipynb"
         if path.is_file() and path.stat().st_size <= NOTEBOOK_LIMIT_BYTES:
-            shutil.copy2(path, dest / path.name)
+            (dest / path.name).write_text(shareable_text(path.read_text(), out))
             copied.append(path.name)
     for sub in ("evaluate", "audit"):
         for csv in sorted((out / sub).glob("*.csv")) if (out / sub).is_dir() else []:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cmgan_lib.paths import run_config
+from cmgan_lib.paths import run_config, shown_path
 from cmgan_lib.pesq_labels import CAUSE_COLUMNS, INJECTED
 from cmgan_lib.plotting import EPOCH_LABEL, STEP_LABEL, integer_ticks, left_aligned, legend_outside, plain_log_ticks
 from cmgan_lib.stats import Interval, difference_interval, effect_verdict, mean_interval, wilson
@@ -405,15 +405,14 @@ def build_report(run_root: str | os.PathLike, comparisons: Sequence[Sequence[str
 
 def runs_markdown(run_root: str | os.PathLike, rep: TrainingReport | None) -> str:
     """What the notebook found: the runs and their validation split, or what to do when there are none."""
+    where = shown_path(run_root)  # never this machine's absolute path: the report is shared (issue 23)
     if rep is None:
-        return (f"**No runs under `{run_root}`**: run `make study` (or `cmgan ablate --grid GRID --out DIR` and set "
+        return (f"**No runs under `{where}`**: run `make study` (or `cmgan ablate --grid GRID --out DIR` and set "
                 "`run_root` to `DIR/runs`), or set `train=True`. Nothing below is shown.")  # fmt: skip
     v = rep.per_variant
     seeds = ", ".join(f"`{r.variant}` ({r.n_seeds})" for r in v.itertuples())
     n = len(rep.per_seed)
-    text = (
-        f"{n} run{'s' if n != 1 else ''} under `{run_root}`; variants (seeds): {seeds}. {splits_markdown(rep.configs)}"
-    )
+    text = f"{n} run{'s' if n != 1 else ''} under `{where}`; variants (seeds): {seeds}. {splits_markdown(rep.configs)}"
     unfinished = [r for r in rep.per_seed.run if not (Path(run_root) / r / "done.json").is_file()]
     if unfinished:
         names = ", ".join(f"`{r}`" for r in unfinished)
@@ -425,7 +424,7 @@ def csv_links_markdown(paths: Sequence[Path], html_dir: str | os.PathLike | None
     """Links to the full tables, relative to where the HTML report lies (by default the CSVs' own folder)."""
     base = Path(html_dir) if html_dir is not None else None
     links = [f"[{p.name}]({os.path.relpath(p, base) if base else p.name})" for p in paths]
-    return f"Full tables (every column, every seed): {', '.join(links)} in `{Path(paths[0]).parent}`."
+    return f"Full tables (every column, every seed): {', '.join(links)} in `{shown_path(Path(paths[0]).parent)}`."
 
 
 # --------------------------------------------------------------------------------------------- figures

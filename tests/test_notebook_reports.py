@@ -12,6 +12,9 @@ import numpy as np
 import pytest
 
 from cmgan_lib import study
+from cmgan_lib.paths import repo_root
+
+ROOT = repo_root()
 
 
 def _render(name: str, out: Path, params: dict) -> tuple[dict, str]:
@@ -104,6 +107,8 @@ def test_notebook_03_renders_on_a_tiny_synthetic_corpus(tmp_path):
     assert "Voice Bank + DEMAND: a different dataset" in html  # the corpus is synthetic
     assert "test (published behaviour)" in html  # no val_split key in this run's config
     assert "Enhanced minus noisy" in html and "Verdict" in html
+    assert "Test split of the synthetic corpus (<code>cmgan make-synthetic</code>): <code>…/corpus/test</code>" in html
+    assert str(tmp_path) not in html  # a shared report prints no machine's absolute path (issue 23)
     assert (tmp_path / "evaluate" / "improvement.csv").is_file()
 
 
@@ -128,4 +133,40 @@ def test_notebook_01_renders_the_audit_with_a_written_verdict(tmp_path, fake_run
     _assert_clean_report(nb, html)
     assert "Verdict" in html and "56% of batches skip the discriminator update" in html
     assert "training crop 0.5 s" in html
+    assert f"data: …/{tmp_path.name}/data (speech corpus)" in html
+    assert str(tmp_path) not in html  # a shared report prints no machine's absolute path (issue 23)
     assert all((tmp_path / "audit" / f).is_file() for f in ("failure_sweep.csv", "claims.csv", "observed_rates.csv"))
+
+
+def _absolute_paths_in(folder: Path, absolute: str, *unless: str) -> list[str]:
+    """Files of a shared report (HTML, CSV, README, notebook; not the `unless` suffixes) that print `absolute`,
+    a machine's own path."""
+    kinds = {".html", ".csv", ".md", ".ipynb"} - set(unless)
+    return [str(p.relative_to(folder)) for p in sorted(folder.rglob("*"))
+            if p.suffix in kinds and absolute in p.read_text(errors="replace")]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_shared_report_carries_no_absolute_machine_path(tmp_path, fake_run):
+    """Issue 23: notebook 02 and 03 rendered from a run root under a temporary folder, summary.csv with its
+    test_set, and the folder `share-report` writes, show paths relative to the project or the run root."""
+    out = tmp_path / "ablation"
+    runs = out / "runs"
+    for variant, strategy in (("official", "skip"), ("masked", "masked")):
+        fake_run(runs, f"{variant}_s0", [2.0, 2.4, 2.3], 0, config={"pesq_strategy": strategy})
+    corpus = tmp_path / "corpus"
+    _render("02_train_baseline_vs_fixed", out, {"run_root": str(runs), "out_dir": str(out)})
+    _render("03_evaluate", out, {"run_root": str(out / "none"), "out_dir": str(out / "evaluate")})
+    (out / "evaluate").mkdir(exist_ok=True)
+    (out / "evaluate" / "metrics_per_file.csv").write_text(
+        "run,name,pesq,csig,cbak,covl,ssnr,stoi\nofficial_s0,a.wav,2,3,2,2,5,0.8\nmasked_s0,a.wav,2,3,2,2,5,0.8\n"
+    )
+    summary = study.write_summary(runs, out, test_set=corpus / "test")
+    assert summary["test_set"].iloc[0] == "…/corpus/test"
+    dest = study.share_report(out, tmp_path / "reports" / "r", "cmgan ablate", "2-core CPU")
+    assert "2 runs under <code>…/ablation/runs</code>" in (dest / "02_train_baseline_vs_fixed.html").read_text()
+    assert not _absolute_paths_in(out, str(tmp_path), ".ipynb"), _absolute_paths_in(out, str(tmp_path), ".ipynb")
+    # the shared copy of an executed notebook too (the run folder's own keeps the paths it ran with)
+    shared = _absolute_paths_in(dest, str(tmp_path)) + _absolute_paths_in(dest, str(ROOT))
+    assert not shared, shared
+    assert '"run_root": "runs"' in (dest / "02_train_baseline_vs_fixed.ipynb").read_text()

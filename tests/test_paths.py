@@ -21,3 +21,16 @@ def test_run_config_is_empty_without_a_config_and_refuses_a_non_mapping(tmp_path
     (tmp_path / "config.yaml").write_text("- a\n- b\n")
     with pytest.raises(ValueError, match="config.yaml: expected a mapping"):
         run_config(tmp_path)
+
+
+def test_shown_path_is_relative_to_the_project_or_a_run_root_never_absolute(tmp_path):
+    from cmgan_lib.paths import repo_root, shown_path
+
+    root = repo_root()
+    assert shown_path(root / "runs" / "STUDY" / "runs") == "runs/STUDY/runs"
+    assert shown_path("runs/STUDY/runs") == "runs/STUDY/runs"  # as given: already relative
+    assert shown_path(root.parent / "shared" / "data") == "../shared/data"  # beside the checkout
+    assert shown_path(tmp_path / "out" / "evaluate", tmp_path / "out") == "evaluate"  # inside the run root
+    outside = shown_path(tmp_path / "corpus" / "test")
+    assert outside == "…/corpus/test" and str(tmp_path) not in outside
+    assert shown_path(None) == ""

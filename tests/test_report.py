@@ -346,7 +346,7 @@ def test_claims_markdown_lists_each_condition_and_counts_the_undecided():
         columns=["claim", "condition", "measured", "verdict"],
     )  # fmt: skip
     md = report.claims_markdown(table)
-    assert "**c**: holds under some conditions and not under others." in md
+    assert "**c**: holds only in the runs' logs; elsewhere not." in md  # the headline (issue 23), then the bullets
     assert "- Holds:\n    - run official_s0 (16 of 36)" in md
     assert "- Does not hold:\n    - real speech, 2 s (0 of 50)" in md
     assert "Not decided by the data: 1 condition(s) (1 inconclusive (too few samples)" in md
