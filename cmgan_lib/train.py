@@ -137,6 +137,7 @@ class TrainConfig:
     es_min_delta: float = 1e-4
     es_monitor: str = "val_pesq"  # val_pesq (higher is better) | val_loss (lower is better)
     grad_clip_norm: float = 0.0  # 0: off; pre-clip norms are logged either way
+    train_disc: bool = True  # false: the discriminator is never updated (every step skipped: the bug's limit)
     grad_share_every: int = 0  # > 0: every N steps log the adversarial term's share of G's gradient (grad_share.py)
     eval_denormalize: bool = False  # PESQ labels on audio divided by c (PESQ is scale-invariant: a check)
     max_nonfinite_in_a_row: int = 10
@@ -626,7 +627,7 @@ class Trainer:
         labels = make_labels(raw, reasons, cfg.pesq_strategy, self.device)
         self.opt_d.zero_grad(set_to_none=True)
         disc_loss = None
-        if finite:
+        if finite and cfg.train_disc:
             disc_loss = discriminator_loss(self.disc_fwd, out["clean_mag"], out["est_mag"].detach(), labels)
             if disc_loss is not None:
                 disc_loss.backward()

@@ -81,3 +81,21 @@ def test_share_is_logged_every_n_steps_and_off_by_default(corpus, tmp_path):
     assert (steps.grad_norm_g_adv[measured] > 0).all()
     assert main(["--config", str(CONFIGS / "official.yaml"), *base, f"run_dir={tmp_path / 'b'}"]) == 0
     assert pd.read_csv(tmp_path / "b" / "training_step_log.csv")[COLUMNS].isna().all().all()
+
+
+def test_train_disc_false_never_updates_the_discriminator(corpus, tmp_path):
+    from cmgan_lib.train import main
+
+    run = tmp_path / "frozen"
+    assert main(["--config", str(CONFIGS / "official.yaml"), f"data_dir={corpus}", f"run_dir={run}", "epochs=1",
+                 "batch_size=1", "cut_len=8000", "num_channel=4", "ndf=4", "val_max_files=1", "pesq_workers=1",
+                 "train_disc=false", "grad_share_every=1"]) == 0  # fmt: skip
+    steps = pd.read_csv(run / "training_step_log.csv")
+    assert (steps.disc_skipped == 1).all() and steps.disc_loss.isna().all() and steps.grad_norm_d.isna().all()
+    assert (steps.grad_norm_g_adv > 0).all()  # the adversarial term still reaches the generator
+    init = Trainer(load_config(run / "config.yaml", [f"run_dir={tmp_path / 'init'}"]))
+    init.pool.close()
+    final = torch.load(run / "last.pt", weights_only=True)["discriminator"]
+    for k, v in init.disc.state_dict().items():
+        if "weight_orig" in k or k.endswith("bias"):
+            assert torch.equal(v, final[k]), k
