@@ -146,7 +146,7 @@ class TrainConfig:
     val_max_files: int | None = None
     max_steps_per_epoch: int | None = None
     train_repeat: int = 1  # an epoch visits every training clip this many times (new crops each visit): with a
-    # handful of clips an epoch would be one or two steps and validation would dominate (collapse_cpu.yaml)
+    # handful of clips an epoch would be one or two steps and validation would dominate (issue 18 regime search)
     num_workers: int = 0
     pesq_workers: int | None = None
     device: str | None = None
