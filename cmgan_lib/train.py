@@ -147,6 +147,7 @@ class TrainConfig:
     max_steps_per_epoch: int | None = None
     train_repeat: int = 1  # an epoch visits every training clip this many times (new crops each visit): with a
     # handful of clips an epoch would be one or two steps and validation would dominate (issue 18 regime search)
+    fixed_crops: bool = False  # every clip keeps one crop all run: the training set is n fixed examples (overfitting)
     num_workers: int = 0
     pesq_workers: int | None = None
     device: str | None = None
@@ -515,7 +516,7 @@ class Trainer:
         held_out = cfg.val_speakers if cfg.val_split == "valid" else []
         self.train_set = CMGANDataset(self.data_dir, "train", cut_len=cfg.cut_len, seed=cfg.seed,
                                       resample=cfg.resample, val_speakers=held_out,
-                                      repeat=cfg.train_repeat)  # fmt: skip
+                                      repeat=cfg.train_repeat, fixed_crops=cfg.fixed_crops)  # fmt: skip
         self.sampler = DistributedSampler(self.train_set, num_replicas=self.world, rank=self.rank, shuffle=True,
                                           seed=cfg.seed)  # fmt: skip
         self.loader = DataLoader(self.train_set, batch_size=cfg.batch_size, sampler=self.sampler, drop_last=True,

@@ -205,3 +205,18 @@ def test_repeat_lists_every_clip_again_with_crops_of_their_own(corpus: Path) -> 
     assert len(set(starts)) > 2  # ... and later visits of long clips start elsewhere
     with pytest.raises(ValueError, match="repeat"):
         CMGANDataset(corpus, "train", cut_len=4000, repeat=0)
+
+
+def test_fixed_crops_keep_one_crop_per_clip_across_visits_and_epochs(corpus: Path) -> None:
+    fixed = CMGANDataset(corpus, "train", cut_len=4000, seed=0, repeat=3, fixed_crops=True)
+    free = CMGANDataset(corpus, "train", cut_len=4000, seed=0, repeat=3)
+    n = len(fixed.pairs)
+    first = [fixed[i][0] for i in range(n)]
+    for epoch in (0, 5):
+        fixed.set_epoch(epoch)
+        for i in range(3 * n):
+            assert torch.equal(fixed[i][0], first[i % n])  # every visit, every epoch: the same crop
+    free.set_epoch(5)
+    assert any(not torch.equal(free[i][0], first[i % n]) for i in range(3 * n))  # unlike the default
+    other_seed = CMGANDataset(corpus, "train", cut_len=4000, seed=1, fixed_crops=True)
+    assert any(not torch.equal(other_seed[i][0], first[i]) for i in range(n))  # the seed picks the crops

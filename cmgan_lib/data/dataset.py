@@ -26,6 +26,8 @@ class CMGANDataset(torch.utils.data.Dataset):
     `val_speakers`: training speakers held out for validation (left out of `train`; see `training_pairs`).
     `cut_len=None` returns whole clips (batch size 1). `repeat`: the clips are listed that many times (item
     idx is clip idx % n with a crop of its own), so that an epoch of a tiny training set is several steps.
+    `fixed_crops`: every clip keeps one crop for the whole run (drawn from `[seed, 0, clip]`), so the training
+    set is exactly n examples, visited again and again: the lever for an overfitting regime (issue 18).
     Decoded audio is cached per process up to `cache_mb` megabytes (float32); the full VB training set
     (~4 GB) would not fit, so it streams.
     """
@@ -40,6 +42,7 @@ class CMGANDataset(torch.utils.data.Dataset):
         cache_mb: float = 512.0,
         val_speakers: list[str] | tuple[str, ...] = (),
         repeat: int = 1,
+        fixed_crops: bool = False,
     ):
         if repeat < 1:
             raise ValueError(f"repeat must be >= 1, got {repeat}")
@@ -52,6 +55,7 @@ class CMGANDataset(torch.utils.data.Dataset):
         self.cut_len = cut_len
         self.seed = int(seed)
         self.repeat = int(repeat)
+        self.fixed_crops = bool(fixed_crops)
         self.resample = resample
         self.cache_bytes = int(cache_mb * 2**20)
         self.pairs = training_pairs(data_dir, split, val_speakers)
@@ -102,6 +106,7 @@ class CMGANDataset(torch.utils.data.Dataset):
         clean, noisy = self.load(idx % len(self.pairs))
         length = len(clean)
         if self.cut_len is not None:
-            rng = np.random.default_rng([self.seed, self.epoch, idx])
+            key = [self.seed, 0, idx % len(self.pairs)] if self.fixed_crops else [self.seed, self.epoch, idx]
+            rng = np.random.default_rng(key)
             clean, noisy = crop_pair(clean, noisy, self.cut_len, rng)
         return torch.from_numpy(np.array(clean)), torch.from_numpy(np.array(noisy)), length
