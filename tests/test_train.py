@@ -365,3 +365,34 @@ def test_validation_split_is_not_the_test_set_unless_asked(corpus, tmp_path):
     assert names == {"valid": {"valid"}, "test": {"test"}}
     with pytest.raises(ValueError, match="val_split"):
         load_config(CONFIGS / "official.yaml", ["val_split=train"])
+
+
+@pytest.mark.parametrize("reshuffle", [False, True])
+def test_data_order_repeats_unless_reshuffled(corpus, tmp_path, monkeypatch, reshuffle):
+    """Issue 20: published CMGAN never calls DistributedSampler.set_epoch, so every epoch visits the files in the same
+    order; `reshuffle_each_epoch=true` draws a new order per epoch. Read from the names training actually saw."""
+    seen: list[list[str]] = []
+    rows: list[dict] = []
+    original = Trainer.train_step
+
+    def recording(self, clean, noisy, names=None):  # one real step, then its row again: the order is the point
+        seen.append(list(names))
+        if not rows:
+            rows.append(original(self, clean, noisy, names))
+        return dict(rows[0])
+
+    monkeypatch.setattr(Trainer, "train_step", recording)
+    args = tiny(corpus, tmp_path / "order", "epochs=3", "max_steps_per_epoch=4", "val_max_files=1",
+                f"reshuffle_each_epoch={str(reshuffle).lower()}")  # fmt: skip
+    assert main(["--config", str(CONFIGS / "official.yaml"), *args]) == 0
+    epochs = [sum(seen[k : k + 4], []) for k in range(0, 12, 4)]
+    assert len(seen) == 12 and all(sorted(e) == sorted(epochs[0]) for e in epochs)  # every file once per epoch
+    if reshuffle:
+        assert epochs[0] != epochs[1] or epochs[1] != epochs[2]
+    else:
+        assert epochs[0] == epochs[1] == epochs[2]
+
+
+def test_official_recipe_keeps_the_published_data_order():
+    assert load_config(CONFIGS / "official.yaml").reshuffle_each_epoch is False
+    assert load_config(None).reshuffle_each_epoch is True  # older run folders (no key) keep what they ran
