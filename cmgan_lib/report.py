@@ -950,7 +950,18 @@ def checkpoint_split_markdown(runs: Sequence[str | os.PathLike]) -> str:
         cfg = run_config(folder)
         notes.setdefault(selection_split(cfg.get("val_split")), []).append(folder.name)
     parts = [f"**{note}** ({', '.join(f'`{r}`' for r in sorted(rs))})" for note, rs in notes.items()]
-    return "Checkpoints (best validation PESQ) were selected on the " + "; ".join(parts) + " split."
+    return "Checkpoints (best validation PESQ) were selected on the " + "; ".join(parts) + " split. " + \
+        _data_order_sentence(runs)  # fmt: skip
+
+
+def _data_order_sentence(runs: Sequence[str | os.PathLike]) -> str:
+    """The runs' data order (issue 20), as notebook 02 states it."""
+    from cmgan_lib.training_report import data_order_markdown
+
+    folders = [Path(r).parent if Path(r).is_file() else Path(r) for r in runs]
+    configs = pd.DataFrame([{"reshuffle_each_epoch": run_config(f).get("reshuffle_each_epoch", np.nan)}
+                            for f in folders])  # fmt: skip
+    return data_order_markdown(configs)
 
 
 def improvement_table(per_file: pd.DataFrame) -> pd.DataFrame:

@@ -34,6 +34,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "batch_mean_only": {"pesq_strategy": "batch_mean"},
     "early_stopping_only": {"early_stopping": True, "es_patience": 15, "es_min_delta": 1e-4},
     "clipping_only": {"grad_clip_norm": 5.0},
+    "reshuffled": {"reshuffle_each_epoch": True},  # this trainer's old order: a new file order every epoch
+    "mpsenet_labels": {"pesq_strategy": "mpsenet"},  # MP-SENet/SEMamba: only the fake term drops on a failure
+    "no_gan": {"loss_weights": [0.1, 0.9, 0.2, 0.0]},  # claim (n): does the fall persist without the GAN term?
 }
 NOTEBOOKS = ("01_pesq_failure_audit", "02_train_baseline_vs_fixed", "03_evaluate")
 
