@@ -686,20 +686,28 @@ def _comparison_tables(roots: Sequence[str | os.PathLike]) -> list[tuple[Path, p
     import yaml
 
     from cmgan_lib.study import VARIANTS
-    from cmgan_lib.training_report import COMPARISONS_CSV
+    from cmgan_lib.training_report import COMPARISONS_CSV, build_report
+
+    def grid_of(folder: Path) -> dict:
+        grid = folder / "grid.yaml"
+        return (yaml.safe_load(grid.read_text()) or {}) if grid.is_file() else {}
 
     found = []
     for root in roots:
         for folder in (Path(root), Path(root).parent):
+            grid = grid_of(folder)
+            switches = dict(VARIANTS)
+            if isinstance(grid.get("variants"), dict):
+                switches.update({k: dict(v or {}) for k, v in grid["variants"].items()})
             path = folder / COMPARISONS_CSV
             if path.is_file():
-                grid = folder / "grid.yaml"
-                variants = (yaml.safe_load(grid.read_text()) or {}).get("variants") if grid.is_file() else None
-                switches = dict(VARIANTS)
-                if isinstance(variants, dict):
-                    switches.update({k: dict(v or {}) for k, v in variants.items()})
                 found.append((folder, pd.read_csv(path), switches))
                 break
+            if folder == Path(root).parent and (folder / "runs").is_dir():
+                # notebook 01 runs before notebook 02 writes the CSV: the same table, from the same function
+                rep = build_report(folder / "runs", grid.get("comparisons") or None)
+                if rep is not None and len(rep.comparisons):
+                    found.append((folder, rep.comparisons, switches))
     return found
 
 

@@ -81,3 +81,13 @@ def test_clipping_claim_counts_pre_clip_norms(tmp_path, fake_run):
     assert "3 of 8" in d[2] and d[3].startswith("refuted")
     g = [r for r in rows if r[2].startswith("generator")][0]
     assert "0 of 8" in g[2] and g[3].startswith("consistent")
+
+
+def test_causal_claims_build_the_table_when_notebook_02_has_not_run(tmp_path, fake_run):
+    """`make study` runs notebook 01 before 02: the claims then compute notebook 02's table from the runs."""
+    runs = tmp_path / "STUDY" / "runs"
+    for seed, drop in ((0, 0.5), (1, 0.6), (2, 0.55)):
+        fake_run(runs, f"official_s{seed}", [2.0, 2.5, 2.5 - drop], 0)
+        fake_run(runs, f"batch_mean_only_s{seed}", [2.0, 2.5, 2.5], 0, config={"pesq_strategy": "batch_mean"})
+    table = report.full_claims_table(causal_roots=[runs])
+    assert _verdicts(table, "i")[0].startswith("supported: batch_mean drops less")
