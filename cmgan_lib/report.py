@@ -242,6 +242,39 @@ def plot_failure_sweep(table: pd.DataFrame, training_crop_s: float | None = None
     return fig
 
 
+def plot_failure_matrix(table: pd.DataFrame):
+    """The failure matrix (`audit.matrix_table`): per axis, the share of pairs PESQ cannot score at each level with
+    its 95% Wilson interval, one colour per dataset (slightly apart so equal rates stay visible)."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    from cmgan_lib.audit import AXES
+
+    axes_shown = [a for a in AXES if a != "as is" and a in set(table["axis"])]
+    datasets = list(dict.fromkeys(table["dataset"]))
+    colors = dict(zip(datasets, sns.color_palette("colorblind", len(datasets)), strict=True))
+    widths = [max(2, table.loc[table["axis"] == a, "level"].nunique()) for a in axes_shown]
+    fig, axs = plt.subplots(1, len(axes_shown), figsize=(2.2 + 0.55 * sum(widths), 4.4), sharey=True, squeeze=False,
+                            gridspec_kw={"width_ratios": widths})  # fmt: skip
+    for ax, axis in zip(axs[0], axes_shown, strict=True):
+        sub = table[table["axis"] == axis]
+        levels = list(dict.fromkeys(sub["level"]))
+        for k, dataset in enumerate(datasets):
+            g = sub[sub["dataset"] == dataset]
+            x = np.array([levels.index(v) for v in g["level"]]) + 0.12 * (k - (len(datasets) - 1) / 2)
+            ax.errorbar(x, g["p_fail"], yerr=[g["p_fail"] - g["p_fail_low"], g["p_fail_high"] - g["p_fail"]],
+                        fmt="o", capsize=3, color=colors[dataset], label=dataset)  # fmt: skip
+        ax.set_xticks(range(len(levels)), [str(v).replace("_", " ") for v in levels], rotation=60, ha="right",
+                      fontsize=8)  # fmt: skip
+        ax.set(xlabel=axis, title=axis.split(" (")[0], ylim=(-0.03, 1.03))
+    axs[0][0].set_ylabel("share of pairs PESQ cannot score")
+    handles, labels = axs[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=len(datasets), frameon=False)
+    fig.suptitle("Failure matrix: each cause the fix document names, on the same crops (95% Wilson intervals)")
+    fig.tight_layout()
+    return fig
+
+
 def cause_table(table: pd.DataFrame) -> pd.DataFrame:
     """Short table of the sweep: failures (k of n with interval) and the count per cause, causes with any count."""
     causes = [c for c in table.columns if c.startswith("n_") and c not in ("n_crops", "n_failed") and table[c].any()]
@@ -808,6 +841,17 @@ def clipping_claims(run_roots: Sequence[str | os.PathLike] | str | os.PathLike |
     if not rows:
         rows.append((claim, "-", "no step logs with gradient norms", "not measured"))
     return rows
+
+
+def committed_reports(spec: str | Sequence[str | os.PathLike] | None = "auto", root: str | os.PathLike = "reports",
+                      ) -> list[Path]:  # fmt: skip
+    """Committed run reports whose comparison tables the causal claims read: "auto" = every `reports/*/` holding
+    notebook 02's training_comparisons.csv; a list as given; None = none."""
+    from cmgan_lib.training_report import COMPARISONS_CSV
+
+    if spec == "auto":
+        return sorted(p.parent for p in Path(root).glob(f"*/{COMPARISONS_CSV}"))
+    return [Path(p) for p in (spec or [])]
 
 
 def full_claims_table(

@@ -139,3 +139,11 @@ def test_verdicts_are_generated_per_cause_and_axis():
     table = audit.matrix_table(m)
     assert list(table.axis.unique()) == ["as is", "input SNR (dB)", "edge case", "speech fraction"]
     assert table.set_index("axis").loc["edge case", "n_too_short"] == 10
+
+
+def test_matrix_figure_is_readable(matrix, check_figure):
+    from cmgan_lib import report
+
+    fig = report.plot_failure_matrix(audit.matrix_table(matrix))
+    check_figure(fig)
+    assert [ax.get_xlabel() for ax in fig.axes][:2] == ["input SNR (dB)", "estimate level (gain)"]
