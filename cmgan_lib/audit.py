@@ -772,7 +772,7 @@ def matrix_table(matrix: pd.DataFrame, batch_size: int = 4) -> pd.DataFrame:
     table = rate_table(full, by=["dataset", "axis", "order", "level"], batch_size=batch_size, reason_col="cause")
     axis_rank = {a: k for k, a in enumerate(AXES)}
     table = table.assign(_a=table["axis"].map(axis_rank)).sort_values(["dataset", "_a", "order"], kind="stable")
-    return table.drop(columns=["_a", "order"]).reset_index(drop=True)
+    return table.drop(columns=["_a"]).rename(columns={"order": "level_order"}).reset_index(drop=True)
 
 
 def matrix_causes(matrix: pd.DataFrame) -> list[str]:

@@ -258,7 +258,7 @@ def plot_failure_matrix(table: pd.DataFrame):
                             gridspec_kw={"width_ratios": widths})  # fmt: skip
     for ax, axis in zip(axs[0], axes_shown, strict=True):
         sub = table[table["axis"] == axis]
-        levels = list(dict.fromkeys(sub["level"]))
+        levels = list(dict.fromkeys(sub.sort_values("level_order", kind="stable")["level"]))
         for k, dataset in enumerate(datasets):
             g = sub[sub["dataset"] == dataset]
             x = np.array([levels.index(v) for v in g["level"]]) + 0.12 * (k - (len(datasets) - 1) / 2)
