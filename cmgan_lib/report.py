@@ -725,9 +725,11 @@ def _comparison_tables(roots: Sequence[str | os.PathLike]) -> list[tuple[Path, p
         grid = folder / "grid.yaml"
         return (yaml.safe_load(grid.read_text()) or {}) if grid.is_file() else {}
 
-    found = []
+    found, seen = [], set()
     for root in roots:
         for folder in (Path(root), Path(root).parent):
+            if folder.resolve() in seen:  # a run root inside a report also given: read its table once
+                break
             grid = grid_of(folder)
             switches = dict(VARIANTS)
             if isinstance(grid.get("variants"), dict):
@@ -735,12 +737,14 @@ def _comparison_tables(roots: Sequence[str | os.PathLike]) -> list[tuple[Path, p
             path = folder / COMPARISONS_CSV
             if path.is_file():
                 found.append((folder, pd.read_csv(path), switches))
+                seen.add(folder.resolve())
                 break
             if folder == Path(root).parent and (folder / "runs").is_dir():
                 # notebook 01 runs before notebook 02 writes the CSV: the same table, from the same function
                 rep = build_report(folder / "runs", grid.get("comparisons") or None)
                 if rep is not None and len(rep.comparisons):
                     found.append((folder, rep.comparisons, switches))
+                    seen.add(folder.resolve())
     return found
 
 
@@ -824,8 +828,9 @@ def clipping_claims(run_roots: Sequence[str | os.PathLike] | str | os.PathLike |
     claim = MORE_CLAIMS["l"]
     roots = [] if run_roots is None else [run_roots] if isinstance(run_roots, str | os.PathLike) else list(run_roots)
     rows: list[_Row] = []
+    roots = list(dict.fromkeys((Path(r) / "runs" if (Path(r) / "runs").is_dir() else Path(r)).resolve()
+                               for r in roots))  # a committed report's runs; each folder once  # fmt: skip
     for root in roots:
-        root = Path(root) / "runs" if (Path(root) / "runs").is_dir() else Path(root)  # a committed report
         logs = _step_logs(root)
         for col, net in (("grad_norm_d", "discriminator"), ("grad_norm_g", "generator")):
             norms = [df[col].to_numpy(dtype=float) for _, df in logs if col in df]

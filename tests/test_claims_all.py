@@ -91,3 +91,10 @@ def test_causal_claims_build_the_table_when_notebook_02_has_not_run(tmp_path, fa
         fake_run(runs, f"batch_mean_only_s{seed}", [2.0, 2.5, 2.5], 0, config={"pesq_strategy": "batch_mean"})
     table = report.full_claims_table(causal_roots=[runs])
     assert _verdicts(table, "i")[0].startswith("supported: batch_mean drops less")
+
+
+def test_a_run_root_inside_a_given_report_is_read_once(tmp_path, fake_run):
+    _comparisons(tmp_path / "REPORT", 0.1, 0.3)
+    fake_run(tmp_path / "REPORT" / "runs", "official_s0", [2.0, 2.1], 0)
+    table = report.full_claims_table(causal_roots=[tmp_path / "REPORT" / "runs", tmp_path / "REPORT"])
+    assert len(_verdicts(table, "h")) == 2 and len(_verdicts(table, "l")) == 2  # (h): 1 + full scale; (l): D and G
