@@ -128,4 +128,7 @@ def test_notebook_01_renders_the_audit_with_a_written_verdict(tmp_path, fake_run
     _assert_clean_report(nb, html)
     assert "Verdict" in html and "56% of batches skip the discriminator update" in html
     assert "training crop 0.5 s" in html
-    assert all((tmp_path / "audit" / f).is_file() for f in ("failure_sweep.csv", "claims.csv", "observed_rates.csv"))
+    written = ("failure_sweep.csv", "claims.csv", "observed_rates.csv", "failure_matrix.csv",
+               "failure_matrix_rates.csv")  # fmt: skip
+    assert all((tmp_path / "audit" / f).is_file() for f in written)
+    assert "PESQ failures come from very low SNR samples" in html  # issue 20: every claim (a)-(n)
