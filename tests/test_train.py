@@ -396,3 +396,24 @@ def test_data_order_repeats_unless_reshuffled(corpus, tmp_path, monkeypatch, res
 def test_official_recipe_keeps_the_published_data_order():
     assert load_config(CONFIGS / "official.yaml").reshuffle_each_epoch is False
     assert load_config(None).reshuffle_each_epoch is True  # older run folders (no key) keep what they ran
+
+
+@pytest.mark.parametrize("strategy, skipped", [("skip", 1), ("mpsenet", 0)])
+def test_mpsenet_updates_the_discriminator_on_a_failed_batch(corpus, tmp_path, strategy, skipped):
+    """Issue 20: a batch with a silent reference skips the update under `skip`; under `mpsenet` the discriminator
+    still steps (its real term), and the labels of the batch still count as failed."""
+    cfg = load_config(CONFIGS / "official.yaml", tiny(corpus, tmp_path / strategy, f"pesq_strategy={strategy}"))
+    trainer = Trainer(cfg)
+    try:
+        g = torch.Generator().manual_seed(0)
+        noisy = 0.1 * torch.randn(2, 8000, generator=g)
+        clean = noisy.clone()
+        clean[1] = 0.0  # PESQ: no utterances in the reference
+        before = [p.detach().clone() for p in trainer.disc.parameters()]
+        row = trainer.train_step(clean, noisy, ["a", "b"])
+        moved = any(not torch.equal(a, b) for a, b in zip(before, trainer.disc.parameters(), strict=True))
+    finally:
+        trainer.pool.close()
+    assert row["pesq_fail_silent_reference"] == 1 and row["pesq_valid_frac"] == 0.5
+    assert row["disc_skipped"] == skipped and moved == (not skipped)
+    assert math.isnan(row["disc_loss"]) == bool(skipped)
