@@ -355,6 +355,19 @@ def data_order_markdown(configs: pd.DataFrame) -> str:
     return "Data order: " + "; ".join(f"**{note}** ({n} run{'s' if n != 1 else ''})" for note, n in notes.items()) + "."
 
 
+def runs_data_order(run_root: str | os.PathLike) -> str:
+    """`data_order_markdown` of the runs under `run_root` (a shared report's README); unreadable configs left out."""
+    values = []
+    for d in find_runs(run_root):
+        try:
+            values.append(run_config(d).get("reshuffle_each_epoch", np.nan))
+        except ValueError:
+            continue
+    if not values:
+        return "Data order: no readable run config."
+    return data_order_markdown(pd.DataFrame({"reshuffle_each_epoch": values}))
+
+
 def clip_markdown(per_seed: pd.DataFrame) -> str:
     """How often the pre-clip gradient norms exceeded the configured clip value, per variant, in words."""
     lines = []
