@@ -828,9 +828,8 @@ def clipping_claims(run_roots: Sequence[str | os.PathLike] | str | os.PathLike |
     claim = MORE_CLAIMS["l"]
     roots = [] if run_roots is None else [run_roots] if isinstance(run_roots, str | os.PathLike) else list(run_roots)
     rows: list[_Row] = []
-    roots = list(dict.fromkeys((Path(r) / "runs" if (Path(r) / "runs").is_dir() else Path(r)).resolve()
-                               for r in roots))  # a committed report's runs; each folder once  # fmt: skip
-    for root in roots:
+    folders = [Path(r) / "runs" if (Path(r) / "runs").is_dir() else Path(r) for r in roots]  # a report's runs
+    for root in {f.resolve(): f for f in reversed(folders)}.values():  # each folder once, as given first
         logs = _step_logs(root)
         for col, net in (("grad_norm_d", "discriminator"), ("grad_norm_g", "generator")):
             norms = [df[col].to_numpy(dtype=float) for _, df in logs if col in df]
