@@ -90,6 +90,17 @@ def _cmd_share_report(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_audit(a: argparse.Namespace) -> int:
+    from cmgan_lib.audit import audit_folder, folder_audit_summary, write_folder_audit
+
+    result = audit_folder(a.data_dir, int(round(a.cut_len * 16000)), a.batch_size, a.crops_per_clip, a.seed,
+                          a.workers, progress=True)  # fmt: skip
+    paths = write_folder_audit(result, a.out)
+    print(folder_audit_summary(result))
+    print(f"\nCSV: {', '.join(p.name for p in paths)} in {a.out}")
+    return 0
+
+
 def _cmd_study(a: argparse.Namespace) -> int:
     from cmgan_lib.study import run_study
 
@@ -164,6 +175,16 @@ def build_parser() -> argparse.ArgumentParser:
     sr.add_argument("--wall-minutes", type=float, default=None)
     sr.add_argument("--note", default=None, help="a markdown file appended to the README (the findings)")
     sr.set_defaults(func=_cmd_share_report)
+
+    au = sub.add_parser("audit", help="PESQ failures of a folder's training crops: causes, batches affected, files")
+    au.add_argument("data_dir", help="folder with clean/ and noisy/ (or train/clean and train/noisy)")
+    au.add_argument("--cut-len", type=float, default=2.0, help="crop length in seconds (published: 2)")
+    au.add_argument("--batch-size", type=int, default=4, help="training batch size (published: 4)")
+    au.add_argument("--crops-per-clip", type=int, default=4, help="random crops per file")
+    au.add_argument("--out", default="cmgan_audit", help="folder for the CSV tables")
+    au.add_argument("--seed", type=int, default=0)
+    au.add_argument("--workers", type=int, default=None, help="PESQ worker processes (default: all CPUs)")
+    au.set_defaults(func=_cmd_audit)
 
     st = sub.add_parser("study", help="the whole study on the embedded synthetic default")
     st.add_argument("--out", default="runs/STUDY")

@@ -2,8 +2,10 @@
 
 The published CMGAN `batch_pesq` returns None when PESQ fails for any sample, and the discriminator
 update is skipped for the whole batch. This module keeps that behaviour as `strategy="skip"`, the
-proposed fix (every sample gets the batch's valid mean) as `"batch_mean"`, and a per-sample alternative
-(`"masked"`: failed samples drop out of the loss) — each with the per-sample causes recorded.
+proposed fix (every sample gets the batch's valid mean) as `"batch_mean"`, a per-sample alternative
+(`"masked"`: failed samples drop out of the loss), and the rule of CMGAN's descendants MP-SENet and SEMamba
+(`"mpsenet"`: the real term D(clean, clean) -> 1 always trains, the fake term is zeroed when any sample
+fails) — each with the per-sample causes recorded.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from cmgan_lib.pesq_worker import (
     serial_scores,
 )
 
-STRATEGIES = ("skip", "batch_mean", "masked")
+STRATEGIES = ("skip", "batch_mean", "masked", "mpsenet")
 INJECTED = "injected"  # the failure cause of a label failed on purpose by `FailureInjector`
 # Step-log column per failure cause: failed samples of that cause in the batch.
 CAUSE_COLUMNS = {
@@ -69,7 +71,8 @@ class PesqLabels:
     """One batch's PESQ outcome and the discriminator targets the chosen strategy derives from it.
 
     Under `masked`, `scores` holds NaN for invalid samples so that an unmasked use fails loudly;
-    `discriminator_loss` selects the valid ones.
+    `discriminator_loss` selects the valid ones. Under `mpsenet`, `scores` is None when any sample failed but
+    the update is not skipped: only the fake term is dropped (`fake_term`).
     """
 
     raw: np.ndarray
@@ -101,6 +104,11 @@ class PesqLabels:
     def mask(self) -> torch.Tensor:
         """`valid` as a bool tensor on the labels' device."""
         return torch.as_tensor(self.valid, dtype=torch.bool, device=self.device)
+
+    @property
+    def fake_term(self) -> bool:
+        """Whether the discriminator's fake term MSE(D(clean, est), labels) is trained on this batch."""
+        return not self.skipped and self.scores is not None
 
     def reason_counts(self) -> dict[str, int]:
         return dict(Counter(r for r in self.reasons if r is not None))
@@ -175,6 +183,9 @@ def make_labels(
         # The proposed fix replaces every label by the batch mean, also in batches where nothing failed.
         value = normalize_pesq(raw[valid].mean()) if any_valid else ALL_FAILED_LABEL
         scores = tensor(np.full(n, value))
+    elif strategy == "mpsenet":
+        # MP-SENet's train.py: `if batch_pesq_score is not None: loss_disc_g = ... else: loss_disc_g = 0`
+        scores = tensor(normalize_pesq(raw)) if all_valid and n else None
     else:  # masked
         scores = tensor(np.where(valid, normalize_pesq(raw), np.nan)) if any_valid else None
     return PesqLabels(
@@ -182,7 +193,7 @@ def make_labels(
         valid=valid,
         reasons=reasons,
         scores=scores,
-        skipped=scores is None,
+        skipped=scores is None and (strategy != "mpsenet" or n == 0),
         strategy=strategy,
         device=device,
     )
@@ -223,15 +234,19 @@ def discriminator_loss(
     """Published metric-discriminator loss: MSE(D(clean, clean), 1) + MSE(D(clean, est), PESQ labels).
 
     Returns None when `labels.skipped` (the caller skips the discriminator step, as published).
+    Under `mpsenet` (MP-SENet, SEMamba) the real term always trains and the fake term is left out when any
+    PESQ failed (their `loss_disc_g = 0`); D runs in their order, D(clean, clean) then D(clean, est).
     Under `masked`, the second MSE averages over valid samples only, so failed samples get exactly zero
     gradient; the first term needs no PESQ and stays over the whole batch, as published. D still runs on
     the whole batch so per-batch layers and dropout see what they see in the published step. The
     estimate is detached by default (the published step trains D on `est_mag.detach()`).
     """
-    if labels.skipped or labels.scores is None:
+    if labels.skipped or (labels.scores is None and labels.strategy != "mpsenet"):
         return None
     if detach_estimate:
         est_mag = est_mag.detach()
+    if labels.strategy == "mpsenet":
+        return _mpsenet_loss(discriminator, clean_mag, est_mag, labels)
     # Published order: D(clean, est) before D(clean, clean); in train mode each call advances spectral
     # norm's power iteration, so the order is part of the recipe.
     pred_est = discriminator(clean_mag, est_mag).flatten()
@@ -246,6 +261,18 @@ def discriminator_loss(
     else:
         loss_est = F.mse_loss(pred_est, target)
     return loss_max + loss_est
+
+
+def _mpsenet_loss(discriminator, clean_mag: torch.Tensor, est_mag: torch.Tensor, labels: PesqLabels) -> torch.Tensor:
+    """MP-SENet's discriminator loss: MSE(D(clean, clean), 1) + (MSE(D(clean, est), labels) or 0 on failure)."""
+    pred_max = discriminator(clean_mag, clean_mag).flatten()
+    pred_est = discriminator(clean_mag, est_mag).flatten()  # computed even when unused, as there
+    if pred_est.numel() != labels.batch_size:
+        raise ValueError(f"discriminator gave {pred_est.numel()} predictions for {labels.batch_size} labels")
+    loss_max = F.mse_loss(pred_max, torch.ones_like(pred_max))
+    if not labels.fake_term:
+        return loss_max
+    return loss_max + F.mse_loss(pred_est, labels.scores.to(device=pred_est.device, dtype=pred_est.dtype))
 
 
 _default_pool: PesqPool | None = None

@@ -242,6 +242,39 @@ def plot_failure_sweep(table: pd.DataFrame, training_crop_s: float | None = None
     return fig
 
 
+def plot_failure_matrix(table: pd.DataFrame):
+    """The failure matrix (`audit.matrix_table`): per axis, the share of pairs PESQ cannot score at each level with
+    its 95% Wilson interval, one colour per dataset (slightly apart so equal rates stay visible)."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    from cmgan_lib.audit import AXES
+
+    axes_shown = [a for a in AXES if a != "as is" and a in set(table["axis"])]
+    datasets = list(dict.fromkeys(table["dataset"]))
+    colors = dict(zip(datasets, sns.color_palette("colorblind", len(datasets)), strict=True))
+    widths = [max(2, table.loc[table["axis"] == a, "level"].nunique()) for a in axes_shown]
+    fig, axs = plt.subplots(1, len(axes_shown), figsize=(2.2 + 0.55 * sum(widths), 4.4), sharey=True, squeeze=False,
+                            gridspec_kw={"width_ratios": widths})  # fmt: skip
+    for ax, axis in zip(axs[0], axes_shown, strict=True):
+        sub = table[table["axis"] == axis]
+        levels = list(dict.fromkeys(sub.sort_values("level_order", kind="stable")["level"]))
+        for k, dataset in enumerate(datasets):
+            g = sub[sub["dataset"] == dataset]
+            x = np.array([levels.index(v) for v in g["level"]]) + 0.12 * (k - (len(datasets) - 1) / 2)
+            ax.errorbar(x, g["p_fail"], yerr=[g["p_fail"] - g["p_fail_low"], g["p_fail_high"] - g["p_fail"]],
+                        fmt="o", capsize=3, color=colors[dataset], label=dataset)  # fmt: skip
+        ax.set_xticks(range(len(levels)), [str(v).replace("_", " ") for v in levels], rotation=60, ha="right",
+                      fontsize=8)  # fmt: skip
+        ax.set(xlabel=axis, title=axis.split(" (")[0], ylim=(-0.03, 1.03))
+    axs[0][0].set_ylabel("share of pairs PESQ cannot score")
+    handles, labels = axs[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=len(datasets), frameon=False)
+    fig.suptitle("Failure matrix: each cause the fix document names, on the same crops (95% Wilson intervals)")
+    fig.tight_layout()
+    return fig
+
+
 def cause_table(table: pd.DataFrame) -> pd.DataFrame:
     """Short table of the sweep: failures (k of n with interval) and the count per cause, causes with any count."""
     causes = [c for c in table.columns if c.startswith("n_") and c not in ("n_crops", "n_failed") and table[c].any()]
@@ -537,6 +570,312 @@ def claims_table(
     else:
         rows.append((c4, "-", "no batch_mean runs given", "not measured"))
     return pd.DataFrame(rows, columns=["claim", "condition", "measured", "verdict"])
+
+
+# --------------------------------------------------------------------------------------------- claims (b)-(n)
+# Issue 20: every testable claim of the fix document. CLAIMS above keeps (a), (g), (m), (j) under their old names.
+NOT_MEASURABLE = "not measurable here (needs full Voice Bank + DEMAND training on GPUs)"
+CLAIMED_AUTHORS_RATE = 0.10
+CLAIMED_CLIP_NORM = 5.0
+MORE_CLAIMS = {
+    "b": "PESQ failures come from silent audio segments",
+    "c": "PESQ failures come from very low SNR samples",
+    "d": "PESQ failures come from numerical precision issues in the PESQ library",
+    "e": "PESQ failures come from edge cases in audio preprocessing",
+    "f": f"the original authors' failure rate is below {CLAIMED_AUTHORS_RATE:.0%} because of dataset preprocessing",
+    "h": "skipping discriminator updates causes the PESQ collapse at epoch 6-7",
+    "i": "batch-mean PESQ labels prevent the collapse",
+    "k": "early stopping stops before severe degradation, because the fall is overfitting",
+    "l": f"clipping at norm {CLAIMED_CLIP_NORM:g} has no effect when gradients are normal",
+    "n": "the pattern persists without the discriminator",
+}
+CLAIM_LETTERS = {**dict(zip("agmj", CLAIMS, strict=True)), **MORE_CLAIMS}
+_Row = tuple[str, str, str, str]
+
+
+def matrix_claims(matrix: pd.DataFrame | None) -> list[_Row]:
+    """Claims (b)-(e), the fix document's four causes, from the failure matrix (`audit.failure_matrix`), per
+    dataset; every verdict follows from counts with Wilson intervals."""
+    from cmgan_lib.stats import format_rate, wilson
+
+    b, c, d, e = (MORE_CLAIMS[k] for k in "bcde")
+    if matrix is None or not len(matrix):
+        return [(k, "-", "no failure matrix given", "not measured") for k in (b, c, d, e)]
+    rows: list[_Row] = []
+    key = ["clip_index", "crop"]
+
+    def fails(g: pd.DataFrame) -> int:
+        return int(g["cause"].notna().sum())
+
+    for dataset, m in matrix.groupby("dataset", sort=False):
+        natural = m[m["axis"] == "as is"]
+        failed = natural[natural["cause"].notna()]
+        silent = int((failed["cause"] == "silent_reference").sum())
+        cond = f"failure matrix: {dataset}, clean/noisy crops as cut"
+        if len(failed):
+            share = wilson(silent, len(failed))
+            bins = pd.cut(natural["speech_fraction"].fillna(0.0), [-0.01, 0.05, 0.5, 1.0], labels=["<5%", "5-50%",
+                          ">50%"])  # fmt: skip
+            by_frac = ", ".join(f"{lab}: {format_rate(wilson(fails(g), len(g)))}"
+                                for lab, g in natural.groupby(bins, observed=True))  # fmt: skip
+            measured = f"{format_rate(share)} of the failed crops have a silent reference; by speech fraction {by_frac}"
+            verdict = ("supported: most failures are silent references" if share.low > 0.5 else
+                       "refuted: most failures have another cause" if share.high < 0.5 else "inconclusive")  # fmt: skip
+        else:
+            measured = f"no failure in {format_rate(wilson(0, len(natural))).removeprefix('0 of ')}"
+            verdict = "inconclusive: no natural failure to attribute"
+        edge = m[(m["axis"] == "edge case") & (m["level"] == "silent_reference")]
+        if len(edge):
+            measured += f"; an all-zero reference fails in {format_rate(wilson(fails(edge), len(edge)))}"
+        rows.append((b, cond, measured, verdict))
+
+        snr = m[m["axis"] == "input SNR (dB)"]
+        if len(snr):
+            lo_g, hi_g = snr[snr["order"] == snr["order"].min()], snr[snr["order"] == snr["order"].max()]
+            r_lo, r_hi = wilson(fails(lo_g), len(lo_g)), wilson(fails(hi_g), len(hi_g))
+            other = int((lo_g["cause"].notna() & (lo_g["cause"] != "silent_reference")).sum())
+            measured = (f"{lo_g['level'].iloc[0]} dB: {format_rate(r_lo)}; {hi_g['level'].iloc[0]} dB: "
+                        f"{format_rate(r_hi)}; at the lowest SNR {other} failure(s) other than a silent "
+                        "reference")  # fmt: skip
+            if r_lo.low > r_hi.high:
+                verdict = "supported: more failures at the lowest SNR"
+            elif other == 0 and r_lo.k <= r_hi.k:
+                verdict = "refuted: a low SNR adds no failure (the same crops fail at every SNR)"
+            else:
+                verdict = "inconclusive"
+            rows.append((c, f"failure matrix: {dataset}, noise mixed at a known crop SNR", measured, verdict))
+
+        form = m[m["axis"] == "numeric form"]
+        if len(form):
+            kind = form["level"].str.split(",").str[0]
+            gain = form["level"].str.split("gain ").str[-1]
+            f32 = form[kind == "float32"].assign(g=gain).set_index([*key, "g"])["valid"]
+            f64 = form[kind == "float64"].assign(g=gain).set_index([*key, "g"])["valid"]
+            both = f32.index.intersection(f64.index)
+            differ = int((f32.loc[both] != f64.loc[both]).sum())
+            i16 = form[kind == "int16"]
+            f32_valid = f32.rename("f32_valid")
+            i16 = i16.assign(g=gain[kind == "int16"]).join(f32_valid, on=[*key, "g"])
+            i16_fail = i16[i16["cause"].notna() & i16["f32_valid"]]  # fails as int16 but scores as float32
+            added = i16["cause"].notna() & i16["f32_valid"]
+            per_gain = "; ".join(f"gain {g_}: {format_rate(wilson(int(added[gg.index].sum()), len(gg)))}"
+                                 for g_, gg in i16.groupby("g", sort=False))  # fmt: skip
+            measured = (f"float32 vs float64 validity differs in {format_rate(wilson(differ, len(both)))}; "
+                        f"int16 rounding fails where float32 scores: {per_gain} "
+                        f"({', '.join(sorted(set(i16_fail['cause']))) or 'no failure'})")  # fmt: skip
+            if differ:
+                verdict = "supported: float precision changes whether PESQ scores"
+            elif len(i16_fail) and set(i16_fail["cause"]) == {"silent_or_nonfinite_estimate"}:
+                verdict = ("refuted for the PESQ library: float32 and float64 agree; int16 rounding fails only by "
+                           "zeroing a very quiet estimate (an all-zero estimate, not PESQ precision)")  # fmt: skip
+            else:
+                verdict = "refuted: no precision-dependent failure"
+            rows.append((d, f"failure matrix: {dataset}, estimate as float32/float64/int16/clipped", measured, verdict))
+
+        edges = m[m["axis"] == "edge case"]
+        if len(edges):
+            failing, passing = [], []
+            natural_fails = fails(natural)
+            for level, g in edges.groupby("level", sort=False):
+                causes = ", ".join(sorted(set(g["cause"].dropna())))
+                text = f"{level} ({format_rate(wilson(fails(g), len(g)))}{'; ' + causes if causes else ''})"
+                (failing if fails(g) > natural_fails * len(g) / max(1, len(natural)) else passing).append(text)
+            nat = ", ".join(f"{c_} {n}" for c_, n in natural["cause"].value_counts().items()) or "none"
+            measured = (f"fails on {'; '.join(failing) or 'none'}; no more than the crops as cut on "
+                        f"{'; '.join(passing) or 'none'}; the crops as cut fail by: {nat}")  # fmt: skip
+            verdict = (f"possible: these inputs make PESQ fail; the crops as cut here fail only by: {nat}"
+                       if failing else "refuted: no edge case makes PESQ fail")  # fmt: skip
+            rows.append((e, f"failure matrix: {dataset}, constructed edge cases", measured, verdict))
+    return rows
+
+
+def authors_rate_claims(sweep: pd.DataFrame | None, batch_size: int = CLAIMED_SKIP_BATCH_SIZE) -> list[_Row]:
+    """Claim (f): the unfiltered real speech's implied skip rate at batch 4 (the fix document's 56% vs <10% are
+    batch numbers) per crop length. Below 10% without any preprocessing: preprocessing is not needed for it."""
+    f = MORE_CLAIMS["f"]
+    rows: list[_Row] = []
+    real = sweep[sweep["dataset"].str.startswith("real speech") & (sweep["pair"] == "clean/noisy")] \
+        if sweep is not None and len(sweep) else pd.DataFrame()  # fmt: skip
+    for _, r in real.iterrows():
+        cond = f"audit: {r['dataset']}, clean/noisy, {r['crop_s']:g} s crops, no preprocessing"
+        measured = f"failed crops {r['failures']}; implied skip at B={r['batch_size']}: {r['skip']}"
+        if r["skip_high"] < CLAIMED_AUTHORS_RATE:
+            verdict = "refuted as an explanation: unfiltered data already stay below 10%"
+        elif r["skip_low"] > CLAIMED_AUTHORS_RATE:
+            verdict = "possible: unfiltered data exceed 10%, so a lower rate needs something (preprocessing?)"
+        else:
+            verdict = "inconclusive (interval holds 10%)"
+        rows.append((f, cond, measured, verdict))
+    if not rows:
+        rows.append((f, "-", "no real speech audited", "not measured"))
+    rows.append((f, "the authors' own preprocessing and training", "-", NOT_MEASURABLE))
+    return rows
+
+
+def _comparison_tables(roots: Sequence[str | os.PathLike]) -> list[tuple[Path, pd.DataFrame, dict[str, dict]]]:
+    """(folder, notebook 02's training_comparisons.csv, variant -> switches) for each root that has the table (in
+    the root or its parent: `runs/STUDY/runs` -> `runs/STUDY`); switches from the folder's grid.yaml, else the
+    known VARIANTS."""
+    import yaml
+
+    from cmgan_lib.study import VARIANTS
+    from cmgan_lib.training_report import COMPARISONS_CSV, build_report
+
+    def grid_of(folder: Path) -> dict:
+        grid = folder / "grid.yaml"
+        return (yaml.safe_load(grid.read_text()) or {}) if grid.is_file() else {}
+
+    found, seen = [], set()
+    for root in roots:
+        for folder in (Path(root), Path(root).parent):
+            if folder.resolve() in seen:  # a run root inside a report also given: read its table once
+                break
+            grid = grid_of(folder)
+            switches = dict(VARIANTS)
+            if isinstance(grid.get("variants"), dict):
+                switches.update({k: dict(v or {}) for k, v in grid["variants"].items()})
+            path = folder / COMPARISONS_CSV
+            if path.is_file():
+                found.append((folder, pd.read_csv(path), switches))
+                seen.add(folder.resolve())
+                break
+            if folder == Path(root).parent and (folder / "runs").is_dir():
+                # notebook 01 runs before notebook 02 writes the CSV: the same table, from the same function
+                rep = build_report(folder / "runs", grid.get("comparisons") or None)
+                if rep is not None and len(rep.comparisons):
+                    found.append((folder, rep.comparisons, switches))
+                    seen.add(folder.resolve())
+    return found
+
+
+def _pick(table: pd.DataFrame, switches: dict[str, dict], quantity: str, match) -> pd.DataFrame:
+    """Rows of one quantity whose (variant switches, reference switches) satisfy `match`."""
+    rows = table[table["quantity"] == quantity]
+    keep = [bool(match(switches.get(v, {}), switches.get(r, {}))) for v, r in zip(rows["variant"], rows["reference"],
+                                                                                 strict=True)]  # fmt: skip
+    return rows[keep]
+
+
+def _effect_word(r, more: str, less: str) -> str:
+    """A comparison row's verdict in the claims' words: the direction only when the 95% interval excludes zero."""
+    lo, hi = r["ci95_low"], r["ci95_high"]
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return "inconclusive (too few seeds for an interval)"
+    if lo > 0:
+        return more
+    if hi < 0:
+        return less
+    return "inconclusive: no detectable effect at this budget"
+
+
+def causal_claims(roots: Sequence[str | os.PathLike] | str | os.PathLike | None) -> list[_Row]:
+    """Claims (h), (i), (k), (n) from notebook 02's comparison table of each run root (or committed report).
+
+    (h) a skip variant with more failures imposed against one with fewer: drop after the peak; (i) batch_mean
+    against skip: drop; (k) early stopping against none: final validation PESQ; (n) GAN weight 0 against > 0:
+    drop. Each also gets a row for the full-scale claim, which the tiny CPU runs cannot decide."""
+    h, i, k, n = (MORE_CLAIMS[x] for x in "hikn")
+    roots = [] if roots is None else [roots] if isinstance(roots, str | os.PathLike) else list(roots)
+    tables = _comparison_tables(roots)
+
+    def strategy(sw: dict) -> str:
+        return sw.get("pesq_strategy", "skip")
+
+    def inject(sw: dict) -> float:
+        return float(sw.get("pesq_fail_inject", 0.0) or 0.0)
+
+    def gan(sw: dict) -> float:
+        return float((sw.get("loss_weights") or [0, 0, 0, 0.05])[3])
+
+    specs = [
+        (h, "drop_after_peak", lambda v, r: strategy(v) == strategy(r) == "skip" and inject(v) > inject(r),
+         "supported: more skipping, larger drop", "refuted: more skipping, smaller drop"),
+        (i, "drop_after_peak", lambda v, r: strategy(v) == "batch_mean" and strategy(r) == "skip",
+         "refuted: batch_mean drops further", "supported: batch_mean drops less"),
+        (k, "final_val_pesq", lambda v, r: bool(v.get("early_stopping")) and not r.get("early_stopping"),
+         "supported: early stopping ends higher", "refuted: early stopping ends lower"),
+        (n, "drop_after_peak", lambda v, r: gan(v) == 0 < gan(r),
+         "consistent: the drop persists (larger) without the GAN term", "refuted: smaller drop without the GAN term"),
+    ]  # fmt: skip
+    rows: list[_Row] = []
+    for claim, quantity, match, more, less in specs:
+        found = False
+        for folder, table, switches in tables:
+            for _, r in _pick(table, switches, quantity, match).iterrows():
+                found = True
+                seeds = f"{int(r['n_variant'])}+{int(r['n_reference'])} seeds"
+                cond = f"{folder}: {r['variant']} vs {r['reference']} ({seeds})"
+                measured = r["verdict"]
+                verdict = _effect_word(r, more, less)
+                if claim == n and verdict.startswith("inconclusive"):
+                    verdict = "consistent: no detectable difference in the drop without the GAN term"
+                if claim == k:
+                    measured += "; whether the fall is overfitting is not tested by this table"
+                rows.append((claim, cond, measured, verdict))
+        if not found:
+            where = ", ".join(str(f) for f, _, _ in tables) or "no training_comparisons.csv under the run roots"
+            rows.append((claim, "-", f"no such comparison ({where})", "not measured"))
+        rows.append((claim, "full Voice Bank + DEMAND training, 120 epochs", "-", NOT_MEASURABLE))
+    return rows
+
+
+def clipping_claims(run_roots: Sequence[str | os.PathLike] | str | os.PathLike | None,
+                    clip: float = CLAIMED_CLIP_NORM) -> list[_Row]:  # fmt: skip
+    """Claim (l): how often the logged pre-clip gradient norms exceed `clip`, per run root and network, over every
+    update of its runs (Wilson). Clipping at 5 is inert only where no norm exceeds 5."""
+    from cmgan_lib.stats import format_rate, wilson
+
+    claim = MORE_CLAIMS["l"]
+    roots = [] if run_roots is None else [run_roots] if isinstance(run_roots, str | os.PathLike) else list(run_roots)
+    rows: list[_Row] = []
+    folders = [Path(r) / "runs" if (Path(r) / "runs").is_dir() else Path(r) for r in roots]  # a report's runs
+    for root in {f.resolve(): f for f in reversed(folders)}.values():  # each folder once, as given first
+        logs = _step_logs(root)
+        for col, net in (("grad_norm_d", "discriminator"), ("grad_norm_g", "generator")):
+            norms = [df[col].to_numpy(dtype=float) for _, df in logs if col in df]
+            v = np.concatenate(norms) if norms else np.array([])
+            v = v[np.isfinite(v)]
+            if not len(v):
+                continue
+            r = wilson(int((v > clip).sum()), len(v))
+            measured = f"{net}'s pre-clip norm above {clip:g} on {format_rate(r)} updates (max {v.max():.3g})"
+            verdict = (f"refuted: clipping at {clip:g} would act on these updates" if r.k else
+                       f"consistent: no update exceeds {clip:g}, so clipping would change nothing")  # fmt: skip
+            rows.append((claim, f"{len(logs)} run(s) under {root}", measured, verdict))
+    if not rows:
+        rows.append((claim, "-", "no step logs with gradient norms", "not measured"))
+    return rows
+
+
+def committed_reports(spec: str | Sequence[str | os.PathLike] | None = "auto", root: str | os.PathLike = "reports",
+                      ) -> list[Path]:  # fmt: skip
+    """Committed run reports whose comparison tables the causal claims read: "auto" = every `reports/*/` holding
+    notebook 02's training_comparisons.csv; a list as given; None = none."""
+    from cmgan_lib.training_report import COMPARISONS_CSV
+
+    if spec == "auto":
+        return sorted(p.parent for p in Path(root).glob(f"*/{COMPARISONS_CSV}"))
+    return [Path(p) for p in (spec or [])]
+
+
+def full_claims_table(
+    matrix: pd.DataFrame | None = None,
+    causal_roots: Sequence[str | os.PathLike] | None = None,
+    **claims_table_args,
+) -> pd.DataFrame:
+    """Every testable claim (a)-(n) of the fix document: `claims_table`'s four plus claims (b)-(f), (h), (i), (k),
+    (l), (n), with a `letter` column, ordered by letter. A claim without data says "not measured"; one that only
+    full-scale training can decide says so (`NOT_MEASURABLE`) - none is ever absent."""
+    base = claims_table(**claims_table_args)
+    sweep = claims_table_args.get("sweep")
+    more = (matrix_claims(matrix) + authors_rate_claims(sweep) + causal_claims(causal_roots)
+            + clipping_claims(causal_roots))  # fmt: skip
+    for claim in CLAIMS[:1] + CLAIMS[3:]:  # (a) and (j) at full scale
+        more.append((claim, "full Voice Bank + DEMAND training, 120 epochs", "-", NOT_MEASURABLE))
+    table = pd.concat([base, pd.DataFrame(more, columns=base.columns)], ignore_index=True)
+    letters = {v: k for k, v in CLAIM_LETTERS.items()}
+    table.insert(0, "letter", table["claim"].map(letters))
+    return table.sort_values("letter", kind="stable").reset_index(drop=True)
 
 
 def _split_verdicts(g: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -1078,7 +1417,18 @@ def checkpoint_split_markdown(runs: Sequence[str | os.PathLike]) -> str:
         cfg = run_config(folder)
         notes.setdefault(selection_split(cfg.get("val_split")), []).append(folder.name)
     parts = [f"**{note}** ({', '.join(f'`{r}`' for r in sorted(rs))})" for note, rs in notes.items()]
-    return "Checkpoints (best validation PESQ) were selected on the " + "; ".join(parts) + " split."
+    return "Checkpoints (best validation PESQ) were selected on the " + "; ".join(parts) + " split. " + \
+        _data_order_sentence(runs)  # fmt: skip
+
+
+def _data_order_sentence(runs: Sequence[str | os.PathLike]) -> str:
+    """The runs' data order (issue 20), as notebook 02 states it."""
+    from cmgan_lib.training_report import data_order_markdown
+
+    folders = [Path(r).parent if Path(r).is_file() else Path(r) for r in runs]
+    configs = pd.DataFrame([{"reshuffle_each_epoch": run_config(f).get("reshuffle_each_epoch", np.nan)}
+                            for f in folders])  # fmt: skip
+    return data_order_markdown(configs)
 
 
 def improvement_table(per_file: pd.DataFrame) -> pd.DataFrame:

@@ -34,6 +34,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "batch_mean_only": {"pesq_strategy": "batch_mean"},
     "early_stopping_only": {"early_stopping": True, "es_patience": 15, "es_min_delta": 1e-4},
     "clipping_only": {"grad_clip_norm": 5.0},
+    "reshuffled": {"reshuffle_each_epoch": True},  # this trainer's old order: a new file order every epoch
+    "mpsenet_labels": {"pesq_strategy": "mpsenet"},  # MP-SENet/SEMamba: only the fake term drops on a failure
+    "no_gan": {"loss_weights": [0.1, 0.9, 0.2, 0.0]},  # claim (n): does the fall persist without the GAN term?
 }
 NOTEBOOKS = ("01_pesq_failure_audit", "02_train_baseline_vs_fixed", "03_evaluate")
 
@@ -355,7 +358,7 @@ def share_report(out: str | os.PathLike, dest: str | os.PathLike, command: str, 
         raise FileNotFoundError(f"{out}: no summary.csv (run `cmgan ablate` first)")
     dest.mkdir(parents=True, exist_ok=True)
     copied = []
-    from cmgan_lib.training_report import COMPARISONS_CSV, PER_SEED_CSV, PER_VARIANT_CSV
+    from cmgan_lib.training_report import COMPARISONS_CSV, PER_SEED_CSV, PER_VARIANT_CSV, runs_data_order
 
     # notebook 02's full tables: its HTML links to them
     for name in ["summary.csv", "grid.yaml", *(f"{nb}.html" for nb in NOTEBOOKS), PER_SEED_CSV, PER_VARIANT_CSV,
@@ -385,7 +388,8 @@ def share_report(out: str | os.PathLike, dest: str | os.PathLike, command: str, 
                             cwd=repo_root()).stdout.strip() or "unknown"  # fmt: skip
     wall = f"{wall_seconds / 60:.1f} min" if wall_seconds else "not recorded"
     lines = [f"# {dest.name}", "", f"- device: {device}", f"- command: `{command}`", f"- commit: {commit}",
-             f"- wall time: {wall}", f"- written: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "",
+             f"- wall time: {wall}", f"- written: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+             f"- {runs_data_order(out / 'runs')}", "",
              "Files: " + ", ".join(f"`{c}`" for c in copied) + ", and `runs/<run>/` (config.yaml, step and epoch "
              "logs; no checkpoints).", ""]  # fmt: skip
     if note:

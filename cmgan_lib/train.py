@@ -127,8 +127,11 @@ class TrainConfig:
     decay_epoch: int = 30
     lr_gamma: float = 0.5
     loss_weights: list[float] = field(default_factory=lambda: [0.1, 0.9, 0.2, 0.05])  # RI, mag, time, GAN
-    pesq_strategy: str = "skip"  # skip (published) | batch_mean (fix document) | masked (per-sample)
+    pesq_strategy: str = "skip"  # skip (published) | batch_mean (fix document) | masked (per-sample) | mpsenet
     pesq_fail_inject: float = 0.0  # probability a sample's PESQ label is treated as failed (cause "injected")
+    # False (published, official.yaml): the same file order every epoch, as CMGAN's DistributedSampler without
+    # set_epoch (crops still move). Default True: what this trainer always did, so older run folders keep it.
+    reshuffle_each_epoch: bool = True
     val_split: str = "valid"  # valid: held-out split (study default) | test: the published code validates on test
     val_speakers: list[str] = field(default_factory=list)  # training speakers held out when there is no valid/
     checkpoint_every: int = 0  # > 0: also keep epoch_NNN.pt every N epochs (for the audit of model estimates)
@@ -867,7 +870,7 @@ class Trainer:
     def _run_epoch(self, epoch: int) -> bool:
         cfg = self.cfg
         t0 = time.perf_counter()
-        self.sampler.set_epoch(epoch)
+        self.sampler.set_epoch(epoch if cfg.reshuffle_each_epoch else 0)  # published: never set_epoch
         self.train_set.set_epoch(epoch)
         if cfg.deterministic:
             self.loader.generator = loader_generator(cfg.seed, epoch)

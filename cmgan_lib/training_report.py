@@ -28,7 +28,8 @@ REFERENCE = "official"
 # step-log columns of labels lost to injection and to the data (every other cause), as the trainer names them
 INJECTED_COLUMN = CAUSE_COLUMNS[INJECTED]
 DATA_FAIL_COLUMNS = tuple(c for cause, c in CAUSE_COLUMNS.items() if cause != INJECTED)
-CONFIG_KEYS = ("pesq_strategy", "pesq_fail_inject", "grad_clip_norm", "batch_size", "val_split", "cut_len")
+CONFIG_KEYS = ("pesq_strategy", "pesq_fail_inject", "grad_clip_norm", "batch_size", "val_split", "cut_len",
+               "reshuffle_each_epoch")  # fmt: skip
 MIXED = "mixed"  # a variant whose seeds ran with different values of a config key
 # The quantities the verdict compares, with the words it uses for them.
 COMPARED = {
@@ -338,6 +339,35 @@ def splits_markdown(configs: pd.DataFrame) -> str:
         f"**{note}** split ({n} run{'s' if n != 1 else ''})" for note, n in notes.items()) + "."  # fmt: skip
 
 
+def data_order(reshuffle) -> str:
+    """Which file order a run trained in (issue 20); a config without the key predates the switch and reshuffled."""
+    if isinstance(reshuffle, str):
+        reshuffle = reshuffle.lower() in ("true", "1", "yes")
+    if reshuffle is None or (isinstance(reshuffle, float) and math.isnan(reshuffle)) or bool(reshuffle):
+        return "a new file order every epoch (not the published order)"
+    return "the same file order every epoch (published: DistributedSampler without set_epoch)"
+
+
+def data_order_markdown(configs: pd.DataFrame) -> str:
+    """One sentence naming the data order(s) of the runs: the published loader never reshuffles the file order."""
+    order = configs.reshuffle_each_epoch if "reshuffle_each_epoch" in configs else pd.Series([np.nan] * len(configs))
+    notes = order.map(data_order).value_counts()
+    return "Data order: " + "; ".join(f"**{note}** ({n} run{'s' if n != 1 else ''})" for note, n in notes.items()) + "."
+
+
+def runs_data_order(run_root: str | os.PathLike) -> str:
+    """`data_order_markdown` of the runs under `run_root` (a shared report's README); unreadable configs left out."""
+    values = []
+    for d in find_runs(run_root):
+        try:
+            values.append(run_config(d).get("reshuffle_each_epoch", np.nan))
+        except ValueError:
+            continue
+    if not values:
+        return "Data order: no readable run config."
+    return data_order_markdown(pd.DataFrame({"reshuffle_each_epoch": values}))
+
+
 def clip_markdown(per_seed: pd.DataFrame) -> str:
     """How often the pre-clip gradient norms exceeded the configured clip value, per variant, in words."""
     lines = []
@@ -413,6 +443,7 @@ def runs_markdown(run_root: str | os.PathLike, rep: TrainingReport | None) -> st
     seeds = ", ".join(f"`{r.variant}` ({r.n_seeds})" for r in v.itertuples())
     n = len(rep.per_seed)
     text = f"{n} run{'s' if n != 1 else ''} under `{where}`; variants (seeds): {seeds}. {splits_markdown(rep.configs)}"
+    text += f" {data_order_markdown(rep.configs)}"
     unfinished = [r for r in rep.per_seed.run if not (Path(run_root) / r / "done.json").is_file()]
     if unfinished:
         names = ", ".join(f"`{r}`" for r in unfinished)

@@ -135,7 +135,10 @@ def test_notebook_01_renders_the_audit_with_a_written_verdict(tmp_path, fake_run
     assert "training crop 0.5 s" in html
     assert f"data: …/{tmp_path.name}/data (speech corpus)" in html
     assert str(tmp_path) not in html  # a shared report prints no machine's absolute path (issue 23)
-    assert all((tmp_path / "audit" / f).is_file() for f in ("failure_sweep.csv", "claims.csv", "observed_rates.csv"))
+    written = ("failure_sweep.csv", "claims.csv", "observed_rates.csv", "failure_matrix.csv",
+               "failure_matrix_rates.csv")  # fmt: skip
+    assert all((tmp_path / "audit" / f).is_file() for f in written)
+    assert "PESQ failures come from very low SNR samples" in html  # issue 20: every claim (a)-(n)
 
 
 def _absolute_paths_in(folder: Path, absolute: str, *unless: str) -> list[str]:

@@ -351,3 +351,37 @@ def test_injector_draws_depend_on_seed_rank_and_step_only():
     assert draws(a, range(10, 20)) == first[10:]  # starting at step 10, as after a resume
     assert draws(FailureInjector(0.3, seed=5, rank=1), range(20)) != first  # ranks draw independently
     assert draws(FailureInjector(0.3, seed=6), range(20)) != first
+
+
+# --------------------------------------------------------------------------------------------- mpsenet (issue 20)
+
+
+def test_mpsenet_trains_the_real_term_and_zeroes_the_fake_term_on_a_failed_batch(batch):
+    """MP-SENet/SEMamba: one failure drops only MSE(D(clean, est), labels); D(clean, clean) -> 1 still trains."""
+    raw, reasons = pesq_worker.serial_scores(*with_silent_reference(batch, 1))
+    labels = make_labels(raw, reasons, "mpsenet")
+    assert not labels.skipped and labels.scores is None and not labels.fake_term
+    clean, est = mags(3)
+    d = TinyDiscriminator()
+    loss = discriminator_loss(d, clean, est, labels)
+    pred_max, pred_est = d.outputs  # MP-SENet's order: D(clean, clean), then D(clean, est)
+    torch.testing.assert_close(loss, ((pred_max.flatten() - 1) ** 2).mean(), rtol=0, atol=0)
+    loss.backward()
+    assert pred_est.grad is None or torch.all(pred_est.grad == 0)  # the fake term gets no gradient at all
+    real_only = TinyDiscriminator()
+    ((real_only(clean, clean).flatten() - 1) ** 2).mean().backward()
+    torch.testing.assert_close(d.w.grad, real_only.w.grad, rtol=0, atol=0)
+
+
+def test_mpsenet_without_failures_trains_both_terms(batch):
+    raw, reasons = pesq_worker.serial_scores(*batch)
+    labels = make_labels(raw, reasons, "mpsenet")
+    assert labels.fake_term and not labels.skipped
+    clean, est = mags(4)
+    d = TinyDiscriminator()
+    loss = discriminator_loss(d, clean, est, labels)
+    pred_max, pred_est = d.outputs
+    want = ((pred_max.flatten() - 1) ** 2).mean() + ((pred_est.flatten() - labels.scores) ** 2).mean()
+    torch.testing.assert_close(loss, want)
+    skip = discriminator_loss(TinyDiscriminator(), clean, est, make_labels(raw, reasons, "skip"))
+    torch.testing.assert_close(loss, skip)  # same loss as published when nothing fails (order aside)

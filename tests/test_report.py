@@ -448,3 +448,13 @@ def test_crop_sweeps_and_scale_audit_label_every_row_with_its_set():
     scaled, table = report.scale_audit(sets, 0.5, 2, 0)
     assert list(scaled.groupby("dataset").size()) == [2, 2] and list(table["dataset"]) == ["a", "b"]
     assert (table["n_crops"] == 2).all()
+
+
+def test_checkpoint_split_markdown_states_the_data_order(tmp_path):
+    for name, cfg in (("official_s0", "reshuffle_each_epoch: false\n"),
+                      ("reshuffled_s0", "reshuffle_each_epoch: true\n")):  # fmt: skip
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.yaml").write_text(cfg + "seed: 0\n")
+    text = report.checkpoint_split_markdown([tmp_path / "official_s0", tmp_path / "reshuffled_s0"])
+    assert "Data order: " in text and "same file order every epoch" in text and "(1 run)" in text
+    assert "a new file order every epoch" in text

@@ -181,3 +181,11 @@ def test_a_finished_run_trained_with_another_recipe_is_reported_not_skipped(tmp_
     grid.overrides = {"epochs": 2}
     again = study.run_grid(grid, root, progress=False).set_index("run").status
     assert again["official_s0"] == "done (skipped)" and again["masked_s0"].startswith("failed: config differs")
+
+
+def test_share_report_readme_states_the_data_order(tmp_path, fake_run):
+    out = tmp_path / "ablation"
+    fake_run(out / "runs", "official_s0", [2.0, 2.1], 0, config={"reshuffle_each_epoch": False})
+    (out / "summary.csv").write_text("run\nofficial_s0\n")
+    dest = study.share_report(out, tmp_path / "reports" / "r", "cmgan ablate --grid g", "2-core CPU")
+    assert "same file order every epoch (published" in (dest / "README.md").read_text()

@@ -365,3 +365,55 @@ def test_validation_split_is_not_the_test_set_unless_asked(corpus, tmp_path):
     assert names == {"valid": {"valid"}, "test": {"test"}}
     with pytest.raises(ValueError, match="val_split"):
         load_config(CONFIGS / "official.yaml", ["val_split=train"])
+
+
+@pytest.mark.parametrize("reshuffle", [False, True])
+def test_data_order_repeats_unless_reshuffled(corpus, tmp_path, monkeypatch, reshuffle):
+    """Issue 20: published CMGAN never calls DistributedSampler.set_epoch, so every epoch visits the files in the same
+    order; `reshuffle_each_epoch=true` draws a new order per epoch. Read from the names training actually saw."""
+    seen: list[list[str]] = []
+    rows: list[dict] = []
+    original = Trainer.train_step
+
+    def recording(self, clean, noisy, names=None):  # one real step, then its row again: the order is the point
+        seen.append(list(names))
+        if not rows:
+            rows.append(original(self, clean, noisy, names))
+        return dict(rows[0])
+
+    monkeypatch.setattr(Trainer, "train_step", recording)
+    args = tiny(corpus, tmp_path / "order", "epochs=3", "max_steps_per_epoch=4", "val_max_files=1",
+                f"reshuffle_each_epoch={str(reshuffle).lower()}")  # fmt: skip
+    assert main(["--config", str(CONFIGS / "official.yaml"), *args]) == 0
+    epochs = [sum(seen[k : k + 4], []) for k in range(0, 12, 4)]
+    assert len(seen) == 12 and all(sorted(e) == sorted(epochs[0]) for e in epochs)  # every file once per epoch
+    if reshuffle:
+        assert epochs[0] != epochs[1] or epochs[1] != epochs[2]
+    else:
+        assert epochs[0] == epochs[1] == epochs[2]
+
+
+def test_official_recipe_keeps_the_published_data_order():
+    assert load_config(CONFIGS / "official.yaml").reshuffle_each_epoch is False
+    assert load_config(None).reshuffle_each_epoch is True  # older run folders (no key) keep what they ran
+
+
+@pytest.mark.parametrize("strategy, skipped", [("skip", 1), ("mpsenet", 0)])
+def test_mpsenet_updates_the_discriminator_on_a_failed_batch(corpus, tmp_path, strategy, skipped):
+    """Issue 20: a batch with a silent reference skips the update under `skip`; under `mpsenet` the discriminator
+    still steps (its real term), and the labels of the batch still count as failed."""
+    cfg = load_config(CONFIGS / "official.yaml", tiny(corpus, tmp_path / strategy, f"pesq_strategy={strategy}"))
+    trainer = Trainer(cfg)
+    try:
+        g = torch.Generator().manual_seed(0)
+        noisy = 0.1 * torch.randn(2, 8000, generator=g)
+        clean = noisy.clone()
+        clean[1] = 0.0  # PESQ: no utterances in the reference
+        before = [p.detach().clone() for p in trainer.disc.parameters()]
+        row = trainer.train_step(clean, noisy, ["a", "b"])
+        moved = any(not torch.equal(a, b) for a, b in zip(before, trainer.disc.parameters(), strict=True))
+    finally:
+        trainer.pool.close()
+    assert row["pesq_fail_silent_reference"] == 1 and row["pesq_valid_frac"] == 0.5
+    assert row["disc_skipped"] == skipped and moved == (not skipped)
+    assert math.isnan(row["disc_loss"]) == bool(skipped)

@@ -197,3 +197,13 @@ def test_intervals_report_the_seeds_they_used_when_validation_gave_nan(tmp_path,
     head = tr.headline_table(per_variant.reset_index())
     assert head.loc["masked", "final val PESQ"].endswith("(2 of 3 seeds)")
     assert "seeds)" not in head.loc["masked", "best val PESQ"] + head.loc["official", "final val PESQ"]
+
+
+def test_runs_markdown_states_each_runs_data_order(tmp_path, fake_run):
+    """Issue 20: the published loader keeps one file order; the run description says which order each run had."""
+    fake_run(tmp_path, "official_s0", [2.0, 2.1], 0, config={"reshuffle_each_epoch": False})
+    fake_run(tmp_path, "reshuffled_s0", [2.0, 2.1], 0, config={"reshuffle_each_epoch": True})
+    fake_run(tmp_path, "old_s0", [2.0, 2.1], 0)  # no key: trained before the switch, reshuffled
+    text = tr.runs_markdown(tmp_path, tr.build_report(tmp_path))
+    assert "**the same file order every epoch (published: DistributedSampler without set_epoch)** (1 run)" in text
+    assert "**a new file order every epoch (not the published order)** (2 runs)" in text
