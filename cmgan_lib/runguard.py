@@ -93,7 +93,10 @@ def die_with_parent(interval: float = 0.5) -> None:
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(interval)
-        os.kill(os.getpid(), signal.SIGTERM)
+        if not _handled:
+            os.kill(os.getpid(), signal.SIGTERM)
+        elif not _requested:  # PR_SET_PDEATHSIG's SIGTERM already asked: a second one would stop mid-step
+            _handler(signal.SIGTERM, None)
 
     threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
 
@@ -112,6 +115,7 @@ class TrainingInterrupted(Exception):
 
 
 _requested: list[int] = []
+_handled: list[bool] = []  # non-empty while stop_handlers() is in force
 
 
 def request_stop(signum: int = signal.SIGINT) -> None:
@@ -147,11 +151,13 @@ def stop_handlers() -> Iterator[None]:
         return
     _requested.clear()
     old = {s: signal.signal(s, _handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    _handled.append(True)
     try:
         yield
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+        _handled.clear()
         _requested.clear()
 
 
