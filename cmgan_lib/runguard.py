@@ -76,9 +76,9 @@ def die_with_parent(interval: float = 0.5) -> None:
     """When started by `cmgan ablate`/`study` (PARENT_ENV set), end this process with SIGTERM once the runner is
     gone, so a killed runner never leaves a trainer writing into a run folder.
 
-    Linux: the kernel sends SIGTERM on the parent's death (PR_SET_PDEATHSIG); elsewhere, and as a check of a
-    parent that died before this ran, a daemon thread polls the parent pid. SIGTERM then stops the trainer at a
-    step boundary (`install_stop_handlers`), so the folder stays resumable.
+    Linux: the kernel sends SIGTERM on the parent's death (PR_SET_PDEATHSIG); elsewhere a daemon thread polls the
+    parent pid. SIGTERM then stops the trainer at a step boundary (`stop_handlers`), so the folder stays
+    resumable.
     """
     wanted = os.environ.get(PARENT_ENV)
     if not wanted:
@@ -87,16 +87,19 @@ def die_with_parent(interval: float = 0.5) -> None:
     if sys.platform.startswith("linux"):
         import ctypes
 
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # 1: PR_SET_PDEATHSIG
+        try:
+            pdeathsig = ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0) == 0  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pdeathsig = False
+        if pdeathsig:  # one SIGTERM from the kernel; a watchdog's second one would read as "stop at once"
+            if os.getppid() != parent:  # the runner died before prctl: nothing has started yet
+                os.kill(os.getpid(), signal.SIGTERM)
+            return
 
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(interval)
-        if not _handled:
-            os.kill(os.getpid(), signal.SIGTERM)
-        elif not _requested:  # PR_SET_PDEATHSIG's SIGTERM already asked: a second one would stop mid-step
-            _handler(signal.SIGTERM, None)
+        os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
 
@@ -115,7 +118,6 @@ class TrainingInterrupted(Exception):
 
 
 _requested: list[int] = []
-_handled: list[bool] = []  # non-empty while stop_handlers() is in force
 
 
 def request_stop(signum: int = signal.SIGINT) -> None:
@@ -134,13 +136,15 @@ def check_stop(where: str, everyone: Callable[[bool], bool] | None = None) -> No
 
 
 def _handler(signum: int, frame: Any) -> None:
-    if _requested:  # a second signal: the user means it, stop now (default behaviour, traceback and all)
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
+    if _requested and signum == signal.SIGINT:  # Ctrl-C twice: the user means it, stop now (as Python does)
+        signal.signal(signum, signal.default_int_handler)
+        raise KeyboardInterrupt
+    if _requested:  # SIGTERM again: PR_SET_PDEATHSIG sends one per exiting thread of a multithreaded parent
         return
     request_stop(signum)
-    print(f"{signal.Signals(signum).name} received: stopping at the next step boundary (again to stop at once)",
-          file=sys.stderr, flush=True)  # fmt: skip
+    again = " (Ctrl-C again to stop at once)" if signum == signal.SIGINT else ""
+    print(f"{signal.Signals(signum).name} received: stopping at the next step boundary{again}", file=sys.stderr,
+          flush=True)  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -151,13 +155,11 @@ def stop_handlers() -> Iterator[None]:
         return
     _requested.clear()
     old = {s: signal.signal(s, _handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    _handled.append(True)
     try:
         yield
     finally:
         for s, h in old.items():
             signal.signal(s, h)
-        _handled.clear()
         _requested.clear()
 
 
