@@ -11,7 +11,7 @@ def _cmd_enhance(a: argparse.Namespace) -> int:
     from cmgan_lib.enhance import enhance_files
 
     result = enhance_files(a.checkpoint, a.input, a.output, device=a.device, cut_len=a.cut_len,
-                           trust_checkpoint=a.trust_checkpoint)  # fmt: skip
+                           trust_checkpoint=a.trust_checkpoint, max_chunk_seconds=a.max_chunk_seconds)  # fmt: skip
     return 0 if not result.failed else 1
 
 
@@ -41,7 +41,7 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
 
     result = evaluate(checkpoint=a.checkpoint, test_dir=a.test_dir, out_dir=a.out, device=a.device,
                       enhanced_dir=a.enhanced_dir, legacy_float_scale=a.legacy_float_scale, n_jobs=a.jobs,
-                      trust_checkpoint=a.trust_checkpoint)  # fmt: skip
+                      trust_checkpoint=a.trust_checkpoint, max_chunk_seconds=a.max_chunk_seconds)  # fmt: skip
     if result is None:
         return 1
     excluded = int(result["n_excluded"].max()) if len(result) else 0
@@ -108,6 +108,8 @@ def _cmd_study(a: argparse.Namespace) -> int:
     return 0
 
 
+CHUNK_HELP = ("longest piece of a recording enhanced at once, in seconds (default: from the device's free memory; "
+              "longer files are enhanced in overlapping pieces)")  # fmt: skip
 TRUST_HELP = "load a checkpoint that needs unpickling (can run arbitrary code: only for files you trust)"
 
 
@@ -121,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--output", required=True, help="folder for the enhanced WAV files")
     e.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: best available)")
     e.add_argument("--cut-len", type=int, default=16000 * 16, help="chunk length in samples (published: 16 s)")
+    e.add_argument("--max-chunk-seconds", type=float, default=None, help=CHUNK_HELP)
     e.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
     e.set_defaults(func=_cmd_enhance)
 
@@ -148,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--enhanced-dir", default=None, help="evaluate already-enhanced audio instead of a checkpoint")
     ev.add_argument("--legacy-float-scale", action="store_true", help="reproduce the published inflated composites")
     ev.add_argument("--jobs", type=int, default=None, help="parallel metric workers (default: all CPUs)")
+    ev.add_argument("--max-chunk-seconds", type=float, default=None, help=CHUNK_HELP)
     ev.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
     ev.set_defaults(func=_cmd_evaluate)
 

@@ -118,7 +118,8 @@ def _chunk_counts(padded_len: int, cut_len: int) -> list[int]:
 
 
 def _is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+    text = str(exc).lower()
+    return isinstance(exc, torch.OutOfMemoryError | MemoryError) or "out of memory" in text or "can't allocate" in text
 
 
 @torch.no_grad()
@@ -132,19 +133,32 @@ def enhance_batch(model: torch.nn.Module, audio: torch.Tensor, n_fft: int = N_FF
     return _istft(est, n_fft, hop, length=audio.shape[-1])
 
 
+OLA_SECONDS = 4.0  # the longest overlap-add chunk by default: 2x the training crop; cost grows with its square
+OLA_OVERLAP = 0.5  # seconds of cross-fade between overlap-add chunks
+
+
 @torch.no_grad()
-def enhance_track(model: torch.nn.Module, noisy: np.ndarray, cut_len: int = SAMPLE_RATE * 16) -> np.ndarray:
-    """Enhance a whole 16 kHz track as the published evaluation does; runs on the model's device.
+def enhance_track(model: torch.nn.Module, noisy: np.ndarray, cut_len: int = SAMPLE_RATE * 16,
+                  max_chunk_seconds: float | None = None, budget: int | None = None) -> np.ndarray:  # fmt: skip
+    """Enhance a whole 16 kHz track as the published evaluation does where memory allows; runs on the model's
+    device.
 
     Scale by c = sqrt(N / sum(x^2)); pad to a multiple of the hop by repeating the first samples; longer than
     `cut_len`: reshape into k equal chunks (k = ceil(len / cut_len) raised until it divides 100); STFT,
     compress, model, decompress, iSTFT; divide by c; flatten and trim. On out-of-memory, retry with more,
     smaller chunks and say so.
 
+    Memory: the published chunks run as one batch when they fit in `budget` bytes (default: half the free
+    memory of the device, `cmgan_lib.memory`), one after another when only one fits (the same samples), and
+    otherwise (a chunk longer than fits, or than `max_chunk_seconds`) the track is enhanced in overlapping
+    chunks cross-faded together (`_overlap_add`), so a long recording never asks for more than the machine has.
+
     One deliberate difference: iSTFT is given the chunk length. The published code omits it, so when
     padded_len / k is not a multiple of the hop (e.g. 40,100 samples in 4 chunks) it returns fewer samples
     than the input and fails its own length assertion; wherever it works, both give the same samples.
     """
+    from cmgan_lib.memory import enhance_bytes, longest_chunk, memory_budget
+
     noisy = np.asarray(noisy, dtype=np.float32)
     if noisy.ndim != 1 or noisy.size == 0:
         raise ValueError(f"noisy must be a non-empty 1-D array, got shape {noisy.shape}")
@@ -160,10 +174,31 @@ def enhance_track(model: torch.nn.Module, noisy: np.ndarray, cut_len: int = SAMP
     padded_len = int(np.ceil(length / HOP)) * HOP
     x = torch.cat([x, x[:, : padded_len - length]], dim=-1)
     counts = _chunk_counts(padded_len, cut_len)
+    chunk = padded_len // counts[0]
+    if max_chunk_seconds is not None:
+        limit = max(N_FFT, int(max_chunk_seconds * SAMPLE_RATE) // HOP * HOP)
+        group = counts[0] if chunk <= limit else 0
+    else:
+        budget = memory_budget(device) if budget is None else budget
+        per_chunk = enhance_bytes(model, 1, chunk)
+        group = min(counts[0], budget // per_chunk) if per_chunk else counts[0]
+        limit = longest_chunk(model, budget, int(OLA_SECONDS * SAMPLE_RATE))
+    if group < 1:  # one published chunk does not fit: overlapping chunks of `limit` samples
+        est = _overlap_add(model, x[0, :length], limit, budget)
+    elif group < counts[0]:  # the published chunks one group at a time: the same samples, less memory
+        log.info("enhancing %d samples in %d chunks, %d at a time (memory)", length, counts[0], group)
+        est = torch.cat([enhance_batch(model, part) for part in x.reshape(counts[0], -1).split(int(group))])
+    else:
+        est = _published_batch(model, x, counts, length, device)
+    est = est / c
+    return est.flatten()[:length].float().cpu().numpy()
+
+
+def _published_batch(model, x: torch.Tensor, counts: list[int], length: int, device: torch.device) -> torch.Tensor:
+    """All published chunks as one batch; on out-of-memory, more and smaller chunks (said in a warning)."""
     for attempt, k in enumerate(counts):
         try:
-            est = enhance_batch(model, x.reshape(k, -1))
-            break
+            return enhance_batch(model, x.reshape(k, -1))
         except RuntimeError as exc:  # torch.OutOfMemoryError is one; other errors are re-raised
             if not _is_oom(exc) or attempt == len(counts) - 1:
                 raise
@@ -176,8 +211,54 @@ def enhance_track(model: torch.nn.Module, noisy: np.ndarray, cut_len: int = SAMP
                 device,
                 counts[attempt + 1],
             )
-    est = est / c
-    return est.flatten()[:length].float().cpu().numpy()
+    raise AssertionError("unreachable")
+
+
+def ola_starts(length: int, chunk: int, overlap: int) -> list[int]:
+    """Chunk starts covering [0, length): a step of chunk - overlap, the last chunk ending at `length`."""
+    if length <= chunk:
+        return [0]
+    step = max(HOP, chunk - overlap)
+    starts = list(range(0, length - chunk, step))
+    return [*starts, length - chunk]
+
+
+def _overlap_add(model, x: torch.Tensor, chunk: int, budget: int | None) -> torch.Tensor:
+    """Enhance normalized audio `x` (samples,) in chunks of `chunk` samples that overlap by OLA_OVERLAP seconds,
+    each weighted by a window that rises and falls linearly over its overlaps (never reaching 0), the sum
+    divided by the summed weights: every sample is a convex mix of the chunks that saw it."""
+    from cmgan_lib.memory import enhance_bytes
+
+    length = x.shape[-1]
+    chunk = min(chunk, length)
+    overlap = min(int(OLA_OVERLAP * SAMPLE_RATE) // HOP * HOP, chunk // 2)
+    starts = ola_starts(length, chunk, overlap)
+    ramp = torch.linspace(0.0, 1.0, overlap + 2, device=x.device)[1:-1] if overlap else None
+    out = torch.zeros(length, device=x.device)
+    weight = torch.zeros(length, device=x.device)
+    per_chunk = enhance_bytes(model, 1, chunk)
+    group = max(1, (budget // per_chunk) if budget and per_chunk else 1)
+    log.info("enhancing %d samples in %d overlapping chunks of %d samples", length, len(starts), chunk)
+    for first in range(0, len(starts), group):
+        batch = starts[first : first + group]
+        est = enhance_batch(model, torch.stack([x[s : s + chunk] for s in batch]))
+        for s, e in zip(batch, est, strict=True):
+            w = torch.ones(chunk, device=x.device)
+            if ramp is not None and s > 0:
+                w[:overlap] = ramp
+            if ramp is not None and s + chunk < length:
+                w[-overlap:] = torch.minimum(w[-overlap:], ramp.flip(0))
+            out[s : s + chunk] += w * e
+            weight[s : s + chunk] += w
+    return out / weight
+
+
+def memory_note(exc: BaseException) -> str:
+    """One line for a failed file; out-of-memory says what to do about it."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if _is_oom(exc):
+        return f"out of memory ({text[:160]}); try a smaller --max-chunk-seconds"
+    return text
 
 
 def output_problem(est: np.ndarray) -> str | None:
@@ -221,8 +302,10 @@ def enhance_files(
     device: str | None = None,
     cut_len: int = SAMPLE_RATE * 16,
     trust_checkpoint: bool = False,
+    max_chunk_seconds: float | None = None,
 ) -> EnhanceResult:
-    """Enhance a WAV or a folder of WAVs into `output_dir`; bad files get one line each and are skipped."""
+    """Enhance a WAV or a folder of WAVs into `output_dir`; bad files get one line each and are skipped (also one
+    that runs out of memory: the others are still enhanced)."""
     files = list_wavs(inputs)
     out = Path(output_dir)
     refuse_overwriting_inputs(files, out)
@@ -234,12 +317,12 @@ def enhance_files(
     for f in tqdm(files, desc="enhance", unit="file", disable=len(files) < 2):
         try:
             noisy = read_wav(f, allow_silent=False)
-            est = enhance_track(model, noisy, cut_len=cut_len)
+            est = enhance_track(model, noisy, cut_len=cut_len, max_chunk_seconds=max_chunk_seconds)
             problem = output_problem(est)
             if problem:
                 raise ValueError(problem)
-        except (AudioError, ValueError) as exc:
-            problem = exc.problem if isinstance(exc, AudioError) else str(exc)
+        except (AudioError, ValueError, RuntimeError, MemoryError) as exc:
+            problem = exc.problem if isinstance(exc, AudioError) else memory_note(exc)
             tqdm.write(f"error: {f}: {problem}", file=sys.stderr)
             result.failed.append((f, problem))
             continue

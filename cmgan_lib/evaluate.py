@@ -231,13 +231,14 @@ def _enhance_all(
     cut_len: int,
     progress: bool,
     trust_checkpoint: bool = False,
+    max_chunk_seconds: float | None = None,
 ) -> list[Pair]:
     """Enhance every noisy file into out_dir (float WAV: re-scoring the folder gives the same numbers).
 
     A file that cannot be enhanced (silent, too short, non-finite or constant output) keeps its Pair with a
     reason and detail; one bad file never stops the others.
     """
-    from cmgan_lib.enhance import enhance_track, load_generator, output_problem, resolve_device
+    from cmgan_lib.enhance import enhance_track, load_generator, memory_note, output_problem, resolve_device
 
     model = load_generator(checkpoint, device=resolve_device(device), trust=trust_checkpoint)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -252,9 +253,10 @@ def _enhance_all(
             done.append(Pair(pair.name, pair.clean, pair.noisy, None, _audio_reason(exc), str(exc)))
             continue
         try:
-            est = enhance_track(model, noisy, cut_len=cut_len)
-        except ValueError as exc:  # all-zero or too short noisy input
-            done.append(Pair(pair.name, pair.clean, pair.noisy, None, "enhance_failed", f"{pair.noisy}: {exc}"))
+            est = enhance_track(model, noisy, cut_len=cut_len, max_chunk_seconds=max_chunk_seconds)
+        except (ValueError, RuntimeError, MemoryError) as exc:  # all-zero or too short input; out of memory
+            detail = f"{pair.noisy}: {memory_note(exc)}"
+            done.append(Pair(pair.name, pair.clean, pair.noisy, None, "enhance_failed", detail))
             continue
         problem = output_problem(est)
         if problem:
@@ -288,6 +290,7 @@ def evaluate(
     cut_len: int = SAMPLE_RATE * 16,
     progress: bool = True,
     trust_checkpoint: bool = False,
+    max_chunk_seconds: float | None = None,
 ) -> pd.DataFrame | None:
     """Enhance `test_dir`'s noisy files with `checkpoint` (or read `enhanced_dir`) and score them.
 
@@ -307,7 +310,7 @@ def evaluate(
         pairs = pair_files(clean_dir, noisy_dir, enhanced_dir)
     else:
         pairs = _enhance_all(pair_files(clean_dir, noisy_dir), checkpoint, out / "enhanced", device, cut_len, progress,
-                             trust_checkpoint)  # fmt: skip
+                             trust_checkpoint, max_chunk_seconds)  # fmt: skip
     if not pairs:
         raise FileNotFoundError(f"{clean_dir} and {noisy_dir} hold no .wav files")
 

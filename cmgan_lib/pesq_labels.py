@@ -24,6 +24,7 @@ from cmgan_lib.pesq_worker import (
     KNOWN_REASONS,
     PesqHandle,
     PesqPool,
+    PesqWorkerDied,
     available_cpus,
     serial_scores,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "PesqHandle",
     "PesqLabels",
     "PesqPool",
+    "PesqWorkerDied",
     "available_cpus",
     "batch_pesq",
     "close_default_pool",

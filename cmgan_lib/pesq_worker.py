@@ -9,9 +9,11 @@ from __future__ import annotations
 import math
 import multiprocessing
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 import pesq as _pesq
@@ -122,6 +124,9 @@ def _worker_init(owner: int | None = None, interval: float = 0.5) -> None:
     With `owner` (the pool owner's pid), a daemon thread ends the worker when the owner dies."""
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = "1"
+    # Ctrl-C reaches the whole process group: the owner decides when to stop (at a step boundary), and a worker
+    # dying of KeyboardInterrupt would break the pool under it
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch = sys.modules.get("torch")  # only present if the parent's __main__ imported it
     if torch is not None:
         torch.set_num_threads(1)
@@ -158,21 +163,39 @@ def as_signal_list(batch) -> list[np.ndarray]:
     return [_as_1d(x) for x in batch]
 
 
-class PesqHandle:
-    """A batch in flight: `result()` blocks until every chunk is back and returns (raw, reasons)."""
+class PesqWorkerDied(RuntimeError):
+    """A PESQ worker process died again right after its pool was replaced."""
 
-    def __init__(self, futures: list[Future], size: int):
+
+class PesqHandle:
+    """A batch in flight: `result()` blocks until every chunk is back and returns (raw, reasons).
+
+    When a worker dies (killed, out of memory) the pool is replaced and this batch scored again, once; a second
+    death in a row raises PesqWorkerDied (one line, no BrokenProcessPool traceback)."""
+
+    def __init__(self, futures: list[Future], size: int, pool: PesqPool | None = None, inputs: tuple = ()):
         self._futures = futures
         self.size = size
+        self._pool, self._inputs = pool, inputs
 
     def done(self) -> bool:
         return all(f.done() for f in self._futures)
 
     def result(self, timeout: float | None = None) -> tuple[np.ndarray, list[str | None]]:
-        pairs: list[Result] = []
-        for fut in self._futures:
-            pairs.extend(fut.result(timeout=timeout))
-        return _unzip(pairs)
+        while True:
+            try:
+                pairs: list[Result] = []
+                for fut in self._futures:
+                    pairs.extend(fut.result(timeout=timeout))
+            except BrokenProcessPool:
+                if self._pool is None:
+                    raise
+                self._pool.replace_broken()  # raises PesqWorkerDied on the second death in a row
+                self._futures = self._pool.submit_chunks(*self._inputs)
+                continue
+            if self._pool is not None:
+                self._pool.deaths_in_a_row = 0
+            return _unzip(pairs)
 
 
 def _unzip(pairs: list[Result]) -> tuple[np.ndarray, list[str | None]]:
@@ -217,14 +240,33 @@ class PesqPool:
         self.start_method = start_method or default_start_method()
         self.chunk_size = chunk_size
         self.sr = sr
-        self._executor: ProcessPoolExecutor | None = ProcessPoolExecutor(
+        self.deaths_in_a_row = 0
+        self._executor: ProcessPoolExecutor | None = self._new_executor()
+        if warm:
+            self.warm_up()
+
+    def _new_executor(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
             max_workers=self.n_workers,
             mp_context=multiprocessing.get_context(self.start_method),
             initializer=_worker_init,
             initargs=(os.getpid(),),
         )
-        if warm:
-            self.warm_up()
+
+    def replace_broken(self) -> None:
+        """A worker died: start fresh workers, or raise PesqWorkerDied when the last replacement died as well."""
+        self.deaths_in_a_row += 1
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        if self.deaths_in_a_row >= 2:
+            self._executor = None
+            raise PesqWorkerDied(
+                f"a PESQ worker process died twice in a row ({self.n_workers} worker(s); killed, or out of memory?); "
+                "stopping: the last checkpoint is untouched, resume the run once the cause is fixed"
+            )
+        print(f"warning: a PESQ worker process died; started {self.n_workers} new worker(s) and scoring the batch "
+              "again", file=sys.stderr, flush=True)  # fmt: skip
+        self._executor = self._new_executor()
 
     def warm_up(self) -> None:
         """Start every worker now, so the first training batch does not pay process start-up."""
@@ -239,21 +281,29 @@ class PesqPool:
 
     def submit(self, clean, estimate) -> PesqHandle:
         """Start scoring a batch; returns immediately. Inputs as for `as_signal_list`."""
-        executor = self._require()
         c, e = as_signal_list(clean), as_signal_list(estimate)
         if len(c) != len(e):
             raise ValueError(f"batch sizes differ: {len(c)} clean vs {len(e)} estimates")
+        try:
+            futures = self.submit_chunks(c, e)
+        except BrokenProcessPool:  # a worker died since the last batch: replace the pool, then submit
+            self.replace_broken()
+            futures = self.submit_chunks(c, e)
+        return PesqHandle(futures, len(c), pool=self, inputs=(c, e))
+
+    def submit_chunks(self, c: list[np.ndarray], e: list[np.ndarray]) -> list[Future]:
+        """The batch as futures of at most `chunk_size` pairs each."""
+        executor = self._require()
         if self.chunk_size is None:
             n_chunks = max(1, min(len(c), self.n_workers))
         else:
             n_chunks = max(1, -(-len(c) // self.chunk_size))
         bounds = np.linspace(0, len(c), n_chunks + 1).round().astype(int)
-        futures = [
+        return [
             executor.submit(score_many, c[lo:hi], e[lo:hi], self.sr)
             for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)
             if hi > lo
         ]
-        return PesqHandle(futures, len(c))
 
     def submit_stoi(self, clean: Sequence[np.ndarray], estimate: Sequence[np.ndarray]) -> list[Future]:
         """Validation's STOI of each pair in the workers, beside its PESQ (one future per pair)."""

@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from cmgan_lib import runguard
 from cmgan_lib.paths import repo_root, run_config, shown_path
 
 # Each variant is a set of config overrides on top of the base config; "official" changes nothing.
@@ -167,7 +168,7 @@ def train_run(base_config: str, variant: str, seed: int, run_root: str | os.Path
         cmd = [sys.executable, "-m", "cmgan_lib.train", "--resume", str(run_dir), *args]
     else:
         cmd = [sys.executable, "-m", "cmgan_lib.train", "--config", base_config, *args]
-    env = dict(os.environ)
+    env = runguard.child_env()  # the trainer exits when this process dies (no orphan writing into run_dir)
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu
     t0 = time.perf_counter()

@@ -14,6 +14,7 @@ code would then deadlock in DDP's all-reduce).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import dataclasses
 import io
@@ -37,6 +38,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
+from cmgan_lib import runguard
 from cmgan_lib.dsp import istft, power_compress, power_uncompress, rms_normalizer, stft
 from cmgan_lib.enhance import resolve_device
 from cmgan_lib.grad_share import COLUMNS as GRAD_SHARE_COLUMNS
@@ -49,6 +51,7 @@ from cmgan_lib.pesq_labels import (
     STRATEGIES,
     FailureInjector,
     PesqPool,
+    PesqWorkerDied,
     cause_counts,
     discriminator_loss,
     make_labels,
@@ -74,7 +77,7 @@ _AT_LEAST_ONE = (lambda v: v >= 1, ">= 1")
 _NON_NEGATIVE = (lambda v: v >= 0, ">= 0")
 # The range of every numeric TrainConfig field (tests/test_bad_inputs.py checks that none is missing).
 RANGES: dict[str, tuple[Any, str]] = {
-    "seed": _NON_NEGATIVE, "epochs": _NON_NEGATIVE, "batch_size": _AT_LEAST_ONE, "cut_len": _AT_LEAST_ONE,
+    "seed": _NON_NEGATIVE, "epochs": _AT_LEAST_ONE, "batch_size": _AT_LEAST_ONE, "cut_len": _AT_LEAST_ONE,
     "num_channel": _AT_LEAST_ONE, "ndf": _AT_LEAST_ONE, "n_fft": (lambda v: v >= 2, ">= 2"), "hop": _AT_LEAST_ONE,
     "compress": _POSITIVE, "lr_g": _POSITIVE, "lr_d": _POSITIVE, "decay_epoch": _AT_LEAST_ONE,
     "lr_gamma": _POSITIVE, "loss_weights": (lambda v: v >= 0, "finite and >= 0"), "es_patience": _AT_LEAST_ONE,
@@ -376,9 +379,11 @@ def atomic_save(obj: Any, path: Path) -> None:
     try:
         torch.save(obj, tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError | RuntimeError):  # a full disk reads "unexpected pos": say what it is
+            raise runguard.write_failure(exc, obj, path) from None
         raise
 
 
@@ -526,6 +531,10 @@ class Trainer:
                                  num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
                                  worker_init_fn=seed_worker,
                                  generator=loader_generator(cfg.seed, 0) if cfg.deterministic else None)  # fmt: skip
+        if len(self.loader) == 0:  # drop_last with batch_size > clips per rank: every epoch would be empty
+            raise ValueError(f"batch_size={cfg.batch_size} is larger than the {len(self.sampler)} training clips "
+                             f"of {self.data_dir} per process; no step would run (drop_last); use batch_size <= "
+                             f"{len(self.sampler)}")  # fmt: skip
         # Model selection and early stopping look at val_split only; "test" is the published behaviour.
         self.val_pairs = training_pairs(self.data_dir, cfg.val_split, held_out)[: cfg.val_max_files]
         self._val_audio: list[tuple[str, np.ndarray, np.ndarray]] | None = None
@@ -890,6 +899,7 @@ class Trainer:
         for step, (clean, noisy, _) in enumerate(self.loader):
             if step >= n_steps:
                 break
+            runguard.check_stop(f"before step {self.global_step + 1} (epoch {epoch + 1}/{cfg.epochs})", self._all_ranks)
             ts = time.perf_counter()
             names = [self.train_set.name(i) for i in order[step * bs : (step + 1) * bs]]
             row = self.train_step(clean, noisy, names)
@@ -985,6 +995,18 @@ class Trainer:
             path.write_text(json.dumps(history))
 
 
+def interrupted_note(run_dir: Path) -> str:
+    """What an interrupted run left: the checkpoint `--resume` continues from (the partial epoch is redone)."""
+    if not (run_dir / "last.pt").is_file():
+        return f"no epoch had finished, so there is nothing to resume; start again with --overwrite ({run_dir})"
+    log = run_dir / "training_epoch_log.csv"
+    epochs = max(0, len(log.read_text().splitlines()) - 1) if log.is_file() else 0
+    return (
+        f"{run_dir / 'last.pt'} holds {epochs} finished epoch(s); `cmgan train --resume {run_dir}` continues "
+        "exactly from there (the steps after it are redone)"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """`cmgan train --config FILE [key=value ...]` or `cmgan train --resume RUN_DIR [key=value ...]`."""
     from cmgan_lib.data.validate import DataValidationError
@@ -1001,22 +1023,31 @@ def main(argv: list[str] | None = None) -> int:
         p.error("give exactly one of --config FILE or --resume RUN_DIR")
     if a.resume and a.overwrite:
         p.error("--overwrite starts afresh; it cannot go with --resume")
+    runguard.die_with_parent()  # started by `cmgan ablate`/`study`: never outlive it
     try:
         changes: list[tuple[str, Any, Any]] = []
         if a.resume:
             cfg, changes = resume_config(a.resume, a.overrides)
         else:
             cfg = load_config(a.config, a.overrides)
-        trainer = Trainer(cfg, resume=bool(a.resume), overwrite=a.overwrite)
-        if trainer.is_main:
-            record_resume_changes(trainer.run_dir, changes, cfg, trainer.start_epoch - 1)
-        trainer.fit()
-    except (DataValidationError, FileNotFoundError, RunExistsError, ValueError) as exc:
+        main_rank = int(os.environ.get("RANK", 0)) == 0
+        with runguard.run_lock(cfg.run_dir) if main_rank else contextlib.nullcontext(), runguard.stop_handlers():
+            trainer = Trainer(cfg, resume=bool(a.resume), overwrite=a.overwrite)
+            if trainer.is_main:
+                record_resume_changes(trainer.run_dir, changes, cfg, trainer.start_epoch - 1)
+            trainer.fit()
+    except (DataValidationError, FileNotFoundError, RunExistsError, ValueError, runguard.RunLockedError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except TrainingDiverged as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
+    except (runguard.DiskFullError, PesqWorkerDied) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except runguard.TrainingInterrupted as exc:
+        print(f"{exc}: {interrupted_note(Path(cfg.run_dir))}", file=sys.stderr)
+        return exc.exit_code
     finally:
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()

@@ -245,9 +245,10 @@ CLI_CASES = [
     Case("train-config-into-existing-run", _train_into_existing,
          lambda c: ["train", "--config", OFFICIAL, *tiny(c["corpus"], c["run"])], 2,
          ("holds a run", "--resume", "--overwrite"), _unchanged("run")),
-    Case("train-config-overwrite", _train_into_existing,  # epochs=0: the old run is gone, nothing trains
-         lambda c: ["train", "--config", OFFICIAL, "--overwrite", *tiny(c["corpus"], c["run"], "epochs=0")], 0, (),
-         lambda c: sorted(p.name for p in c["run"].iterdir()) == ["config.yaml"] or pytest.fail("old run left")),
+    Case("train-config-overwrite", _train_into_existing,  # the old run is gone: a seed-1 run in its place
+         lambda c: ["train", "--config", OFFICIAL, "--overwrite", *tiny(c["corpus"], c["run"], "seed=1")], 0, (),
+         lambda c: "seed: 1" in (c["run"] / "config.yaml").read_text() and c["before"]["last.pt"] !=
+         (c["run"] / "last.pt").read_bytes() or pytest.fail("old run left")),
     Case("resume-changes-recipe", _resume_with_changes,
          lambda c: ["train", "--resume", str(c["run"]), "epochs=2", "pesq_strategy=masked"], 2,
          ("pesq_strategy", "'skip' -> 'masked'", "max_steps_per_epoch"),
@@ -423,7 +424,7 @@ def test_constant_or_non_finite_output_is_a_failure_never_a_written_file(tmp_pat
     inp, out = _noisy_folder(tmp_path), tmp_path / "out"
     sf.write(inp / "b.wav", 0.1 * np.random.default_rng(1).standard_normal(SR), SR, subtype="PCM_16")
     outputs = iter([np.full(SR, -1.0, np.float32), np.full(SR, np.nan, np.float32)])  # what NaN buffers gave
-    monkeypatch.setattr(enhance, "enhance_track", lambda model, noisy, cut_len: next(outputs))
+    monkeypatch.setattr(enhance, "enhance_track", lambda model, noisy, cut_len, **kw: next(outputs))
     rc = cli_main(["enhance", "--checkpoint", str(_ckpt(tmp_path)), "--input", str(inp), "--output", str(out)])
     err = capsys.readouterr()
     assert rc == 1 and "enhanced 0 of 2" in err.out
