@@ -64,7 +64,9 @@ def _cmd_ablate(a: argparse.Namespace) -> int:
     grid = load_grid(a.grid)
     if a.seeds:
         grid.seeds = a.seeds
-    run_ablation(grid, a.out, notebooks=not a.no_notebooks, runs_per_gpu=a.runs_per_gpu, audit=a.audit)
+    run_ablation(
+        grid, a.out, notebooks=not a.no_notebooks, runs_per_gpu=a.runs_per_gpu, audit=a.audit, cpu_runs=a.cpu_runs
+    )
     return 0
 
 
@@ -163,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument("--out", required=True)
     ab.add_argument("--runs-per-gpu", type=int, default=1,
                     help="runs sharing one GPU at a time (default 1; measure before raising it)")  # fmt: skip
+    ab.add_argument("--cpu-runs", type=int, default=1,
+                    help="on a CPU machine: runs trained at once, the cores split among them")  # fmt: skip
     ab.add_argument("--audit", action="store_true", help="also run notebook 01 (PESQ-failure audit) on the runs")
     ab.add_argument("--seeds", type=_seed_list, default=None,
                     help="comma-separated seeds to run instead of the grid's, e.g. 0,1")  # fmt: skip

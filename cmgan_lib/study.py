@@ -148,11 +148,12 @@ def grid_differences(run_dir: Path, wanted: dict[str, Any]) -> list[str]:
 
 def train_run(base_config: str, variant: str, seed: int, run_root: str | os.PathLike,
               overrides: dict[str, Any] | None = None, gpu: str | None = None,
-              switches: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+              switches: dict[str, Any] | None = None, threads: int | None = None) -> dict[str, Any]:  # fmt: skip
     """Train one variant x seed in a subprocess (resuming an interrupted run); log to RUN/train.log.
 
     `switches`: the variant's overrides (default: VARIANTS[variant]). A finished run is skipped only when its
-    config.yaml holds what the grid asks for; otherwise its status is 'failed: config differs from the grid'."""
+    config.yaml holds what the grid asks for; otherwise its status is 'failed: config differs from the grid'.
+    `threads`: the trainer's intra-op threads (OMP_NUM_THREADS), when several runs share the CPU."""
     run_dir = run_dir_for(run_root, variant, seed)
     status = dict(run=run_dir.name, variant=variant, seed=seed, run_dir=str(run_dir))
     variant_switches = switches if switches is not None else variant
@@ -171,6 +172,8 @@ def train_run(base_config: str, variant: str, seed: int, run_root: str | os.Path
     env = runguard.child_env()  # the trainer exits when this process dies (no orphan writing into run_dir)
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
     t0 = time.perf_counter()
     with open(run_dir / "train.log", "a") as log:
         log.write("$ " + " ".join(cmd) + "\n")
@@ -194,21 +197,25 @@ def visible_gpus() -> list[str]:
     return [str(i) for i in range(torch.cuda.device_count())]
 
 
-def run_grid(grid: Grid, run_root: str | os.PathLike, progress: bool = True, runs_per_gpu: int = 1) -> pd.DataFrame:
-    """Train every variant x seed: one at a time on CPU; on GPUs, `runs_per_gpu` runs share each GPU.
+def run_grid(grid: Grid, run_root: str | os.PathLike, progress: bool = True, runs_per_gpu: int = 1,
+             cpu_runs: int = 1) -> pd.DataFrame:  # fmt: skip
+    """Train every variant x seed; on GPUs, `runs_per_gpu` runs share each GPU; on CPU, `cpu_runs` at once,
+    each with its share of the cores as threads (small models scale poorly past one thread: on 2 cores two
+    single-thread runs finish a grid sooner than one two-thread run at a time).
 
     One official-size run at batch 4 uses about 20 GiB in fp32, so an 80 GiB card fits more than one; whether
     that raises throughput is measured, not assumed (the default stays 1).
     """
     from tqdm.auto import tqdm
 
-    if runs_per_gpu < 1:
-        raise ValueError(f"runs_per_gpu must be >= 1, got {runs_per_gpu}")
+    if runs_per_gpu < 1 or cpu_runs < 1:
+        raise ValueError(f"runs_per_gpu and cpu_runs must be >= 1, got {runs_per_gpu} and {cpu_runs}")
     jobs = [(v, s) for s in grid.seeds for v in grid.variants]
     gpus = visible_gpus()
     slots: queue.Queue[str | None] = queue.Queue()
-    for slot in [g for g in gpus for _ in range(runs_per_gpu)] or [None]:
+    for slot in [g for g in gpus for _ in range(runs_per_gpu)] or [None] * cpu_runs:
         slots.put(slot)
+    threads = None if gpus or cpu_runs == 1 else max(1, (os.cpu_count() or 1) // cpu_runs)
     bar = tqdm(total=len(jobs), desc="ablation runs", unit="run", disable=not progress)
 
     def work(job):
@@ -216,7 +223,7 @@ def run_grid(grid: Grid, run_root: str | os.PathLike, progress: bool = True, run
         gpu = slots.get()  # a free place on a GPU (None on CPU): no two runs more than runs_per_gpu per card
         try:
             result = train_run(grid.base_config, variant, seed, run_root, grid.overrides, gpu=gpu,
-                                switches=grid.variant_overrides(variant))  # fmt: skip
+                                switches=grid.variant_overrides(variant), threads=threads)  # fmt: skip
         finally:
             slots.put(gpu)
         bar.update()
@@ -292,7 +299,7 @@ def notebook_parameters(grid: Grid, out: Path) -> dict[str, dict[str, Any]]:
 
 def run_ablation(grid: str | os.PathLike | Grid, out: str | os.PathLike, notebooks: bool = True,
                  status: pd.DataFrame | None = None, runs_per_gpu: int = 1,
-                 audit: bool = False) -> pd.DataFrame:  # fmt: skip
+                 audit: bool = False, cpu_runs: int = 1) -> pd.DataFrame:  # fmt: skip
     """`cmgan ablate`: train the grid into OUT/runs (unless `status` says it was), then notebook 02 (plots)
     and 03 (metrics, on the test split of the grid's data), and summary.csv. `audit`: notebook 01 as well."""
     grid = grid if isinstance(grid, Grid) else load_grid(grid)
@@ -301,7 +308,7 @@ def run_ablation(grid: str | os.PathLike | Grid, out: str | os.PathLike, noteboo
     run_root.mkdir(parents=True, exist_ok=True)
     (out / "grid.yaml").write_text(yaml.safe_dump(grid.to_dict(), sort_keys=False))
     if status is None:
-        status = run_grid(grid, run_root, runs_per_gpu=runs_per_gpu)
+        status = run_grid(grid, run_root, runs_per_gpu=runs_per_gpu, cpu_runs=cpu_runs)
     params = notebook_parameters(grid, out)
     if notebooks:
         names = NOTEBOOKS if audit else NOTEBOOKS[1:]

@@ -82,7 +82,7 @@ def test_runs_per_gpu_never_puts_more_runs_on_a_gpu(monkeypatch, tmp_path):
     peak: dict[str, int] = {}
     lock = threading.Lock()
 
-    def fake_run(base, variant, seed, root, overrides=None, gpu=None, switches=None):
+    def fake_run(base, variant, seed, root, overrides=None, gpu=None, switches=None, threads=None):
         with lock:
             active[gpu] = active.get(gpu, 0) + 1
             peak[gpu] = max(peak.get(gpu, 0), active[gpu])
@@ -95,6 +95,34 @@ def test_runs_per_gpu_never_puts_more_runs_on_a_gpu(monkeypatch, tmp_path):
     grid = study.Grid(variants=["official", "masked", "seed_fixes"], seeds=[0, 1, 2])
     status = study.run_grid(grid, tmp_path, progress=False, runs_per_gpu=2)
     assert len(status) == 9 and peak == {"0": 2, "1": 2}
+
+
+def test_cpu_runs_train_that_many_at_once_with_the_cores_split(monkeypatch, tmp_path):
+    import threading
+    import time
+
+    monkeypatch.setattr(study, "visible_gpus", lambda: [])
+    monkeypatch.setattr(study.os, "cpu_count", lambda: 4)
+    state = {"active": 0, "peak": 0, "threads": set()}
+    lock = threading.Lock()
+
+    def fake_run(base, variant, seed, root, overrides=None, gpu=None, switches=None, threads=None):
+        with lock:
+            state["active"] += 1
+            state["peak"] = max(state["peak"], state["active"])
+            state["threads"].add(threads)
+        time.sleep(0.05)
+        with lock:
+            state["active"] -= 1
+        return dict(run=f"{variant}_s{seed}", variant=variant, seed=seed, run_dir="", status="done", seconds=0.0)
+
+    monkeypatch.setattr(study, "train_run", fake_run)
+    grid = study.Grid(variants=["official", "masked"], seeds=[0, 1, 2])
+    assert len(study.run_grid(grid, tmp_path, progress=False, cpu_runs=2)) == 6
+    assert state["peak"] == 2 and state["threads"] == {2}
+    state.update(peak=0, threads=set())
+    study.run_grid(grid, tmp_path, progress=False)
+    assert state["peak"] == 1 and state["threads"] == {None}  # the default: one run, the trainer's own threads
 
 
 @pytest.mark.slow
