@@ -9,14 +9,16 @@ import sys
 PROBE = """
 import resource, cmgan_lib, torch
 from cmgan_lib import allocator
-blocks = []
-for i in range(3):  # warm the heap
-    a = torch.empty(40 << 18); a.fill_(1.0); del a
-f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for i in range(30):  # a step's pattern: large tensors allocated, written and freed
-    a = torch.empty(40 << 18); a.fill_(1.0); del a   # 40 MB
-    b = torch.empty(10 << 18); b.fill_(1.0); del b   # 10 MB
-print(allocator.applied(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
+def faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+counts = []
+for rounds in range(2):  # a step's pattern, 30 times per round: large tensors allocated, written and freed
+    f0 = faults()
+    for i in range(30):
+        a = torch.empty(40 << 18); a.fill_(1.0); del a   # 40 MB
+        b = torch.empty(10 << 18); b.fill_(1.0); del b   # 10 MB
+    counts.append(faults() - f0)
+print(allocator.applied(), counts[1])  # the second round: the heap has grown, what remains is the storm
 """
 
 
@@ -33,4 +35,4 @@ def test_tuned_allocator_reuses_large_blocks_instead_of_faulting_them_in_again()
     assert on_applied and not off_applied
     pages = 30 * (50 << 20) // os.sysconf("SC_PAGE_SIZE")  # what faulting every block in anew costs
     assert off_faults > pages // 2, "the probe no longer shows the storm it guards against"
-    assert on_faults < pages // 10, f"{on_faults} page faults for 30 reused blocks: the allocator tuning is off"
+    assert on_faults < pages // 20, f"{on_faults} page faults for 30 reused blocks: the allocator tuning is off"
