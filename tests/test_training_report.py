@@ -207,3 +207,39 @@ def test_runs_markdown_states_each_runs_data_order(tmp_path, fake_run):
     text = tr.runs_markdown(tmp_path, tr.build_report(tmp_path))
     assert "**the same file order every epoch (published: DistributedSampler without set_epoch)** (1 run)" in text
     assert "**a new file order every epoch (not the published order)** (2 runs)" in text
+
+
+def _collapse_curve(n: int = 50, peak: int = 10, top: float = 2.75, end: float = 2.4) -> np.ndarray:
+    """The issue-18 regime's shape: rise to `top` at epoch `peak`, then a linear fall to `end` at epoch n."""
+    ep = np.arange(1, n + 1)
+    return np.where(ep <= peak, 2.0 + (top - 2.0) * (ep - 1) / (peak - 1), top - (top - end) * (ep - peak) / (n - peak))
+
+
+def test_drop_smoothed_is_not_the_maximum_of_noise(tmp_path, fake_run):
+    """A flat noisy curve (SD 0.05, 50 epochs): best - final is about +0.11 (the noise's maximum), the smoothed
+    drop well under half of it (about +0.045 on average: smoothing shrinks the bias, it cannot remove it);
+    a rise-then-fall curve: the smoothed drop sees the whole fall and its peak sits at the real peak."""
+    rng = np.random.default_rng(0)
+    for seed in range(6):
+        fake_run(tmp_path, f"flat_s{seed}", 2.5 + 0.05 * rng.standard_normal(50), 0, steps_per_epoch=1)
+    for seed in range(3):
+        fake_run(tmp_path, f"official_s{seed}", _collapse_curve() + 0.01 * rng.standard_normal(50), 0,
+                 steps_per_epoch=1)  # fmt: skip
+    per_seed = _load(tmp_path)[2].set_index("run")
+    flat = per_seed[per_seed.variant == "flat"]
+    assert flat.drop_after_peak.mean() > 0.07
+    assert abs(flat.drop_smoothed.mean()) < 0.06 and flat.drop_smoothed.mean() < flat.drop_after_peak.mean() / 2
+    fall = per_seed[per_seed.variant == "official"]
+    end = np.mean(_collapse_curve()[-5:])
+    assert fall.drop_smoothed.to_numpy() == pytest.approx(2.75 - end, abs=0.03)
+    assert fall.peak_epoch_smoothed.between(8, 12).all()
+    per_variant = tr.variant_summary(per_seed.reset_index())
+    assert {"drop_smoothed", "drop_smoothed_low", "peak_epoch_smoothed"} <= set(per_variant)
+    assert (
+        tr.headline_table(per_variant).loc["official", "drop (smoothed)"].startswith(f"{fall.drop_smoothed.mean():.2f}")
+    )
+    table = tr.compare_variants(per_seed.reset_index(), [["flat", "official"]]).set_index("quantity")
+    assert table.loc["drop_smoothed", "verdict"].startswith("drop after the smoothed peak")
+    assert table.loc["drop_smoothed", "difference"] == pytest.approx(
+        flat.drop_smoothed.mean() - fall.drop_smoothed.mean()
+    )
