@@ -631,3 +631,66 @@ def plot_grad_norms(steps: pd.DataFrame, per_seed: pd.DataFrame, reference: str 
     fig.suptitle("Pre-clip gradient norms per training step, by variant")
     fig.tight_layout()
     return fig
+
+
+# ------------------------------------------------------------------- issue 18: collapse, overfitting, mechanism
+
+
+def seed_band(df: pd.DataFrame, column: str, by: str = "epoch") -> pd.DataFrame:
+    """Per `by` value: the mean of `column` over seeds (runs) and its band: the 95% t interval with 3 or more
+    seeds, the range (min-max) with 2, none with 1 (a t interval over 2 values is too wide to read); n = seeds."""
+    rows = []
+    for key, g in df.groupby(by, sort=True):
+        v = g[column].to_numpy(dtype=float)
+        v = v[np.isfinite(v)]
+        if v.size >= 3:
+            iv = mean_interval(v)
+            low, high = iv.low, iv.high
+        elif v.size == 2:
+            low, high = float(v.min()), float(v.max())
+        else:
+            low = high = math.nan
+        rows.append({by: key, "mean": float(v.mean()) if v.size else math.nan, "low": low, "high": high, "n": v.size})
+    return pd.DataFrame(rows, columns=[by, "mean", "low", "high", "n"]).set_index(by)
+
+
+def band_words(n: int) -> str:
+    """What a seed band is, for a legend: it changes with the number of seeds."""
+    return f"95% t interval over {n} seeds" if n >= 3 else (f"range over {n} seeds" if n == 2 else "one seed: no band")
+
+
+def _n_seeds(df: pd.DataFrame) -> int:
+    return int(df.run.nunique()) if "run" in df and len(df) else 0
+
+
+def plot_collapse_curves(epochs: pd.DataFrame, variants: Sequence[str] | None = None, reference: str = REFERENCE):
+    """Every variant's mean validation PESQ per epoch on ONE axis, with its seed band and its peak marked: the
+    collapse (rise, peak, fall) of each variant read against the others directly; returns the Figure."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    order = _variant_order(epochs.variant.unique(), reference)
+    variants = [v for v in order if variants is None or v in variants]
+    colours = dict(zip(variants, sns.color_palette("colorblind", max(10, len(variants))), strict=False))
+    fig, ax = plt.subplots(figsize=(10, 5.2))
+    for variant in variants:
+        e = epochs[epochs.variant == variant]
+        curve = seed_band(e, "val_pesq")
+        if not curve["mean"].notna().any():
+            continue
+        n, c = _n_seeds(e), colours[variant]
+        ref = variant == reference
+        ax.plot(curve.index, curve["mean"], color="black" if ref else c, lw=2.6 if ref else 1.6,
+                label=f"{variant} ({n} seed{'s' if n != 1 else ''}; band: {band_words(n)})")  # fmt: skip
+        if n >= 2:
+            ax.fill_between(curve.index, curve["low"], curve["high"], color="black" if ref else c, alpha=0.12, lw=0)
+        peak = curve["mean"].idxmax()
+        ax.plot([peak], [curve.loc[peak, "mean"]], marker="*", ms=13, color="black" if ref else c, ls="none",
+                markeredgecolor="white", zorder=5)  # fmt: skip
+    ax.plot([], [], marker="*", ms=13, color="grey", ls="none", label="peak of the mean curve")
+    integer_ticks(ax)
+    ax.set(xlabel=EPOCH_LABEL, ylabel="validation PESQ (MOS-LQO), mean over seeds",
+           title="Validation PESQ per epoch, every variant on one axis")  # fmt: skip
+    legend_outside(ax)
+    fig.tight_layout()
+    return fig

@@ -243,3 +243,35 @@ def test_drop_smoothed_is_not_the_maximum_of_noise(tmp_path, fake_run):
     assert table.loc["drop_smoothed", "difference"] == pytest.approx(
         flat.drop_smoothed.mean() - fall.drop_smoothed.mean()
     )
+
+
+def _collapse_runs(root, fake_run, variants=("official", "masked"), seeds=3, n=20):
+    """Rise-then-fall runs (issue 18's regime, shortened): `masked` falls less; seeds differ by a known offset."""
+    for variant in variants:
+        for seed in range(seeds):
+            curve = _collapse_curve(n, 5, 2.75, 2.4 if variant == "official" else 2.6) + 0.02 * seed
+            fake_run(root, f"{variant}_s{seed}", curve, 0, steps_per_epoch=2)
+
+
+def test_collapse_curves_share_one_axis_with_bands_and_peaks(tmp_path, fake_run, check_figure):
+    _collapse_runs(tmp_path, fake_run)
+    fake_run(tmp_path, "no_disc_s0", _collapse_curve(20, 5), 0, steps_per_epoch=2)
+    epochs = _load(tmp_path)[0]
+    band = tr.seed_band(epochs[epochs.variant == "official"], "val_pesq")
+    iv = stats.mean_interval(_collapse_curve(20, 5, 2.75, 2.4)[4] + 0.02 * np.arange(3))
+    assert (band.loc[5, "low"], band.loc[5, "high"], band.loc[5, "n"]) == (
+        pytest.approx(iv.low),
+        pytest.approx(iv.high),
+        3,
+    )
+    two = tr.seed_band(epochs[(epochs.variant == "official") & (epochs.seed < 2)], "val_pesq")
+    assert two.loc[5, "high"] - two.loc[5, "low"] == pytest.approx(0.02)  # 2 seeds: the range
+    fig = tr.plot_collapse_curves(epochs)
+    check_figure(fig)
+    assert len(fig.axes) == 1
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert labels[0].startswith("official (3 seeds; band: 95% t interval over 3 seeds)")
+    assert "no_disc (1 seed; band: one seed: no band)" in labels and "peak of the mean curve" in labels
+    stars = [ln for ln in fig.axes[0].lines if ln.get_marker() == "*" and len(ln.get_xdata())]
+    assert sorted(float(s.get_xdata()[0]) for s in stars) == [5.0, 5.0, 5.0]
+    assert len(tr.plot_collapse_curves(epochs, variants=["masked"]).axes[0].collections) == 1
