@@ -694,3 +694,135 @@ def plot_collapse_curves(epochs: pd.DataFrame, variants: Sequence[str] | None = 
     legend_outside(ax)
     fig.tight_layout()
     return fig
+
+
+GRAD_RATIO, GRAD_COS = "grad_ratio_adv_rest", "grad_cos_adv_rest"
+STEER_RATIO = 0.1  # the adversarial gradient can steer the generator when it is at least a tenth of the rest's
+ALONG_COS = 0.5  # |cosine| above this: mostly along (or against) the other terms' gradient; below: across it
+
+
+def grad_share_per_run(steps: pd.DataFrame) -> pd.DataFrame:
+    """Per run, over the steps where the share was measured: median ratio |g_adv| / |g_rest|, median cosine,
+    and the number of measured steps. Medians: a few steps with a vanishing rest gradient must not dominate."""
+    cols = ["run", "variant", "seed", "ratio", "cos", "measured_steps"]
+    if not len(steps) or GRAD_RATIO not in steps:
+        return pd.DataFrame(columns=cols)
+    rows = []
+    for run, s in steps.groupby("run", sort=True):
+        m = s[np.isfinite(s[GRAD_RATIO].astype(float))]
+        cos = m[GRAD_COS].astype(float) if GRAD_COS in m else pd.Series(dtype=float)
+        rows.append(dict(run=run, variant=s.variant.iloc[0], seed=s.seed.iloc[0],
+                         ratio=float(m[GRAD_RATIO].median()) if len(m) else math.nan,
+                         cos=float(cos.median()) if cos.notna().any() else math.nan,
+                         measured_steps=len(m)))  # fmt: skip
+    return pd.DataFrame(rows, columns=cols)
+
+
+def grad_share_table(steps: pd.DataFrame, reference: str = REFERENCE) -> pd.DataFrame:
+    """Per variant: the seed mean (95% t interval) of each run's median ratio adv/rest and median cosine, and the
+    measured steps over all seeds: how large the metric discriminator's pull on the generator is (issue 18's
+    mechanism). Empty when no run measured it (old runs, grad_share_every = 0)."""
+    per_run = grad_share_per_run(steps)
+    per_run = per_run[per_run.measured_steps > 0]
+    cols = [
+        "variant",
+        "n_seeds",
+        "measured_steps",
+        *(f"{q}{s}" for q in ("ratio", "cos") for s in ("", "_low", "_high")),
+    ]
+    rows = []
+    for variant in _variant_order(per_run.variant, reference):
+        g = per_run[per_run.variant == variant]
+        row = dict(variant=variant, n_seeds=len(g), measured_steps=int(g.measured_steps.sum()))
+        for q in ("ratio", "cos"):
+            iv = mean_interval(g[q].to_numpy(dtype=float))
+            row.update({q: iv.mean, f"{q}_low": iv.low, f"{q}_high": iv.high})
+        rows.append(row)
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _ci(low: float, high: float, digits: int = 2, signed: bool = False) -> str:
+    f = f"{'+' if signed else ''}.{digits}f"
+    return f"95% CI {low:{f}} to {high:{f}}" if np.isfinite(low) and np.isfinite(high) else "one seed: no interval"
+
+
+def grad_share_markdown(table: pd.DataFrame) -> str:
+    """The mechanism in words, per variant: can the adversarial term steer the generator at all in this regime?
+    'can' needs the ratio's interval above STEER_RATIO, 'cannot' below it; otherwise undecided."""
+    if table is None or table.empty:
+        return ("**Gradient share: not measured** (the step logs have no `grad_ratio_adv_rest`: runs from before "
+                "issue 18, or `grad_share_every: 0`).")  # fmt: skip
+    lines = [f"**Gradient share** (median over measured steps, mean over seeds): the adversarial term can steer the "
+             f"generator when its gradient is at least {STEER_RATIO:g}x the other terms' (the whole 95% interval "
+             f"above {STEER_RATIO:g}), cannot when the whole interval is below; its cosine with them says whether it "
+             f"pushes along them (> {ALONG_COS:g}), against them (< -{ALONG_COS:g}) or across them.", ""]  # fmt: skip
+    for r in table.itertuples():
+        one = not (np.isfinite(r.ratio_low) and np.isfinite(r.ratio_high))
+        low, high = (r.ratio, r.ratio) if one else (r.ratio_low, r.ratio_high)
+        if not np.isfinite(r.ratio):
+            lines.append(f"- `{r.variant}`: not measured.")
+            continue
+        can = "can" if low >= STEER_RATIO else ("cannot" if high < STEER_RATIO else "may or may not (undecided)")
+        if np.isfinite(r.cos):
+            way = "along" if r.cos > ALONG_COS else ("against" if r.cos < -ALONG_COS else "across")
+            cos = f"cosine {r.cos:+.2f} ({_ci(r.cos_low, r.cos_high, signed=True)}): mostly {way} the other terms"
+        else:
+            cos = "cosine undefined (no adversarial gradient)"
+        seeds = f"{r.n_seeds} seed{'s' if r.n_seeds != 1 else ''}, {r.measured_steps} measured steps"
+        lines.append(f"- `{r.variant}`: in this regime the adversarial term's gradient is {r.ratio:.2g}x "
+                     f"({_ci(r.ratio_low, r.ratio_high, 2)}; {seeds}) the size of the other terms', {cos}: it {can} "
+                     "steer the generator.")  # fmt: skip
+    return "\n".join(lines)
+
+
+def plot_grad_share(steps: pd.DataFrame, reference: str = REFERENCE, smooth: int = 5):
+    """Left: the ratio |g_adv| / |g_rest| over training steps per variant (each run's measured steps smoothed by a
+    centred rolling median of `smooth`, then the mean over seeds; log axis); right: the cosine the same way.
+    None when nothing was measured. Ratios of 0 (no adversarial weight) cannot sit on a log axis: left out, said."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    if not len(steps) or GRAD_RATIO not in steps or not np.isfinite(steps[GRAD_RATIO].astype(float)).any():
+        return None
+    m = steps[np.isfinite(steps[GRAD_RATIO].astype(float))].sort_values(["run", "step"])
+    roll = m.groupby("run")[[GRAD_RATIO, GRAD_COS]].transform(
+        lambda x: x.astype(float).rolling(smooth, center=True, min_periods=1).median()
+    )
+    m = m.assign(ratio=roll[GRAD_RATIO], cos=roll[GRAD_COS])
+    variants = _variant_order(m.variant.unique(), reference)
+    colours = dict(zip(variants, sns.color_palette("colorblind", max(10, len(variants))), strict=False))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.4), sharex=True)
+    zero = []
+    for variant in variants:
+        v = m[m.variant == variant]
+        n = _n_seeds(v)
+        label = f"{variant} ({n} seed{'s' if n != 1 else ''})"
+        mean = v.groupby("step")[["ratio", "cos"]].mean()
+        pos = mean.ratio[mean.ratio > 0]
+        if len(pos):
+            axes[0].plot(pos.index, pos.to_numpy(), color=colours[variant], lw=1.4, label=label)
+        else:
+            zero.append(variant)
+        if mean.cos.notna().any():
+            axes[1].plot(mean.index, mean.cos.to_numpy(), color=colours[variant], lw=1.4, label=label)
+    axes[0].axhline(STEER_RATIO, color="black", ls="--", lw=1, label=f"{STEER_RATIO:g}: the threshold for steering")
+    axes[0].set_yscale("log")
+    plain_log_ticks(axes[0], "y")
+    axes[0].set(xlabel=STEP_LABEL, ylabel="gradient norm ratio, adversarial / other terms (log)",
+                title="Size of the adversarial gradient" + (f"\n(ratio 0, not drawn: {', '.join(zero)})" if zero
+                                                           else ""))  # fmt: skip
+    axes[1].axhline(0, color="black", lw=0.8)
+    axes[1].set(xlabel=STEP_LABEL, ylabel="cosine, adversarial vs other terms", ylim=(-1.05, 1.05),
+                title="Its direction against the other terms")  # fmt: skip
+    for ax in axes:
+        integer_ticks(ax)
+    handles, labels = axes[0].get_legend_handles_labels()
+    for h, lab in zip(*axes[1].get_legend_handles_labels(), strict=True):
+        if lab not in labels:
+            handles.append(h)
+            labels.append(lab)
+    legend_outside(axes[1], title=f"mean over seeds; rolling median of {smooth} measured steps", handles=handles,
+                   labels=labels)  # fmt: skip
+    fig.suptitle("The adversarial term's gradient against the other loss terms', per measured training step")
+    fig.tight_layout()
+    return fig

@@ -275,3 +275,54 @@ def test_collapse_curves_share_one_axis_with_bands_and_peaks(tmp_path, fake_run,
     stars = [ln for ln in fig.axes[0].lines if ln.get_marker() == "*" and len(ln.get_xdata())]
     assert sorted(float(s.get_xdata()[0]) for s in stars) == [5.0, 5.0, 5.0]
     assert len(tr.plot_collapse_curves(epochs, variants=["masked"]).axes[0].collections) == 1
+
+
+def _grad_share_columns(n: int, adv: float, rest: float, cos: float, every: int = 2) -> dict:
+    """The trainer's four grad-share step columns, measured every `every` steps (NaN between), known values."""
+    measured = np.arange(1, n + 1) % every == 0
+    col = lambda x: np.where(measured, x, np.nan)  # noqa: E731
+    return {"grad_norm_g_adv": col(adv), "grad_norm_g_rest": col(rest), "grad_ratio_adv_rest": col(adv / rest),
+            "grad_cos_adv_rest": col(cos)}  # fmt: skip
+
+
+def test_grad_share_reads_the_ratio_of_adversarial_to_rest(tmp_path, fake_run, check_figure):
+    """Known norms: adversarial 0.6 + 0.1 seed, rest 2.0 (ratio 0.3, 0.35, 0.4), cosine 0.2; no_disc has no
+    adversarial gradient. Swapping adv and rest would give ratios of about 3: the numbers and words catch it."""
+    for seed in range(3):
+        fake_run(tmp_path, f"official_s{seed}", [2.0, 2.4, 2.3], 0,
+                 step_columns=_grad_share_columns(12, 0.6 + 0.1 * seed, 2.0, 0.2))  # fmt: skip
+        fake_run(tmp_path, f"no_disc_s{seed}", [2.0, 2.4, 2.3], 0,
+                 step_columns=_grad_share_columns(12, 0.0, 2.0, np.nan))  # fmt: skip
+    steps = _load(tmp_path)[1]
+    table = tr.grad_share_table(steps).set_index("variant")
+    iv = stats.mean_interval([0.3, 0.35, 0.4])
+    r = table.loc["official"]
+    assert r.ratio == pytest.approx(0.35) and (r.ratio_low, r.ratio_high) == pytest.approx((iv.low, iv.high))
+    assert r.cos == pytest.approx(0.2) and r.measured_steps == 18 and r.n_seeds == 3
+    assert table.loc["no_disc", "ratio"] == 0 and np.isnan(table.loc["no_disc", "cos"])
+    text = tr.grad_share_markdown(table.reset_index())
+    official = next(line for line in text.splitlines() if line.startswith("- `official`"))
+    assert "gradient is 0.35x" in official and "it can steer the generator" in official
+    assert "mostly across the other terms" in official and "18 measured steps" in official
+    assert "it cannot steer" in next(line for line in text.splitlines() if line.startswith("- `no_disc`"))
+    assert "at least 0.1x" in text  # the threshold is stated
+    fig = tr.plot_grad_share(steps)
+    check_figure(fig)
+    ratio_lines = [ln for ln in fig.axes[0].lines if ln.get_label().startswith("official")]
+    assert np.allclose(ratio_lines[0].get_ydata(), 0.35)  # seed mean of 0.3, 0.35, 0.4 at every measured step
+    assert "not drawn: no_disc" in fig.axes[0].get_title()
+
+
+def test_grad_share_says_not_measured_on_old_runs(tmp_path, fake_run):
+    fake_run(tmp_path, "official_s0", [2.0, 2.4, 2.3], 0)  # no grad-share columns: a run from before issue 18
+    fake_run(
+        tmp_path / "nan",
+        "official_s0",
+        [2.0, 2.4, 2.3],
+        0,
+        step_columns=_grad_share_columns(12, 1.0, 2.0, 0.5, every=100),
+    )  # columns, never measured
+    for root in (tmp_path, tmp_path / "nan"):
+        steps = _load(root)[1]
+        assert tr.grad_share_table(steps).empty and tr.plot_grad_share(steps) is None
+        assert "not measured" in tr.grad_share_markdown(tr.grad_share_table(steps))
