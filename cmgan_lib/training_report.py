@@ -826,3 +826,60 @@ def plot_grad_share(steps: pd.DataFrame, reference: str = REFERENCE, smooth: int
     fig.suptitle("The adversarial term's gradient against the other loss terms', per measured training step")
     fig.tight_layout()
     return fig
+
+
+SPREAD_QUANTITIES = {"best_val_pesq": "best validation PESQ", "final_val_pesq": "final validation PESQ",
+                     "drop_smoothed": "smoothed drop"}  # fmt: skip
+
+
+def _curve_gaps(e: pd.DataFrame, column: str = "val_pesq") -> list[float]:
+    """For every pair of runs: the mean over their common epochs of |curve a - curve b|."""
+    wide = e.pivot_table(index="epoch", columns="run", values=column)
+    runs = list(wide.columns)
+    gaps = []
+    for i, a in enumerate(runs):
+        for b in runs[i + 1 :]:
+            d = (wide[a] - wide[b]).abs().dropna()
+            if len(d):
+                gaps.append(float(d.mean()))
+    return gaps
+
+
+def seed_spread(per_seed: pd.DataFrame, epochs: pd.DataFrame, reference: str = REFERENCE) -> pd.DataFrame:
+    """Per variant: how far seeds of the same settings land apart (SD over seeds and the largest pairwise
+    difference, i.e. max - min, of best/final validation PESQ and the smoothed drop) and the mean absolute gap
+    between two seeds' validation curves per epoch (mean over pairs, and the largest pair): the noise floor any
+    difference between variants must clear."""
+    rows = []
+    for variant in _variant_order(per_seed.variant, reference):
+        g = per_seed[per_seed.variant == variant]
+        row = dict(variant=variant, n_seeds=len(g))
+        for q in SPREAD_QUANTITIES:
+            v = g[q].to_numpy(dtype=float) if q in g else np.array([])
+            v = v[np.isfinite(v)]
+            row[f"{q}_sd"] = float(v.std(ddof=1)) if v.size >= 2 else math.nan
+            row[f"{q}_range"] = float(v.max() - v.min()) if v.size >= 2 else math.nan
+        gaps = _curve_gaps(epochs[epochs.variant == variant])
+        row.update(curve_gap_mean=float(np.mean(gaps)) if gaps else math.nan,
+                   curve_gap_max=float(np.max(gaps)) if gaps else math.nan)  # fmt: skip
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def seed_spread_markdown(spread: pd.DataFrame) -> str:
+    """The seed-to-seed spread in words: the size a difference between variants has to exceed."""
+    multi = spread[spread.n_seeds >= 2] if len(spread) else spread
+    if multi.empty or not np.isfinite(multi.final_val_pesq_range).any():
+        return "**Seed spread: not measured** (no variant has two seeds)."
+    worst = multi.loc[multi.final_val_pesq_range.idxmax()]
+    lines = [f"**Seed spread**: two seeds of the same variant differ by up to {worst.final_val_pesq_range:.3f} in "
+             f"final validation PESQ (`{worst.variant}`): a comparison must exceed that.", ""]  # fmt: skip
+    for r in multi.itertuples():
+        parts = [f"{words} SD {getattr(r, f'{q}_sd'):.3f}, range {getattr(r, f'{q}_range'):.3f}"
+                 for q, words in SPREAD_QUANTITIES.items() if np.isfinite(getattr(r, f"{q}_sd"))]  # fmt: skip
+        gap = ""
+        if np.isfinite(r.curve_gap_mean):
+            gap = (f"; two seeds' validation curves differ by {r.curve_gap_mean:.3f} per epoch on average (up to "
+                   f"{r.curve_gap_max:.3f} for the most different pair)")  # fmt: skip
+        lines.append(f"- `{r.variant}` ({r.n_seeds} seeds): {'; '.join(parts)}{gap}.")
+    return "\n".join(lines)

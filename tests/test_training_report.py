@@ -326,3 +326,20 @@ def test_grad_share_says_not_measured_on_old_runs(tmp_path, fake_run):
         steps = _load(root)[1]
         assert tr.grad_share_table(steps).empty and tr.plot_grad_share(steps) is None
         assert "not measured" in tr.grad_share_markdown(tr.grad_share_table(steps))
+
+
+def test_seed_spread_is_the_gap_between_seeds(tmp_path, fake_run):
+    """Seeds offset by 0.02 each (3 seeds): final PESQ range 0.04, SD 0.02; curves 0.02 or 0.04 apart per epoch."""
+    _collapse_runs(tmp_path, fake_run)
+    fake_run(tmp_path, "no_disc_s0", _collapse_curve(20, 5), 0, steps_per_epoch=2)
+    epochs, _, per_seed = _load(tmp_path)
+    spread = tr.seed_spread(per_seed, epochs).set_index("variant")
+    r = spread.loc["official"]
+    assert r.final_val_pesq_range == pytest.approx(0.04) and r.final_val_pesq_sd == pytest.approx(0.02)
+    assert r.best_val_pesq_range == pytest.approx(0.04) and r.drop_smoothed_range == pytest.approx(0.0, abs=1e-9)
+    assert r.curve_gap_mean == pytest.approx((0.02 + 0.04 + 0.02) / 3) and r.curve_gap_max == pytest.approx(0.04)
+    assert spread.loc["no_disc", "n_seeds"] == 1 and np.isnan(spread.loc["no_disc", "final_val_pesq_sd"])
+    text = tr.seed_spread_markdown(spread.reset_index())
+    assert "differ by up to 0.040 in final validation PESQ" in text and "a comparison must exceed that" in text
+    assert "`no_disc`" not in text  # one seed: no spread to state
+    assert "not measured" in tr.seed_spread_markdown(spread.loc[["no_disc"]].reset_index())
