@@ -883,3 +883,134 @@ def seed_spread_markdown(spread: pd.DataFrame) -> str:
                    f"{r.curve_gap_max:.3f} for the most different pair)")  # fmt: skip
         lines.append(f"- `{r.variant}` ({r.n_seeds} seeds): {'; '.join(parts)}{gap}.")
     return "\n".join(lines)
+
+
+LOSS_COLUMNS = ("loss", "val_loss")  # epoch log: training loss (mean over the epoch's steps), validation loss
+
+
+def _has_losses(epochs: pd.DataFrame) -> bool:
+    return all(c in epochs and np.isfinite(epochs[c].astype(float)).any() for c in LOSS_COLUMNS)
+
+
+def overfitting_per_run(epochs: pd.DataFrame) -> pd.DataFrame:
+    """Per run: the validation loss's rise after its minimum and the training loss's change over the same epochs,
+    raw (final - minimum, as a reader would read the log) and smoothed (mean of the last 5 epochs - minimum of the
+    centred 5-epoch rolling mean: the raw rise is the noise's range even on a flat curve); `still_falling` when
+    the smoothed minimum is the last epoch."""
+    cols = ["run", "variant", "seed", "epochs", "val_loss_min_epoch", "val_loss_rise", "train_loss_change",
+            "val_loss_min_epoch_smoothed", "val_loss_rise_smoothed", "train_loss_change_smoothed",
+            "still_falling"]  # fmt: skip
+    if not _has_losses(epochs):
+        return pd.DataFrame(columns=cols)
+    rows = []
+    for run, e in epochs.groupby("run", sort=True):
+        e = e.sort_values("epoch")
+        val, train, ep = (e[c].to_numpy(dtype=float) for c in ("val_loss", "loss", "epoch"))
+        row = dict(run=run, variant=e.variant.iloc[0], seed=e.seed.iloc[0], epochs=len(e))
+        if np.isfinite(val).any():
+            i = int(np.nanargmin(val))
+            row.update(val_loss_min_epoch=ep[i], val_loss_rise=float(val[np.isfinite(val)][-1] - val[i]),
+                       train_loss_change=float(train[-1] - train[i]))  # fmt: skip
+        sv, st = smoothed(val), smoothed(train)
+        if np.isfinite(sv).any():
+            j = int(np.nanargmin(sv))
+            row.update(val_loss_min_epoch_smoothed=ep[j], val_loss_rise_smoothed=tail_mean(val) - float(sv[j]),
+                       train_loss_change_smoothed=tail_mean(train) - float(st[j]),
+                       still_falling=bool(j == len(sv) - 1))  # fmt: skip
+        rows.append(row)
+    return pd.DataFrame(rows, columns=cols)
+
+
+def overfitting_table(epochs: pd.DataFrame, reference: str = REFERENCE) -> pd.DataFrame:
+    """Per variant: seed means with 95% t intervals of the validation-loss rise after its minimum and the
+    training-loss change over the same epochs (raw and smoothed, see `overfitting_per_run`), the epoch of the
+    minimum, and how many seeds' validation loss was still falling at the end. Empty without both losses."""
+    per_run = overfitting_per_run(epochs)
+    rows = []
+    for variant in _variant_order(per_run.variant, reference):
+        g = per_run[per_run.variant == variant]
+        row = dict(variant=variant, n_seeds=len(g), still_falling=int(g.still_falling.fillna(False).sum()))
+        for q in ("val_loss_rise", "train_loss_change", "val_loss_rise_smoothed", "train_loss_change_smoothed",
+                  "val_loss_min_epoch_smoothed"):  # fmt: skip
+            iv = mean_interval(g[q].to_numpy(dtype=float))
+            row.update({q: iv.mean, f"{q}_low": iv.low, f"{q}_high": iv.high})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def overfitting_sentence(r) -> str:
+    """One variant's row of `overfitting_table` in words (smoothed measures; direction only from an interval)."""
+    if r.n_seeds and r.still_falling == r.n_seeds:
+        return "validation loss still falling: not overfitting by this measure"
+    rise, train = r.val_loss_rise_smoothed, r.train_loss_change_smoothed
+    if not np.isfinite(rise):
+        return "validation loss not logged"
+    ci = _ci(r.val_loss_rise_smoothed_low, r.val_loss_rise_smoothed_high, 3, signed=True)
+    where = f"after its minimum at epoch {r.val_loss_min_epoch_smoothed:.0f}"
+    if not np.isfinite(r.val_loss_rise_smoothed_low):
+        return f"validation loss rose by {rise:.3f} {where} ({ci}, no verdict); training loss changed by {train:+.3f}"
+    if r.val_loss_rise_smoothed_low <= 0:
+        return f"validation loss rose by {rise:.3f} {where} ({ci}): no detectable rise at this budget"
+    train_fell = (
+        (r.train_loss_change_smoothed_high < 0) if np.isfinite(r.train_loss_change_smoothed_high) else train < 0
+    )
+    if train_fell:
+        return (
+            f"overfitting: training loss fell by {-train:.3f} while validation loss rose by {rise:.3f} ({ci}) {where}"
+        )
+    return (f"validation loss rose by {rise:.3f} ({ci}) {where} while training loss did not fall (change "
+            f"{train:+.3f}): not the overfitting pattern")  # fmt: skip
+
+
+def overfitting_markdown(table: pd.DataFrame) -> str:
+    """Per variant: does the training loss keep falling while the validation loss rises (overfitting)?"""
+    if table is None or table.empty:
+        return "**Overfitting: not measured** (the epoch logs lack `loss` or `val_loss`)."
+    head = ("**Overfitting** (smoothed: the rise is the mean of the last 5 epochs minus the minimum of the centred "
+            "5-epoch rolling mean, since final minus minimum is positive even for a flat noisy curve; intervals are "
+            "95% t over seeds):")  # fmt: skip
+    return "\n".join([head, ""] + [f"- `{r.variant}`: {overfitting_sentence(r)}." for r in table.itertuples()])
+
+
+def plot_train_vs_val_loss(epochs: pd.DataFrame, reference: str = REFERENCE, ncols: int = 3):
+    """One panel per variant (shared epoch axis): training and validation loss, seed means with bands, and the
+    epoch of the mean validation loss's minimum; overfitting reads as the two curves parting. None without both."""
+    import matplotlib.pyplot as plt
+
+    if not _has_losses(epochs):
+        return None
+    variants = _variant_order(epochs.variant.unique(), reference)
+    ncols = max(1, min(ncols, len(variants)))
+    nrows = math.ceil(len(variants) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.3 * ncols, 3.2 * nrows + 0.9), sharex=True, squeeze=False)
+    for ax, variant in zip(axes.flat, variants, strict=False):
+        e = epochs[epochs.variant == variant]
+        n = _n_seeds(e)
+        for col, colour, words in (("loss", "C0", "training loss"), ("val_loss", "C1", "validation loss")):
+            curve = seed_band(e, col)
+            ax.plot(curve.index, curve["mean"], color=colour, lw=1.6, label=f"{words} (mean over seeds)")
+            if n >= 2:
+                ax.fill_between(curve.index, curve["low"], curve["high"], color=colour, alpha=0.2, lw=0,
+                                label=f"band: {band_words(n)}")  # fmt: skip
+            if col == "val_loss" and curve["mean"].notna().any():
+                m = curve["mean"].idxmin()
+                ax.axvline(m, color="C1", ls=":", lw=1)
+                ax.plot([m], [curve.loc[m, "mean"]], marker="*", ms=12, color="C3", ls="none",
+                        label="minimum of the validation loss")  # fmt: skip
+                ax.set_title(f"{variant} ({n} seed{'s' if n != 1 else ''})\nvalidation minimum at epoch {m}",
+                             fontsize=10)  # fmt: skip
+        integer_ticks(ax)
+    for ax in axes.flat[len(variants) :]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel("epoch")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("generator loss (weighted sum)")
+    handles = {}
+    for ax in axes.flat:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(lab, h)
+    fig.suptitle("Training loss (mean over each epoch's steps) and validation loss (after each epoch)", fontsize=12)
+    fig.tight_layout(rect=(0, 0.1 if nrows == 1 else 0.05, 1, 1))
+    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=min(4, len(handles)), frameon=False)
+    return fig

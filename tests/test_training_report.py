@@ -343,3 +343,60 @@ def test_seed_spread_is_the_gap_between_seeds(tmp_path, fake_run):
     assert "differ by up to 0.040 in final validation PESQ" in text and "a comparison must exceed that" in text
     assert "`no_disc`" not in text  # one seed: no spread to state
     assert "not measured" in tr.seed_spread_markdown(spread.loc[["no_disc"]].reset_index())
+
+
+def _losses(n: int = 20, seed: int = 0, falling: bool = False) -> dict:
+    """Training loss falling linearly 1.0 -> 0.24; validation loss falling 0.05 an epoch to 0.65 at epoch 8, then
+    rising 0.03 (+0.001 per seed) an epoch (overfitting), or still falling at the end (`falling`)."""
+    ep = np.arange(1, n + 1)
+    val = (
+        1.0 - 0.05 * (ep - 1)
+        if falling
+        else np.where(ep <= 8, 1.0 - 0.05 * (ep - 1), 0.65 + (0.03 + 0.001 * seed) * (ep - 8))
+    )
+    return {"loss": 1.0 - 0.04 * (ep - 1), "val_loss": val + 0.01 * seed}
+
+
+def test_overfitting_table_and_words(tmp_path, fake_run, check_figure):
+    for seed in range(3):
+        fake_run(
+            tmp_path, f"official_s{seed}", np.full(20, 2.5), 0, steps_per_epoch=1, epoch_columns=_losses(seed=seed)
+        )
+        fake_run(tmp_path, f"masked_s{seed}", np.full(20, 2.5), 0, steps_per_epoch=1,
+                 epoch_columns=_losses(seed=seed, falling=True))  # fmt: skip
+    fake_run(tmp_path, "no_disc_s0", np.full(20, 2.5), 0, steps_per_epoch=1, epoch_columns=_losses())
+    epochs = _load(tmp_path)[0]
+    per_run = tr.overfitting_per_run(epochs).set_index("run")
+    r = per_run.loc["official_s0"]
+    # raw: final 1.01 - minimum 0.65 at epoch 8, training 0.24 - 0.72; smoothed: the 5-epoch mean is lowest at
+    # epoch 9 (0.696), the last 5 epochs average 0.95; training there 0.68, last 5 epochs 0.32
+    assert (r.val_loss_min_epoch, r.val_loss_rise, r.train_loss_change) == (
+        8,
+        pytest.approx(0.36),
+        pytest.approx(-0.48),
+    )
+    assert r.val_loss_min_epoch_smoothed == 9 and r.val_loss_rise_smoothed == pytest.approx(0.254)
+    assert r.train_loss_change_smoothed == pytest.approx(-0.36) and not r.still_falling
+    assert per_run.loc["masked_s1", "still_falling"]
+    table = tr.overfitting_table(epochs).set_index("variant")
+    rises = per_run.loc[[f"official_s{s}" for s in range(3)], "val_loss_rise_smoothed"]
+    iv = stats.mean_interval(rises)
+    row = table.loc["official"]
+    assert (row.val_loss_rise_smoothed_low, row.val_loss_rise_smoothed_high) == pytest.approx((iv.low, iv.high))
+    text = tr.overfitting_markdown(table.reset_index())
+    lines = {line.split("`")[1]: line for line in text.splitlines() if line.startswith("- `")}
+    assert lines["official"].startswith(f"- `official`: overfitting: training loss fell by 0.360 while validation loss "
+                                        f"rose by {iv.mean:.3f} (95% CI {iv.low:+.3f} to {iv.high:+.3f})")  # fmt: skip
+    assert "validation loss still falling: not overfitting by this measure" in lines["masked"]
+    assert "one seed: no interval, no verdict" in lines["no_disc"]
+    fig = tr.plot_train_vs_val_loss(epochs)
+    check_figure(fig)
+    assert fig.axes[0].get_title().endswith("validation minimum at epoch 8")  # official (the reference) first
+    assert "validation minimum at epoch 20" in fig.axes[1].get_title()  # masked: still falling
+
+
+def test_overfitting_says_not_measured_without_losses(tmp_path, fake_run):
+    fake_run(tmp_path, "official_s0", [2.0, 2.4, 2.3], 0, epoch_columns={"val_loss": np.nan})
+    epochs = _load(tmp_path)[0]
+    assert tr.overfitting_table(epochs).empty and tr.plot_train_vs_val_loss(epochs) is None
+    assert "not measured" in tr.overfitting_markdown(tr.overfitting_table(epochs))
