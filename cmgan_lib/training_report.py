@@ -663,16 +663,24 @@ def _n_seeds(df: pd.DataFrame) -> int:
     return int(df.run.nunique()) if "run" in df and len(df) else 0
 
 
+def _variant_colours(variants: Sequence[str], reference: str = REFERENCE) -> dict:
+    """One colour per variant, the same in every issue-18 figure; the reference in black."""
+    import seaborn as sns
+
+    others = [v for v in variants if v != reference]
+    colours = dict(zip(others, sns.color_palette("colorblind", max(10, len(others))), strict=False))
+    return {**colours, reference: "black"}
+
+
 def plot_collapse_curves(epochs: pd.DataFrame, variants: Sequence[str] | None = None, reference: str = REFERENCE):
     """Every variant's mean validation PESQ per epoch on ONE axis, with its seed band and its peak marked: the
     collapse (rise, peak, fall) of each variant read against the others directly; returns the Figure."""
     import matplotlib.pyplot as plt
-    import seaborn as sns
 
     order = _variant_order(epochs.variant.unique(), reference)
     variants = [v for v in order if variants is None or v in variants]
-    colours = dict(zip(variants, sns.color_palette("colorblind", max(10, len(variants))), strict=False))
-    fig, ax = plt.subplots(figsize=(10, 5.2))
+    colours = _variant_colours(variants, reference)
+    fig, ax = plt.subplots(figsize=(11, 5.5))
     for variant in variants:
         e = epochs[epochs.variant == variant]
         curve = seed_band(e, "val_pesq")
@@ -680,18 +688,18 @@ def plot_collapse_curves(epochs: pd.DataFrame, variants: Sequence[str] | None = 
             continue
         n, c = _n_seeds(e), colours[variant]
         ref = variant == reference
-        ax.plot(curve.index, curve["mean"], color="black" if ref else c, lw=2.6 if ref else 1.6,
-                label=f"{variant} ({n} seed{'s' if n != 1 else ''}; band: {band_words(n)})")  # fmt: skip
+        ax.plot(curve.index, curve["mean"], color=c, lw=2.6 if ref else 1.6,
+                label=f"{variant} ({n} seed{'s' if n != 1 else ''})")  # fmt: skip
         if n >= 2:
-            ax.fill_between(curve.index, curve["low"], curve["high"], color="black" if ref else c, alpha=0.12, lw=0)
+            ax.fill_between(curve.index, curve["low"], curve["high"], color=c, alpha=0.12, lw=0)
         peak = curve["mean"].idxmax()
-        ax.plot([peak], [curve.loc[peak, "mean"]], marker="*", ms=13, color="black" if ref else c, ls="none",
-                markeredgecolor="white", zorder=5)  # fmt: skip
+        ax.plot([peak], [curve.loc[peak, "mean"]], marker="*", ms=14, color=c, ls="none", markeredgecolor="white",
+                zorder=5)  # fmt: skip
     ax.plot([], [], marker="*", ms=13, color="grey", ls="none", label="peak of the mean curve")
     integer_ticks(ax)
     ax.set(xlabel=EPOCH_LABEL, ylabel="validation PESQ (MOS-LQO), mean over seeds",
            title="Validation PESQ per epoch, every variant on one axis")  # fmt: skip
-    legend_outside(ax)
+    legend_outside(ax, title="mean over seeds; band: 95% t\ninterval (3+ seeds) or range (2)")
     fig.tight_layout()
     return fig
 
@@ -741,8 +749,8 @@ def grad_share_table(steps: pd.DataFrame, reference: str = REFERENCE) -> pd.Data
     return pd.DataFrame(rows, columns=cols)
 
 
-def _ci(low: float, high: float, digits: int = 2, signed: bool = False) -> str:
-    f = f"{'+' if signed else ''}.{digits}f"
+def _ci(low: float, high: float, digits: int = 2, signed: bool = False, kind: str = "f") -> str:
+    f = f"{'+' if signed else ''}.{digits}{kind}"
     return f"95% CI {low:{f}} to {high:{f}}" if np.isfinite(low) and np.isfinite(high) else "one seed: no interval"
 
 
@@ -765,13 +773,13 @@ def grad_share_markdown(table: pd.DataFrame) -> str:
         can = "can" if low >= STEER_RATIO else ("cannot" if high < STEER_RATIO else "may or may not (undecided)")
         if np.isfinite(r.cos):
             way = "along" if r.cos > ALONG_COS else ("against" if r.cos < -ALONG_COS else "across")
-            cos = f"cosine {r.cos:+.2f} ({_ci(r.cos_low, r.cos_high, signed=True)}): mostly {way} the other terms"
+            cos = f"cosine {r.cos:+.2f} ({_ci(r.cos_low, r.cos_high, signed=True)}), mostly {way} the other terms"
         else:
             cos = "cosine undefined (no adversarial gradient)"
         seeds = f"{r.n_seeds} seed{'s' if r.n_seeds != 1 else ''}, {r.measured_steps} measured steps"
-        lines.append(f"- `{r.variant}`: in this regime the adversarial term's gradient is {r.ratio:.2g}x "
-                     f"({_ci(r.ratio_low, r.ratio_high, 2)}; {seeds}) the size of the other terms', {cos}: it {can} "
-                     "steer the generator.")  # fmt: skip
+        ci = _ci(r.ratio_low, r.ratio_high, 2, kind="g")
+        lines.append(f"- `{r.variant}`: in this regime the adversarial term's gradient is {r.ratio:.2g}x ({ci}; "
+                     f"{seeds}) the size of the other terms', {cos}: it {can} steer the generator.")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -780,7 +788,6 @@ def plot_grad_share(steps: pd.DataFrame, reference: str = REFERENCE, smooth: int
     centred rolling median of `smooth`, then the mean over seeds; log axis); right: the cosine the same way.
     None when nothing was measured. Ratios of 0 (no adversarial weight) cannot sit on a log axis: left out, said."""
     import matplotlib.pyplot as plt
-    import seaborn as sns
 
     if not len(steps) or GRAD_RATIO not in steps or not np.isfinite(steps[GRAD_RATIO].astype(float)).any():
         return None
@@ -790,8 +797,8 @@ def plot_grad_share(steps: pd.DataFrame, reference: str = REFERENCE, smooth: int
     )
     m = m.assign(ratio=roll[GRAD_RATIO], cos=roll[GRAD_COS])
     variants = _variant_order(m.variant.unique(), reference)
-    colours = dict(zip(variants, sns.color_palette("colorblind", max(10, len(variants))), strict=False))
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.4), sharex=True)
+    colours = _variant_colours(variants, reference)
+    fig, axes = plt.subplots(1, 2, figsize=(14, 4.6), sharex=True)
     zero = []
     for variant in variants:
         v = m[m.variant == variant]
@@ -821,7 +828,7 @@ def plot_grad_share(steps: pd.DataFrame, reference: str = REFERENCE, smooth: int
         if lab not in labels:
             handles.append(h)
             labels.append(lab)
-    legend_outside(axes[1], title=f"mean over seeds; rolling median of {smooth} measured steps", handles=handles,
+    legend_outside(axes[1], title=f"mean over seeds of a rolling\nmedian of {smooth} measured steps", handles=handles,
                    labels=labels)  # fmt: skip
     fig.suptitle("The adversarial term's gradient against the other loss terms', per measured training step")
     fig.tight_layout()

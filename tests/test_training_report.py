@@ -270,8 +270,8 @@ def test_collapse_curves_share_one_axis_with_bands_and_peaks(tmp_path, fake_run,
     check_figure(fig)
     assert len(fig.axes) == 1
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
-    assert labels[0].startswith("official (3 seeds; band: 95% t interval over 3 seeds)")
-    assert "no_disc (1 seed; band: one seed: no band)" in labels and "peak of the mean curve" in labels
+    assert labels[0] == "official (3 seeds)" and "no_disc (1 seed)" in labels and "peak of the mean curve" in labels
+    assert "95% t" in fig.axes[0].get_legend().get_title().get_text()
     stars = [ln for ln in fig.axes[0].lines if ln.get_marker() == "*" and len(ln.get_xdata())]
     assert sorted(float(s.get_xdata()[0]) for s in stars) == [5.0, 5.0, 5.0]
     assert len(tr.plot_collapse_curves(epochs, variants=["masked"]).axes[0].collections) == 1
