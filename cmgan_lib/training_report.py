@@ -30,6 +30,9 @@ INJECTED_COLUMN = CAUSE_COLUMNS[INJECTED]
 DATA_FAIL_COLUMNS = tuple(c for cause, c in CAUSE_COLUMNS.items() if cause != INJECTED)
 CONFIG_KEYS = ("pesq_strategy", "pesq_fail_inject", "grad_clip_norm", "batch_size", "val_split", "cut_len",
                "reshuffle_each_epoch")  # fmt: skip
+# further config keys that name the regime a verdict holds under (issue 18: `regime_markdown`)
+REGIME_KEYS = ("synthetic_n_train", "data_dir", "fixed_crops", "train_repeat", "epochs", "num_channel", "lr_g",
+               "val_max_files")  # fmt: skip
 MIXED = "mixed"  # a variant whose seeds ran with different values of a config key
 # The quantities the verdict compares, with the words it uses for them.
 COMPARED = {
@@ -96,8 +99,8 @@ def load_run_configs(run_root_or_dirs) -> pd.DataFrame:
     rows = []
     for d in _dirs(run_root_or_dirs):
         cfg = run_config(d)
-        rows.append({"run": d.name, **{k: cfg.get(k, np.nan) for k in CONFIG_KEYS}})
-    return pd.DataFrame(rows, columns=["run", *CONFIG_KEYS])
+        rows.append({"run": d.name, **{k: cfg.get(k, np.nan) for k in (*CONFIG_KEYS, *REGIME_KEYS)}})
+    return pd.DataFrame(rows, columns=["run", *CONFIG_KEYS, *REGIME_KEYS])
 
 
 def _col_sum(s: pd.DataFrame, col: str) -> float:
@@ -336,9 +339,11 @@ def _describe(per_variant: pd.DataFrame, variant: str) -> str:
             f"injected p = {p}{crop}, updates skipped {skip or 'n/a'})")  # fmt: skip
 
 
-def verdict_markdown(comparisons: pd.DataFrame, per_variant: pd.DataFrame, reference: str = REFERENCE) -> str:
-    """The verdict that ends notebook 02, generated from the comparison table (it changes when the runs do)."""
-    lines = ["## Verdict (generated from the runs above)", ""]
+def verdict_markdown(comparisons: pd.DataFrame, per_variant: pd.DataFrame, reference: str = REFERENCE,
+                     regime: str | None = None) -> str:  # fmt: skip
+    """The verdict that ends notebook 02, generated from the comparison table (it changes when the runs do);
+    `regime` (`regime_markdown`) opens it, so the verdict names the conditions it holds under."""
+    lines = ["## Verdict (generated from the runs above)", ""] + ([regime, ""] if regime else [])
     if comparisons.empty:
         variants = list(per_variant.variant)
         if len(variants) < 2:
@@ -1021,3 +1026,69 @@ def plot_train_vs_val_loss(epochs: pd.DataFrame, reference: str = REFERENCE, nco
     fig.tight_layout(rect=(0, 0.1 if nrows == 1 else 0.05, 1, 1))
     fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=min(4, len(handles)), frameon=False)
     return fig
+
+
+def _given(x) -> bool:
+    """A config value that is there (not None, not NaN: a key the run's config lacks)."""
+    return x is not None and not (isinstance(x, float) and math.isnan(x))
+
+
+def _regime_parts(c: pd.Series) -> list[str]:
+    """The config half of a run's regime, in words; a missing key leaves its part out."""
+    parts = []
+    if _given(c.get("data_dir")):
+        parts.append("the data folder's training clips")
+    elif _given(c.get("synthetic_n_train")):
+        n = int(c["synthetic_n_train"])
+        parts.append(f"{n} synthetic training clip{'s' if n != 1 else ''}")
+    crop = f"{float(c['cut_len']) / 16000:g} s " if _number(c.get("cut_len")) else ""
+    fixed = c.get("fixed_crops")
+    fixed = fixed.lower() in ("true", "1", "yes") if isinstance(fixed, str) else bool(fixed) if _given(fixed) else False
+    parts.append(f"one fixed {crop}crop each" if fixed else f"a new random {crop}crop each visit")
+    if _number(c.get("train_repeat")) and int(c["train_repeat"]) > 1:
+        parts.append(f"each clip visited {int(c['train_repeat'])} times an epoch")
+    if _number(c.get("batch_size")):
+        parts.append(f"batch {int(c['batch_size'])}")
+    return parts
+
+
+def _model_parts(c: pd.Series) -> list[str]:
+    parts = []
+    if _number(c.get("num_channel")):
+        parts.append(f"a {int(c['num_channel'])}-channel model")
+    if _number(c.get("lr_g")):
+        parts.append(f"lr_g {float(c['lr_g']):g}")
+    v = c.get("val_max_files")
+    parts.append(f"{int(v)} validation files" if _number(v) else "all validation files")
+    return parts
+
+
+def regime_markdown(configs: pd.DataFrame, epochs: pd.DataFrame, steps: pd.DataFrame | None = None) -> str:
+    """One sentence naming the regime of the runs (training clips, crops, batch, steps and epochs, model size,
+    learning rate, validation files), so every verdict says the conditions it holds under; runs that differ are
+    listed as separate regimes with their counts, most runs first. Steps come from the step logs, epochs from the
+    configs (from the logs when the configs lack the key)."""
+    if configs is None or configs.empty:
+        return "Regime: no readable run config."
+    steps = steps if steps is not None and len(steps) else pd.DataFrame(columns=["run", "epoch"])
+    groups: dict[str, list[str]] = {}
+    planned: dict[str, list[float]] = {}
+    for _, c in configs.iterrows():
+        key = ", ".join(_regime_parts(c)) + " | " + ", ".join(_model_parts(c))
+        groups.setdefault(key, []).append(c["run"])
+        planned.setdefault(key, []).append(float(c["epochs"]) if _number(c.get("epochs")) else math.nan)
+    texts = []
+    for key, runs in sorted(groups.items(), key=lambda kv: -len(kv[1])):  # the most runs' regime first
+        data, model = key.split(" | ")
+        s = steps[steps.run.isin(runs)]
+        per_run = s.groupby("run").size()
+        per_epoch = s.groupby(["run", "epoch"]).size()
+        logged = epochs[epochs.run.isin(runs)].groupby("run").epoch.max() if len(epochs) else pd.Series(dtype=float)
+        n_ep = np.nanmax(planned[key]) if np.isfinite(planned[key]).any() else (logged.max() if len(logged) else None)
+        when = f"{int(n_ep)} epochs" if n_ep is not None and np.isfinite(n_ep) else ""
+        if len(per_epoch):
+            when = (f"{int(per_epoch.median())} steps per epoch, {when + ' and ' if when else ''}up to "
+                    f"{int(per_run.max())} steps per run (from the logs)")  # fmt: skip
+        count = f"{len(runs)} run{'s' if len(runs) != 1 else ''}"
+        texts.append(f"**{', '.join(p for p in (data, when, model) if p)}** ({count})")
+    return "Regime: " + "; ".join(texts) + "."

@@ -400,3 +400,30 @@ def test_overfitting_says_not_measured_without_losses(tmp_path, fake_run):
     epochs = _load(tmp_path)[0]
     assert tr.overfitting_table(epochs).empty and tr.plot_train_vs_val_loss(epochs) is None
     assert "not measured" in tr.overfitting_markdown(tr.overfitting_table(epochs))
+
+
+COLLAPSE_CONFIG = {"synthetic_n_train": 2, "fixed_crops": True, "cut_len": 8000, "batch_size": 2, "epochs": 50,
+                   "num_channel": 16, "lr_g": 0.002, "val_max_files": 8}  # fmt: skip
+
+
+def test_regime_markdown_names_the_conditions_and_opens_the_verdict(tmp_path, fake_run):
+    for seed in range(2):
+        fake_run(tmp_path, f"official_s{seed}", _collapse_curve(50), 0, config=COLLAPSE_CONFIG)
+    fake_run(tmp_path, "masked_s0", _collapse_curve(30), 0, steps_per_epoch=3,
+             config={**COLLAPSE_CONFIG, "data_dir": "/data/vb", "fixed_crops": False, "cut_len": 32000,
+                     "val_max_files": None, "train_repeat": 4})  # fmt: skip
+    rep = tr.build_report(tmp_path)
+    text = tr.regime_markdown(rep.configs, rep.epochs, rep.steps)
+    assert text.startswith(
+        "Regime: **2 synthetic training clips, one fixed 0.5 s crop each, batch 2, 4 steps per epoch, 50 epochs and "
+        "up to 200 steps per run (from the logs), a 16-channel model, lr_g 0.002, 8 validation files** (2 runs); "
+    )
+    assert ("**the data folder's training clips, a new random 2 s crop each visit, each clip visited 4 times an "
+            "epoch, batch 2, 3 steps per epoch, 50 epochs and up to 90 steps per run (from the logs), a 16-channel "
+            "model, lr_g 0.002, all validation files** (1 run).") in text  # fmt: skip
+    assert "epochs and" not in tr.regime_markdown(rep.configs, rep.epochs)  # no step log: epochs only
+    verdict = tr.verdict_markdown(rep.comparisons, rep.per_variant, regime=text)
+    assert verdict.splitlines()[2] == text
+    old = rep.configs[["run", *tr.CONFIG_KEYS]].iloc[:1]  # masked_s0 without the regime keys: only what is known
+    assert tr.regime_markdown(old, rep.epochs.iloc[:0]) == (
+        "Regime: **a new random 2 s crop each visit, batch 2, all validation files** (1 run).")  # fmt: skip
