@@ -43,6 +43,9 @@ COMPARED = {
 }
 SMOOTH_WINDOW = 5  # epochs of the centred rolling mean and of the final mean (drop_smoothed, overfitting)
 SMOOTH_MIN_PERIODS = 3
+# fewer epochs than this: the smoothed peak (or minimum) and the final mean share most epochs, the measure is void
+MIN_SMOOTH_EPOCHS = 2 * SMOOTH_WINDOW
+TINY = 1e-9  # a smoothed rise or interval bound within this of 0 is 0 (float noise of a flat curve)
 PER_SEED_CSV = "training_per_seed.csv"
 PER_VARIANT_CSV = "training_per_variant.csv"
 COMPARISONS_CSV = "training_comparisons.csv"
@@ -129,10 +132,10 @@ def tail_mean(values: pd.Series | np.ndarray, window: int = SMOOTH_WINDOW) -> fl
 
 def smoothed_drop(epoch: np.ndarray, val_pesq: np.ndarray) -> tuple[float, float]:
     """(peak of the smoothed curve - mean of the last 5 epochs, epoch of that peak). Why: best - final of a flat
-    noisy curve is the maximum of the noise, positive by construction; this is near 0 there. (A still-rising line
-    of slope s still gives about +s.) NaN with fewer than 3 epochs."""
+    noisy curve is the maximum of the noise, positive by construction; this is much smaller there. (A still-rising
+    line of slope s still gives about +s.) NaN with fewer than MIN_SMOOTH_EPOCHS finite epochs."""
     sm = smoothed(val_pesq)
-    if not np.isfinite(sm).any():
+    if np.isfinite(np.asarray(val_pesq, dtype=float)).sum() < MIN_SMOOTH_EPOCHS:
         return math.nan, math.nan
     i = int(np.nanargmax(sm))
     return float(sm[i] - tail_mean(val_pesq)), float(np.asarray(epoch)[i])
@@ -908,7 +911,7 @@ def overfitting_per_run(epochs: pd.DataFrame) -> pd.DataFrame:
     """Per run: the validation loss's rise after its minimum and the training loss's change over the same epochs,
     raw (final - minimum, as a reader would read the log) and smoothed (mean of the last 5 epochs - minimum of the
     centred 5-epoch rolling mean: the raw rise is the noise's range even on a flat curve); `still_falling` when
-    the smoothed minimum is the last epoch."""
+    the smoothed minimum is the last epoch. Smoothed columns NaN for runs under MIN_SMOOTH_EPOCHS epochs."""
     cols = ["run", "variant", "seed", "epochs", "val_loss_min_epoch", "val_loss_rise", "train_loss_change",
             "val_loss_min_epoch_smoothed", "val_loss_rise_smoothed", "train_loss_change_smoothed",
             "still_falling"]  # fmt: skip
@@ -924,7 +927,7 @@ def overfitting_per_run(epochs: pd.DataFrame) -> pd.DataFrame:
             row.update(val_loss_min_epoch=ep[i], val_loss_rise=float(val[np.isfinite(val)][-1] - val[i]),
                        train_loss_change=float(train[-1] - train[i]))  # fmt: skip
         sv, st = smoothed(val), smoothed(train)
-        if np.isfinite(sv).any():
+        if np.isfinite(val).sum() >= MIN_SMOOTH_EPOCHS:
             j = int(np.nanargmin(sv))
             row.update(val_loss_min_epoch_smoothed=ep[j], val_loss_rise_smoothed=tail_mean(val) - float(sv[j]),
                        train_loss_change_smoothed=tail_mean(train) - float(st[j]),
@@ -941,7 +944,8 @@ def overfitting_table(epochs: pd.DataFrame, reference: str = REFERENCE) -> pd.Da
     rows = []
     for variant in _variant_order(per_run.variant, reference):
         g = per_run[per_run.variant == variant]
-        row = dict(variant=variant, n_seeds=len(g), still_falling=int(g.still_falling.fillna(False).sum()))
+        falling = int(np.nansum(g.still_falling.to_numpy(dtype=float)))
+        row = dict(variant=variant, n_seeds=len(g), epochs=int(g.epochs.max()), still_falling=falling)
         for q in ("val_loss_rise", "train_loss_change", "val_loss_rise_smoothed", "train_loss_change_smoothed",
                   "val_loss_min_epoch_smoothed"):  # fmt: skip
             iv = mean_interval(g[q].to_numpy(dtype=float))
@@ -956,12 +960,14 @@ def overfitting_sentence(r) -> str:
         return "validation loss still falling: not overfitting by this measure"
     rise, train = r.val_loss_rise_smoothed, r.train_loss_change_smoothed
     if not np.isfinite(rise):
+        if r.epochs < MIN_SMOOTH_EPOCHS:
+            return f"too short for the smoothed measure ({r.epochs} epochs; it needs {MIN_SMOOTH_EPOCHS})"
         return "validation loss not logged"
     ci = _ci(r.val_loss_rise_smoothed_low, r.val_loss_rise_smoothed_high, 3, signed=True)
     where = f"after its minimum at epoch {r.val_loss_min_epoch_smoothed:.0f}"
     if not np.isfinite(r.val_loss_rise_smoothed_low):
         return f"validation loss rose by {rise:.3f} {where} ({ci}, no verdict); training loss changed by {train:+.3f}"
-    if r.val_loss_rise_smoothed_low <= 0:
+    if r.val_loss_rise_smoothed_low <= TINY:
         return f"validation loss rose by {rise:.3f} {where} ({ci}): no detectable rise at this budget"
     train_fell = (
         (r.train_loss_change_smoothed_high < 0) if np.isfinite(r.train_loss_change_smoothed_high) else train < 0

@@ -427,3 +427,16 @@ def test_regime_markdown_names_the_conditions_and_opens_the_verdict(tmp_path, fa
     old = rep.configs[["run", *tr.CONFIG_KEYS]].iloc[:1]  # masked_s0 without the regime keys: only what is known
     assert tr.regime_markdown(old, rep.epochs.iloc[:0]) == (
         "Regime: **a new random 2 s crop each visit, batch 2, all validation files** (1 run).")  # fmt: skip
+
+
+def test_smoothed_measures_need_ten_epochs(tmp_path, fake_run):
+    """Under 10 epochs the 5-epoch peak (or minimum) and the mean of the last 5 epochs share most epochs: no
+    smoothed drop, and the overfitting sentence says the runs are too short (never a made-up 0)."""
+    for seed in range(3):
+        fake_run(tmp_path, f"official_s{seed}", [2.0, 2.4, 2.3, 2.2, 2.1, 2.0, 1.9, 1.8, 1.7], 0)
+    epochs, _, per_seed = _load(tmp_path)
+    assert per_seed.drop_smoothed.isna().all() and (per_seed.drop_after_peak > 0).all()
+    text = tr.overfitting_markdown(tr.overfitting_table(epochs))
+    assert "too short for the smoothed measure (9 epochs; it needs 10)" in text
+    table = tr.compare_variants(per_seed.assign(variant=["a", "official", "official"]), [["a", "official"]])
+    assert table.set_index("quantity").loc["drop_smoothed", "verdict"].endswith("not measured")
