@@ -30,13 +30,22 @@ INJECTED_COLUMN = CAUSE_COLUMNS[INJECTED]
 DATA_FAIL_COLUMNS = tuple(c for cause, c in CAUSE_COLUMNS.items() if cause != INJECTED)
 CONFIG_KEYS = ("pesq_strategy", "pesq_fail_inject", "grad_clip_norm", "batch_size", "val_split", "cut_len",
                "reshuffle_each_epoch")  # fmt: skip
+# further config keys that name the regime a verdict holds under (issue 18: `regime_markdown`)
+REGIME_KEYS = ("synthetic_n_train", "data_dir", "fixed_crops", "train_repeat", "epochs", "num_channel", "lr_g",
+               "val_max_files")  # fmt: skip
 MIXED = "mixed"  # a variant whose seeds ran with different values of a config key
 # The quantities the verdict compares, with the words it uses for them.
 COMPARED = {
     "best_val_pesq": "best validation PESQ",
     "final_val_pesq": "final validation PESQ",
     "drop_after_peak": "drop after the peak (best - final)",
+    "drop_smoothed": "drop after the smoothed peak (peak of the 5-epoch mean - mean of the last 5 epochs)",
 }
+SMOOTH_WINDOW = 5  # epochs of the centred rolling mean and of the final mean (drop_smoothed, overfitting)
+SMOOTH_MIN_PERIODS = 3
+# fewer epochs than this: the smoothed peak (or minimum) and the final mean share most epochs, the measure is void
+MIN_SMOOTH_EPOCHS = 2 * SMOOTH_WINDOW
+TINY = 1e-9  # a smoothed rise or interval bound within this of 0 is 0 (float noise of a flat curve)
 PER_SEED_CSV = "training_per_seed.csv"
 PER_VARIANT_CSV = "training_per_variant.csv"
 COMPARISONS_CSV = "training_comparisons.csv"
@@ -93,8 +102,8 @@ def load_run_configs(run_root_or_dirs) -> pd.DataFrame:
     rows = []
     for d in _dirs(run_root_or_dirs):
         cfg = run_config(d)
-        rows.append({"run": d.name, **{k: cfg.get(k, np.nan) for k in CONFIG_KEYS}})
-    return pd.DataFrame(rows, columns=["run", *CONFIG_KEYS])
+        rows.append({"run": d.name, **{k: cfg.get(k, np.nan) for k in (*CONFIG_KEYS, *REGIME_KEYS)}})
+    return pd.DataFrame(rows, columns=["run", *CONFIG_KEYS, *REGIME_KEYS])
 
 
 def _col_sum(s: pd.DataFrame, col: str) -> float:
@@ -106,6 +115,30 @@ def _exceeded(norms: pd.Series, clip: float) -> tuple[int, int]:
     v = norms.to_numpy(dtype=float)
     v = v[np.isfinite(v)]
     return int((v > clip).sum()), int(v.size)
+
+
+def smoothed(values: pd.Series | np.ndarray, window: int = SMOOTH_WINDOW) -> np.ndarray:
+    """Centred rolling mean (min_periods 3): a peak or minimum of it is not the extreme of one epoch's noise."""
+    v = pd.Series(np.asarray(values, dtype=float))
+    return v.rolling(window, center=True, min_periods=SMOOTH_MIN_PERIODS).mean().to_numpy()
+
+
+def tail_mean(values: pd.Series | np.ndarray, window: int = SMOOTH_WINDOW) -> float:
+    """Mean of the last `window` finite values: the final level of a curve, not its last epoch's noise."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)][-window:]
+    return float(v.mean()) if v.size else math.nan
+
+
+def smoothed_drop(epoch: np.ndarray, val_pesq: np.ndarray) -> tuple[float, float]:
+    """(peak of the smoothed curve - mean of the last 5 epochs, epoch of that peak). Why: best - final of a flat
+    noisy curve is the maximum of the noise, positive by construction; this is much smaller there. (A still-rising
+    line of slope s still gives about +s.) NaN with fewer than MIN_SMOOTH_EPOCHS finite epochs."""
+    sm = smoothed(val_pesq)
+    if np.isfinite(np.asarray(val_pesq, dtype=float)).sum() < MIN_SMOOTH_EPOCHS:
+        return math.nan, math.nan
+    i = int(np.nanargmax(sm))
+    return float(sm[i] - tail_mean(val_pesq)), float(np.asarray(epoch)[i])
 
 
 def run_summary(epochs: pd.DataFrame, steps: pd.DataFrame, configs: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -120,12 +153,14 @@ def run_summary(epochs: pd.DataFrame, steps: pd.DataFrame, configs: pd.DataFrame
         valid = e.val_pesq.notna().any()
         best = e.loc[e.val_pesq.idxmax()] if valid else None
         final = e.val_pesq.iloc[-1]
+        drop_s, peak_s = smoothed_drop(e.epoch.to_numpy(), e.val_pesq.to_numpy())
         fired = e.loc[e.early_stop == 1, "epoch"] if "early_stop" in e else pd.Series(dtype=float)
         row = dict(run=run, variant=e.variant.iloc[0], seed=e.seed.iloc[0], epochs=len(e))
         row.update({k: c.get(k, np.nan) for k in CONFIG_KEYS})
         row.update(
             best_val_pesq=best.val_pesq if valid else np.nan, best_epoch=int(best.epoch) if valid else np.nan,
             final_val_pesq=final, drop_after_peak=best.val_pesq - final if valid else np.nan,
+            drop_smoothed=drop_s, peak_epoch_smoothed=peak_s,
             final_val_stoi=e.val_stoi.iloc[-1] if "val_stoi" in e else np.nan,
             early_stop_epoch=int(fired.iloc[0]) if len(fired) else np.nan,
             nonfinite_steps=int(e.nonfinite_steps.sum()) if "nonfinite_steps" in e else np.nan,
@@ -149,8 +184,9 @@ def run_summary(epochs: pd.DataFrame, steps: pd.DataFrame, configs: pd.DataFrame
     return pd.DataFrame(rows)
 
 
-SEED_MEAN_COLUMNS = ("best_val_pesq", "best_epoch", "final_val_pesq", "drop_after_peak", "disc_loss_median",
-                     "grad_norm_g_max", "grad_norm_d_max", "injected_failures", "clip_exceeded_d_frac")  # fmt: skip
+SEED_MEAN_COLUMNS = ("best_val_pesq", "best_epoch", "final_val_pesq", "drop_after_peak", "drop_smoothed",
+                     "peak_epoch_smoothed", "disc_loss_median", "grad_norm_g_max", "grad_norm_d_max",
+                     "injected_failures", "clip_exceeded_d_frac")  # fmt: skip
 
 
 def _number(x) -> bool:
@@ -251,6 +287,10 @@ def headline_table(per_variant: pd.DataFrame) -> pd.DataFrame:
         "peak epoch": [_seed_mean(r, "best_epoch", 1 if r.n_seeds > 1 else 0) for r in per_variant.itertuples()],
         "final val PESQ": [_seed_mean(r, "final_val_pesq") for r in per_variant.itertuples()],
         "drop after peak": [_seed_mean(r, "drop_after_peak") for r in per_variant.itertuples()],
+        "drop (smoothed)": [_seed_mean(r, "drop_smoothed") for r in per_variant.itertuples()]
+        if "drop_smoothed" in per_variant else "",
+        "smoothed peak epoch": [_seed_mean(r, "peak_epoch_smoothed", 1 if r.n_seeds > 1 else 0)
+                                for r in per_variant.itertuples()] if "peak_epoch_smoothed" in per_variant else "",
         "failed labels: injected, from the data": [
             ", ".join("n/a" if not np.isfinite(x) else str(int(x)) for x in (r.injected_failures_total,
                                                                                r.data_failures_total))
@@ -302,9 +342,11 @@ def _describe(per_variant: pd.DataFrame, variant: str) -> str:
             f"injected p = {p}{crop}, updates skipped {skip or 'n/a'})")  # fmt: skip
 
 
-def verdict_markdown(comparisons: pd.DataFrame, per_variant: pd.DataFrame, reference: str = REFERENCE) -> str:
-    """The verdict that ends notebook 02, generated from the comparison table (it changes when the runs do)."""
-    lines = ["## Verdict (generated from the runs above)", ""]
+def verdict_markdown(comparisons: pd.DataFrame, per_variant: pd.DataFrame, reference: str = REFERENCE,
+                     regime: str | None = None) -> str:  # fmt: skip
+    """The verdict that ends notebook 02, generated from the comparison table (it changes when the runs do);
+    `regime` (`regime_markdown`) opens it, so the verdict names the conditions it holds under."""
+    lines = ["## Verdict (generated from the runs above)", ""] + ([regime, ""] if regime else [])
     if comparisons.empty:
         variants = list(per_variant.variant)
         if len(variants) < 2:
@@ -320,7 +362,9 @@ def verdict_markdown(comparisons: pd.DataFrame, per_variant: pd.DataFrame, refer
         lines.append("")
     lines.append("Differences are means over seeds with Welch 95% intervals; a difference is called higher or lower "
                  "only when its interval excludes zero (`cmgan_lib.stats.effect_verdict`). A positive drop means "
-                 "validation PESQ fell further after its peak.")  # fmt: skip
+                 "validation PESQ fell further after its peak; best - final is positive even for a flat noisy curve "
+                 "(the maximum of the noise), the smoothed drop (peak of the centred 5-epoch rolling mean - mean of "
+                 "the last 5 epochs) is not.")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -595,3 +639,462 @@ def plot_grad_norms(steps: pd.DataFrame, per_seed: pd.DataFrame, reference: str 
     fig.suptitle("Pre-clip gradient norms per training step, by variant")
     fig.tight_layout()
     return fig
+
+
+# ------------------------------------------------------------------- issue 18: collapse, overfitting, mechanism
+
+
+def seed_band(df: pd.DataFrame, column: str, by: str = "epoch") -> pd.DataFrame:
+    """Per `by` value: the mean of `column` over seeds (runs) and its band: the 95% t interval with 3 or more
+    seeds, the range (min-max) with 2, none with 1 (a t interval over 2 values is too wide to read); n = seeds."""
+    rows = []
+    for key, g in df.groupby(by, sort=True):
+        v = g[column].to_numpy(dtype=float)
+        v = v[np.isfinite(v)]
+        if v.size >= 3:
+            iv = mean_interval(v)
+            low, high = iv.low, iv.high
+        elif v.size == 2:
+            low, high = float(v.min()), float(v.max())
+        else:
+            low = high = math.nan
+        rows.append({by: key, "mean": float(v.mean()) if v.size else math.nan, "low": low, "high": high, "n": v.size})
+    return pd.DataFrame(rows, columns=[by, "mean", "low", "high", "n"]).set_index(by)
+
+
+def band_words(n: int) -> str:
+    """What a seed band is, for a legend: it changes with the number of seeds."""
+    return f"95% t interval over {n} seeds" if n >= 3 else (f"range over {n} seeds" if n == 2 else "one seed: no band")
+
+
+def _n_seeds(df: pd.DataFrame) -> int:
+    return int(df.run.nunique()) if "run" in df and len(df) else 0
+
+
+def _variant_colours(variants: Sequence[str], reference: str = REFERENCE) -> dict:
+    """One colour per variant, the same in every issue-18 figure; the reference in black."""
+    import seaborn as sns
+
+    others = [v for v in variants if v != reference]
+    colours = dict(zip(others, sns.color_palette("colorblind", max(10, len(others))), strict=False))
+    return {**colours, reference: "black"}
+
+
+def plot_collapse_curves(epochs: pd.DataFrame, variants: Sequence[str] | None = None, reference: str = REFERENCE):
+    """Every variant's mean validation PESQ per epoch on ONE axis, with its seed band and its peak marked: the
+    collapse (rise, peak, fall) of each variant read against the others directly; returns the Figure."""
+    import matplotlib.pyplot as plt
+
+    order = _variant_order(epochs.variant.unique(), reference)
+    variants = [v for v in order if variants is None or v in variants]
+    colours = _variant_colours(variants, reference)
+    fig, ax = plt.subplots(figsize=(11, 5.5))
+    for variant in variants:
+        e = epochs[epochs.variant == variant]
+        curve = seed_band(e, "val_pesq")
+        if not curve["mean"].notna().any():
+            continue
+        n, c = _n_seeds(e), colours[variant]
+        ref = variant == reference
+        ax.plot(curve.index, curve["mean"], color=c, lw=2.6 if ref else 1.6,
+                label=f"{variant} ({n} seed{'s' if n != 1 else ''})")  # fmt: skip
+        if n >= 2:
+            ax.fill_between(curve.index, curve["low"], curve["high"], color=c, alpha=0.12, lw=0)
+        peak = curve["mean"].idxmax()
+        ax.plot([peak], [curve.loc[peak, "mean"]], marker="*", ms=14, color=c, ls="none", markeredgecolor="white",
+                zorder=5)  # fmt: skip
+    ax.plot([], [], marker="*", ms=13, color="grey", ls="none", label="peak of the mean curve")
+    integer_ticks(ax)
+    ax.set(xlabel=EPOCH_LABEL, ylabel="validation PESQ (MOS-LQO), mean over seeds",
+           title="Validation PESQ per epoch, every variant on one axis")  # fmt: skip
+    legend_outside(ax, title="mean over seeds; band: 95% t\ninterval (3+ seeds) or range (2)")
+    fig.tight_layout()
+    return fig
+
+
+GRAD_RATIO, GRAD_COS = "grad_ratio_adv_rest", "grad_cos_adv_rest"
+STEER_RATIO = 0.1  # the adversarial gradient can steer the generator when it is at least a tenth of the rest's
+ALONG_COS = 0.5  # |cosine| above this: mostly along (or against) the other terms' gradient; below: across it
+
+
+def grad_share_per_run(steps: pd.DataFrame) -> pd.DataFrame:
+    """Per run, over the steps where the share was measured: median ratio |g_adv| / |g_rest|, median cosine,
+    and the number of measured steps. Medians: a few steps with a vanishing rest gradient must not dominate."""
+    cols = ["run", "variant", "seed", "ratio", "cos", "measured_steps"]
+    if not len(steps) or GRAD_RATIO not in steps:
+        return pd.DataFrame(columns=cols)
+    rows = []
+    for run, s in steps.groupby("run", sort=True):
+        m = s[np.isfinite(s[GRAD_RATIO].astype(float))]
+        cos = m[GRAD_COS].astype(float) if GRAD_COS in m else pd.Series(dtype=float)
+        rows.append(dict(run=run, variant=s.variant.iloc[0], seed=s.seed.iloc[0],
+                         ratio=float(m[GRAD_RATIO].median()) if len(m) else math.nan,
+                         cos=float(cos.median()) if cos.notna().any() else math.nan,
+                         measured_steps=len(m)))  # fmt: skip
+    return pd.DataFrame(rows, columns=cols)
+
+
+def grad_share_table(steps: pd.DataFrame, reference: str = REFERENCE) -> pd.DataFrame:
+    """Per variant: the seed mean (95% t interval) of each run's median ratio adv/rest and median cosine, and the
+    measured steps over all seeds: how large the metric discriminator's pull on the generator is (issue 18's
+    mechanism). Empty when no run measured it (old runs, grad_share_every = 0)."""
+    per_run = grad_share_per_run(steps)
+    per_run = per_run[per_run.measured_steps > 0]
+    cols = [
+        "variant",
+        "n_seeds",
+        "measured_steps",
+        *(f"{q}{s}" for q in ("ratio", "cos") for s in ("", "_low", "_high")),
+    ]
+    rows = []
+    for variant in _variant_order(per_run.variant, reference):
+        g = per_run[per_run.variant == variant]
+        row = dict(variant=variant, n_seeds=len(g), measured_steps=int(g.measured_steps.sum()))
+        for q in ("ratio", "cos"):
+            iv = mean_interval(g[q].to_numpy(dtype=float))
+            row.update({q: iv.mean, f"{q}_low": iv.low, f"{q}_high": iv.high})
+        rows.append(row)
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _ci(low: float, high: float, digits: int = 2, signed: bool = False, kind: str = "f") -> str:
+    f = f"{'+' if signed else ''}.{digits}{kind}"
+    return f"95% CI {low:{f}} to {high:{f}}" if np.isfinite(low) and np.isfinite(high) else "one seed: no interval"
+
+
+def grad_share_markdown(table: pd.DataFrame) -> str:
+    """The mechanism in words, per variant: can the adversarial term steer the generator at all in this regime?
+    'can' needs the ratio's interval above STEER_RATIO, 'cannot' below it; otherwise undecided."""
+    if table is None or table.empty:
+        return ("**Gradient share: not measured** (the step logs have no `grad_ratio_adv_rest`: runs from before "
+                "issue 18, or `grad_share_every: 0`).")  # fmt: skip
+    lines = [f"**Gradient share** (median over measured steps, mean over seeds): the adversarial term can steer the "
+             f"generator when its gradient is at least {STEER_RATIO:g}x the other terms' (the whole 95% interval "
+             f"above {STEER_RATIO:g}), cannot when the whole interval is below; its cosine with them says whether it "
+             f"pushes along them (> {ALONG_COS:g}), against them (< -{ALONG_COS:g}) or across them.", ""]  # fmt: skip
+    for r in table.itertuples():
+        one = not (np.isfinite(r.ratio_low) and np.isfinite(r.ratio_high))
+        low, high = (r.ratio, r.ratio) if one else (r.ratio_low, r.ratio_high)
+        if not np.isfinite(r.ratio):
+            lines.append(f"- `{r.variant}`: not measured.")
+            continue
+        can = "can" if low >= STEER_RATIO else ("cannot" if high < STEER_RATIO else "may or may not (undecided)")
+        if np.isfinite(r.cos):
+            way = "along" if r.cos > ALONG_COS else ("against" if r.cos < -ALONG_COS else "across")
+            cos = f"cosine {r.cos:+.2f} ({_ci(r.cos_low, r.cos_high, signed=True)}), mostly {way} the other terms"
+        else:
+            cos = "cosine undefined (no adversarial gradient)"
+        seeds = f"{r.n_seeds} seed{'s' if r.n_seeds != 1 else ''}, {r.measured_steps} measured steps"
+        ci = _ci(r.ratio_low, r.ratio_high, 2, kind="g")
+        lines.append(f"- `{r.variant}`: in this regime the adversarial term's gradient is {r.ratio:.2g}x ({ci}; "
+                     f"{seeds}) the size of the other terms', {cos}: it {can} steer the generator.")  # fmt: skip
+    return "\n".join(lines)
+
+
+def plot_grad_share(steps: pd.DataFrame, reference: str = REFERENCE, smooth: int = 5):
+    """Left: the ratio |g_adv| / |g_rest| over training steps per variant (each run's measured steps smoothed by a
+    centred rolling median of `smooth`, then the mean over seeds; log axis); right: the cosine the same way.
+    None when nothing was measured. Ratios of 0 (no adversarial weight) cannot sit on a log axis: left out, said."""
+    import matplotlib.pyplot as plt
+
+    if not len(steps) or GRAD_RATIO not in steps or not np.isfinite(steps[GRAD_RATIO].astype(float)).any():
+        return None
+    m = steps[np.isfinite(steps[GRAD_RATIO].astype(float))].sort_values(["run", "step"])
+    roll = m.groupby("run")[[GRAD_RATIO, GRAD_COS]].transform(
+        lambda x: x.astype(float).rolling(smooth, center=True, min_periods=1).median()
+    )
+    m = m.assign(ratio=roll[GRAD_RATIO], cos=roll[GRAD_COS])
+    variants = _variant_order(m.variant.unique(), reference)
+    colours = _variant_colours(variants, reference)
+    fig, axes = plt.subplots(1, 2, figsize=(14, 4.6), sharex=True)
+    zero = []
+    for variant in variants:
+        v = m[m.variant == variant]
+        n = _n_seeds(v)
+        label = f"{variant} ({n} seed{'s' if n != 1 else ''})"
+        mean = v.groupby("step")[["ratio", "cos"]].mean()
+        pos = mean.ratio[mean.ratio > 0]
+        if len(pos):
+            axes[0].plot(pos.index, pos.to_numpy(), color=colours[variant], lw=1.4, label=label)
+        else:
+            zero.append(variant)
+        if mean.cos.notna().any():
+            axes[1].plot(mean.index, mean.cos.to_numpy(), color=colours[variant], lw=1.4, label=label)
+    axes[0].axhline(STEER_RATIO, color="black", ls="--", lw=1, label=f"{STEER_RATIO:g}: the threshold for steering")
+    axes[0].set_yscale("log")
+    plain_log_ticks(axes[0], "y")
+    axes[0].set(xlabel=STEP_LABEL, ylabel="gradient norm ratio, adversarial / other terms (log)",
+                title="Size of the adversarial gradient" + (f"\n(ratio 0, not drawn: {', '.join(zero)})" if zero
+                                                           else ""))  # fmt: skip
+    axes[1].axhline(0, color="black", lw=0.8)
+    axes[1].set(xlabel=STEP_LABEL, ylabel="cosine, adversarial vs other terms", ylim=(-1.05, 1.05),
+                title="Its direction against the other terms")  # fmt: skip
+    for ax in axes:
+        integer_ticks(ax)
+    handles, labels = axes[0].get_legend_handles_labels()
+    for h, lab in zip(*axes[1].get_legend_handles_labels(), strict=True):
+        if lab not in labels:
+            handles.append(h)
+            labels.append(lab)
+    legend_outside(axes[1], title=f"mean over seeds of a rolling\nmedian of {smooth} measured steps", handles=handles,
+                   labels=labels)  # fmt: skip
+    fig.suptitle("The adversarial term's gradient against the other loss terms', per measured training step")
+    fig.tight_layout()
+    return fig
+
+
+SPREAD_QUANTITIES = {"best_val_pesq": "best validation PESQ", "final_val_pesq": "final validation PESQ",
+                     "drop_smoothed": "smoothed drop"}  # fmt: skip
+
+
+def _curve_gaps(e: pd.DataFrame, column: str = "val_pesq") -> list[float]:
+    """For every pair of runs: the mean over their common epochs of |curve a - curve b|."""
+    wide = e.pivot_table(index="epoch", columns="run", values=column)
+    runs = list(wide.columns)
+    gaps = []
+    for i, a in enumerate(runs):
+        for b in runs[i + 1 :]:
+            d = (wide[a] - wide[b]).abs().dropna()
+            if len(d):
+                gaps.append(float(d.mean()))
+    return gaps
+
+
+def seed_spread(per_seed: pd.DataFrame, epochs: pd.DataFrame, reference: str = REFERENCE) -> pd.DataFrame:
+    """Per variant: how far seeds of the same settings land apart (SD over seeds and the largest pairwise
+    difference, i.e. max - min, of best/final validation PESQ and the smoothed drop) and the mean absolute gap
+    between two seeds' validation curves per epoch (mean over pairs, and the largest pair): the noise floor any
+    difference between variants must clear."""
+    rows = []
+    for variant in _variant_order(per_seed.variant, reference):
+        g = per_seed[per_seed.variant == variant]
+        row = dict(variant=variant, n_seeds=len(g))
+        for q in SPREAD_QUANTITIES:
+            v = g[q].to_numpy(dtype=float) if q in g else np.array([])
+            v = v[np.isfinite(v)]
+            row[f"{q}_sd"] = float(v.std(ddof=1)) if v.size >= 2 else math.nan
+            row[f"{q}_range"] = float(v.max() - v.min()) if v.size >= 2 else math.nan
+        gaps = _curve_gaps(epochs[epochs.variant == variant])
+        row.update(curve_gap_mean=float(np.mean(gaps)) if gaps else math.nan,
+                   curve_gap_max=float(np.max(gaps)) if gaps else math.nan)  # fmt: skip
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def seed_spread_markdown(spread: pd.DataFrame) -> str:
+    """The seed-to-seed spread in words: the size a difference between variants has to exceed."""
+    multi = spread[spread.n_seeds >= 2] if len(spread) else spread
+    if multi.empty or not np.isfinite(multi.final_val_pesq_range).any():
+        return "**Seed spread: not measured** (no variant has two seeds)."
+    worst = multi.loc[multi.final_val_pesq_range.idxmax()]
+    lines = [f"**Seed spread**: two seeds of the same variant differ by up to {worst.final_val_pesq_range:.3f} in "
+             f"final validation PESQ (`{worst.variant}`): a comparison must exceed that.", ""]  # fmt: skip
+    for r in multi.itertuples():
+        parts = [f"{words} SD {getattr(r, f'{q}_sd'):.3f}, range {getattr(r, f'{q}_range'):.3f}"
+                 for q, words in SPREAD_QUANTITIES.items() if np.isfinite(getattr(r, f"{q}_sd"))]  # fmt: skip
+        gap = ""
+        if np.isfinite(r.curve_gap_mean):
+            gap = (f"; two seeds' validation curves differ by {r.curve_gap_mean:.3f} per epoch on average (up to "
+                   f"{r.curve_gap_max:.3f} for the most different pair)")  # fmt: skip
+        lines.append(f"- `{r.variant}` ({r.n_seeds} seeds): {'; '.join(parts)}{gap}.")
+    return "\n".join(lines)
+
+
+LOSS_COLUMNS = ("loss", "val_loss")  # epoch log: training loss (mean over the epoch's steps), validation loss
+
+
+def _has_losses(epochs: pd.DataFrame) -> bool:
+    return all(c in epochs and np.isfinite(epochs[c].astype(float)).any() for c in LOSS_COLUMNS)
+
+
+def overfitting_per_run(epochs: pd.DataFrame) -> pd.DataFrame:
+    """Per run: the validation loss's rise after its minimum and the training loss's change over the same epochs,
+    raw (final - minimum, as a reader would read the log) and smoothed (mean of the last 5 epochs - minimum of the
+    centred 5-epoch rolling mean: the raw rise is the noise's range even on a flat curve); `still_falling` when
+    the smoothed minimum is the last epoch. Smoothed columns NaN for runs under MIN_SMOOTH_EPOCHS epochs."""
+    cols = ["run", "variant", "seed", "epochs", "val_loss_min_epoch", "val_loss_rise", "train_loss_change",
+            "val_loss_min_epoch_smoothed", "val_loss_rise_smoothed", "train_loss_change_smoothed",
+            "still_falling"]  # fmt: skip
+    if not _has_losses(epochs):
+        return pd.DataFrame(columns=cols)
+    rows = []
+    for run, e in epochs.groupby("run", sort=True):
+        e = e.sort_values("epoch")
+        val, train, ep = (e[c].to_numpy(dtype=float) for c in ("val_loss", "loss", "epoch"))
+        row = dict(run=run, variant=e.variant.iloc[0], seed=e.seed.iloc[0], epochs=len(e))
+        if np.isfinite(val).any():
+            i = int(np.nanargmin(val))
+            row.update(val_loss_min_epoch=ep[i], val_loss_rise=float(val[np.isfinite(val)][-1] - val[i]),
+                       train_loss_change=float(train[-1] - train[i]))  # fmt: skip
+        sv, st = smoothed(val), smoothed(train)
+        if np.isfinite(val).sum() >= MIN_SMOOTH_EPOCHS:
+            j = int(np.nanargmin(sv))
+            row.update(val_loss_min_epoch_smoothed=ep[j], val_loss_rise_smoothed=tail_mean(val) - float(sv[j]),
+                       train_loss_change_smoothed=tail_mean(train) - float(st[j]),
+                       still_falling=bool(j == len(sv) - 1))  # fmt: skip
+        rows.append(row)
+    return pd.DataFrame(rows, columns=cols)
+
+
+def overfitting_table(epochs: pd.DataFrame, reference: str = REFERENCE) -> pd.DataFrame:
+    """Per variant: seed means with 95% t intervals of the validation-loss rise after its minimum and the
+    training-loss change over the same epochs (raw and smoothed, see `overfitting_per_run`), the epoch of the
+    minimum, and how many seeds' validation loss was still falling at the end. Empty without both losses."""
+    per_run = overfitting_per_run(epochs)
+    rows = []
+    for variant in _variant_order(per_run.variant, reference):
+        g = per_run[per_run.variant == variant]
+        falling = int(np.nansum(g.still_falling.to_numpy(dtype=float)))
+        row = dict(variant=variant, n_seeds=len(g), epochs=int(g.epochs.max()), still_falling=falling)
+        for q in ("val_loss_rise", "train_loss_change", "val_loss_rise_smoothed", "train_loss_change_smoothed",
+                  "val_loss_min_epoch_smoothed"):  # fmt: skip
+            iv = mean_interval(g[q].to_numpy(dtype=float))
+            row.update({q: iv.mean, f"{q}_low": iv.low, f"{q}_high": iv.high})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def overfitting_sentence(r) -> str:
+    """One variant's row of `overfitting_table` in words (smoothed measures; direction only from an interval)."""
+    if r.n_seeds and r.still_falling == r.n_seeds:
+        return "validation loss still falling: not overfitting by this measure"
+    rise, train = r.val_loss_rise_smoothed, r.train_loss_change_smoothed
+    if not np.isfinite(rise):
+        if r.epochs < MIN_SMOOTH_EPOCHS:
+            return f"too short for the smoothed measure ({r.epochs} epochs; it needs {MIN_SMOOTH_EPOCHS})"
+        return "validation loss not logged"
+    ci = _ci(r.val_loss_rise_smoothed_low, r.val_loss_rise_smoothed_high, 3, signed=True)
+    where = f"after its minimum at epoch {r.val_loss_min_epoch_smoothed:.0f}"
+    if not np.isfinite(r.val_loss_rise_smoothed_low):
+        return f"validation loss rose by {rise:.3f} {where} ({ci}, no verdict); training loss changed by {train:+.3f}"
+    if r.val_loss_rise_smoothed_low <= TINY:
+        return f"validation loss rose by {rise:.3f} {where} ({ci}): no detectable rise at this budget"
+    train_fell = (
+        (r.train_loss_change_smoothed_high < 0) if np.isfinite(r.train_loss_change_smoothed_high) else train < 0
+    )
+    if train_fell:
+        return (
+            f"overfitting: training loss fell by {-train:.3f} while validation loss rose by {rise:.3f} ({ci}) {where}"
+        )
+    return (f"validation loss rose by {rise:.3f} ({ci}) {where} while training loss did not fall (change "
+            f"{train:+.3f}): not the overfitting pattern")  # fmt: skip
+
+
+def overfitting_markdown(table: pd.DataFrame) -> str:
+    """Per variant: does the training loss keep falling while the validation loss rises (overfitting)?"""
+    if table is None or table.empty:
+        return "**Overfitting: not measured** (the epoch logs lack `loss` or `val_loss`)."
+    head = ("**Overfitting** (smoothed: the rise is the mean of the last 5 epochs minus the minimum of the centred "
+            "5-epoch rolling mean, since final minus minimum is positive even for a flat noisy curve; intervals are "
+            "95% t over seeds):")  # fmt: skip
+    return "\n".join([head, ""] + [f"- `{r.variant}`: {overfitting_sentence(r)}." for r in table.itertuples()])
+
+
+def plot_train_vs_val_loss(epochs: pd.DataFrame, reference: str = REFERENCE, ncols: int = 3):
+    """One panel per variant (shared epoch axis): training and validation loss, seed means with bands, and the
+    epoch of the mean validation loss's minimum; overfitting reads as the two curves parting. None without both."""
+    import matplotlib.pyplot as plt
+
+    if not _has_losses(epochs):
+        return None
+    variants = _variant_order(epochs.variant.unique(), reference)
+    ncols = max(1, min(ncols, len(variants)))
+    nrows = math.ceil(len(variants) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.3 * ncols, 3.2 * nrows + 0.9), sharex=True, squeeze=False)
+    for ax, variant in zip(axes.flat, variants, strict=False):
+        e = epochs[epochs.variant == variant]
+        n = _n_seeds(e)
+        for col, colour, words in (("loss", "C0", "training loss"), ("val_loss", "C1", "validation loss")):
+            curve = seed_band(e, col)
+            ax.plot(curve.index, curve["mean"], color=colour, lw=1.6, label=f"{words} (mean over seeds)")
+            if n >= 2:
+                ax.fill_between(curve.index, curve["low"], curve["high"], color=colour, alpha=0.2, lw=0,
+                                label=f"band: {band_words(n)}")  # fmt: skip
+            if col == "val_loss" and curve["mean"].notna().any():
+                m = curve["mean"].idxmin()
+                ax.axvline(m, color="C1", ls=":", lw=1)
+                ax.plot([m], [curve.loc[m, "mean"]], marker="*", ms=12, color="C3", ls="none",
+                        label="minimum of the validation loss")  # fmt: skip
+                ax.set_title(f"{variant} ({n} seed{'s' if n != 1 else ''})\nvalidation minimum at epoch {m}",
+                             fontsize=10)  # fmt: skip
+        integer_ticks(ax)
+    for ax in axes.flat[len(variants) :]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel("epoch")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("generator loss (weighted sum)")
+    handles = {}
+    for ax in axes.flat:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(lab, h)
+    fig.suptitle("Training loss (mean over each epoch's steps) and validation loss (after each epoch)", fontsize=12)
+    fig.tight_layout(rect=(0, 0.1 if nrows == 1 else 0.05, 1, 1))
+    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=min(4, len(handles)), frameon=False)
+    return fig
+
+
+def _given(x) -> bool:
+    """A config value that is there (not None, not NaN: a key the run's config lacks)."""
+    return x is not None and not (isinstance(x, float) and math.isnan(x))
+
+
+def _regime_parts(c: pd.Series) -> list[str]:
+    """The config half of a run's regime, in words; a missing key leaves its part out."""
+    parts = []
+    if _given(c.get("data_dir")):
+        parts.append("the data folder's training clips")
+    elif _given(c.get("synthetic_n_train")):
+        n = int(c["synthetic_n_train"])
+        parts.append(f"{n} synthetic training clip{'s' if n != 1 else ''}")
+    crop = f"{float(c['cut_len']) / 16000:g} s " if _number(c.get("cut_len")) else ""
+    fixed = c.get("fixed_crops")
+    fixed = fixed.lower() in ("true", "1", "yes") if isinstance(fixed, str) else bool(fixed) if _given(fixed) else False
+    parts.append(f"one fixed {crop}crop each" if fixed else f"a new random {crop}crop each visit")
+    if _number(c.get("train_repeat")) and int(c["train_repeat"]) > 1:
+        parts.append(f"each clip visited {int(c['train_repeat'])} times an epoch")
+    if _number(c.get("batch_size")):
+        parts.append(f"batch {int(c['batch_size'])}")
+    return parts
+
+
+def _model_parts(c: pd.Series) -> list[str]:
+    parts = []
+    if _number(c.get("num_channel")):
+        parts.append(f"a {int(c['num_channel'])}-channel model")
+    if _number(c.get("lr_g")):
+        parts.append(f"lr_g {float(c['lr_g']):g}")
+    v = c.get("val_max_files")
+    parts.append(f"{int(v)} validation files" if _number(v) else "all validation files")
+    return parts
+
+
+def regime_markdown(configs: pd.DataFrame, epochs: pd.DataFrame, steps: pd.DataFrame | None = None) -> str:
+    """One sentence naming the regime of the runs (training clips, crops, batch, steps and epochs, model size,
+    learning rate, validation files), so every verdict says the conditions it holds under; runs that differ are
+    listed as separate regimes with their counts, most runs first. Steps come from the step logs, epochs from the
+    configs (from the logs when the configs lack the key)."""
+    if configs is None or configs.empty:
+        return "Regime: no readable run config."
+    steps = steps if steps is not None and len(steps) else pd.DataFrame(columns=["run", "epoch"])
+    groups: dict[str, list[str]] = {}
+    planned: dict[str, list[float]] = {}
+    for _, c in configs.iterrows():
+        key = ", ".join(_regime_parts(c)) + " | " + ", ".join(_model_parts(c))
+        groups.setdefault(key, []).append(c["run"])
+        planned.setdefault(key, []).append(float(c["epochs"]) if _number(c.get("epochs")) else math.nan)
+    texts = []
+    for key, runs in sorted(groups.items(), key=lambda kv: -len(kv[1])):  # the most runs' regime first
+        data, model = key.split(" | ")
+        s = steps[steps.run.isin(runs)]
+        per_run = s.groupby("run").size()
+        per_epoch = s.groupby(["run", "epoch"]).size()
+        logged = epochs[epochs.run.isin(runs)].groupby("run").epoch.max() if len(epochs) else pd.Series(dtype=float)
+        n_ep = np.nanmax(planned[key]) if np.isfinite(planned[key]).any() else (logged.max() if len(logged) else None)
+        when = f"{int(n_ep)} epochs" if n_ep is not None and np.isfinite(n_ep) else ""
+        if len(per_epoch):
+            when = (f"{int(per_epoch.median())} steps per epoch, {when + ' and ' if when else ''}up to "
+                    f"{int(per_run.max())} steps per run (from the logs)")  # fmt: skip
+        count = f"{len(runs)} run{'s' if len(runs) != 1 else ''}"
+        texts.append(f"**{', '.join(p for p in (data, when, model) if p)}** ({count})")
+    return "Regime: " + "; ".join(texts) + "."

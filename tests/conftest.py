@@ -99,10 +99,13 @@ def write_fake_run(
     disc_loss=None,
     skipped_disc_loss: float = float("nan"),
     finished: bool = True,
+    step_columns: dict | None = None,
+    epoch_columns: dict | None = None,
 ) -> Path:
     """A run folder with the trainer's logs (0-based epochs, as train.py writes them) and config.yaml, without
     training: report code and notebook 02 are then tested on numbers chosen to make a verdict go one way.
-    `skipped_disc_loss`: what a skipped update logs (this trainer: NaN; the published code: 0.0)."""
+    `skipped_disc_loss`: what a skipped update logs (this trainer: NaN; the published code: 0.0).
+    `step_columns` / `epoch_columns`: further (or replacing) log columns, e.g. the gradient share or the losses."""
     import numpy as np
     import pandas as pd
     import yaml
@@ -123,6 +126,7 @@ def write_fake_run(
         "pesq_fail_injected": np.zeros(n, dtype=int) if injected is None else injected,
         "lr_g": 5e-4, "lr_d": 1e-3, "seconds": 0.1,
     })  # fmt: skip
+    step = step.assign(**(step_columns or {}))
     step.to_csv(run / "training_step_log.csv", index=False)
     stop = np.zeros(n_ep, dtype=int)
     if early_stop_at is not None:
@@ -132,6 +136,7 @@ def write_fake_run(
         "val_files": 3, "disc_skip_rate": step.groupby("epoch").disc_skipped.mean().to_numpy(),
         "nonfinite_steps": 0, "best": 0, "patience_counter": 0, "early_stop": stop,
     })  # fmt: skip
+    epoch = epoch.assign(**(epoch_columns or {}))
     epoch.to_csv(run / "training_epoch_log.csv", index=False)
     cfg = {"pesq_strategy": "skip", "pesq_fail_inject": 0.0, "grad_clip_norm": 0.0, "batch_size": 4, **(config or {})}
     (run / "config.yaml").write_text(yaml.safe_dump(cfg))

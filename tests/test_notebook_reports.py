@@ -48,12 +48,26 @@ def test_notebook_without_runs_says_what_to_do(tmp_path, name, says):
     assert not (tmp_path / "o").exists()  # nothing written when there is nothing to report
 
 
+def _issue18_columns(seed: int, adv: float) -> dict:
+    """Step columns of the gradient share (measured every other step) and epoch losses that part (overfitting)."""
+    measured = np.arange(12) % 2 == 1
+    share = {"grad_norm_g_adv": np.where(measured, adv, np.nan), "grad_norm_g_rest": np.where(measured, 2.0, np.nan),
+             "grad_ratio_adv_rest": np.where(measured, adv / 2.0 + seed / 100, np.nan),
+             "grad_cos_adv_rest": np.where(measured, 0.1, np.nan)}  # fmt: skip
+    return {"step_columns": share, "epoch_columns": {"loss": [0.9, 0.7, 0.5], "val_loss": [0.8, 0.6 + seed / 100, 0.7]}}
+
+
 def test_notebook_02_renders_the_injection_ablation_with_a_verdict(tmp_path, fake_run):
+    """The injection ablation with issue 18's sections: `official` and `official_p186` runs log the gradient share
+    and losses; `masked_p186` runs are old runs without the share (their sections degrade, never fail)."""
     runs = tmp_path / "runs"
+    regime = {"synthetic_n_train": 2, "fixed_crops": True, "cut_len": 8000, "epochs": 3, "num_channel": 16}
     for seed in (0, 1, 2):
-        fake_run(runs, f"official_s{seed}", [2.0, 2.4 + seed / 50, 2.35], 0)
+        fake_run(runs, f"official_s{seed}", [2.0, 2.4 + seed / 50, 2.35], 0, config=regime,
+                 **_issue18_columns(seed, 1.2))  # fmt: skip
         fake_run(runs, f"official_p186_s{seed}", [1.8, 2.2 + seed / 50, 1.9], np.arange(12) % 2,
-                 injected=np.ones(12, dtype=int), config={"pesq_fail_inject": 0.186})  # fmt: skip
+                 injected=np.ones(12, dtype=int), config={"pesq_fail_inject": 0.186, **regime},
+                 **_issue18_columns(seed, 0.1))  # fmt: skip
         fake_run(runs, f"masked_p186_s{seed}", [2.0, 2.4, 2.3 + seed / 50], 0,
                  config={"pesq_fail_inject": 0.186, "pesq_strategy": "masked"})  # fmt: skip
     params = {"run_root": str(runs), "out_dir": str(tmp_path),
@@ -62,8 +76,18 @@ def test_notebook_02_renders_the_injection_ablation_with_a_verdict(tmp_path, fak
     _assert_clean_report(nb, html)
     assert "official_p186 against official" in html and "masked_p186 against official_p186" in html
     assert "final validation PESQ, official_p186 - official: lower by" in html
-    assert html.count("<img") >= 3
+    assert html.count("<img") >= 6
     assert all((tmp_path / f).is_file() for f in ("training_per_seed.csv", "training_comparisons.csv"))
+    for heading in ("Every variant on one axis", "Training and validation loss", "Seed spread",
+                    "The adversarial term&#39;s share of the generator&#39;s gradient"):  # fmt: skip
+        assert heading in html or heading.replace("&#39;", "'") in html, heading
+    assert "drop after the smoothed peak" in html and "Drop (smoothed)" in html
+    assert "Regime: <strong>2 synthetic training clips, one fixed 0.5 s crop each, batch 4, 4 steps per epoch" in html
+    assert html.count("Regime: ") == 2  # under the runs, and opening the verdict
+    assert "gradient is 0.61x" in html and "it can steer the generator" in html  # official: 0.6 + 0.01 a seed
+    assert "gradient is 0.06x" in html and "it cannot steer the generator" in html  # official_p186
+    assert "too short for the smoothed measure (3 epochs; it needs 10)" in html  # 3-epoch runs: said, not faked
+    assert "a comparison must exceed that" in html
 
 
 def _tiny_synthetic_corpus(root: Path) -> Path:

@@ -207,3 +207,236 @@ def test_runs_markdown_states_each_runs_data_order(tmp_path, fake_run):
     text = tr.runs_markdown(tmp_path, tr.build_report(tmp_path))
     assert "**the same file order every epoch (published: DistributedSampler without set_epoch)** (1 run)" in text
     assert "**a new file order every epoch (not the published order)** (2 runs)" in text
+
+
+def _collapse_curve(n: int = 50, peak: int = 10, top: float = 2.75, end: float = 2.4) -> np.ndarray:
+    """The issue-18 regime's shape: rise to `top` at epoch `peak`, then a linear fall to `end` at epoch n."""
+    ep = np.arange(1, n + 1)
+    return np.where(ep <= peak, 2.0 + (top - 2.0) * (ep - 1) / (peak - 1), top - (top - end) * (ep - peak) / (n - peak))
+
+
+def test_drop_smoothed_is_not_the_maximum_of_noise(tmp_path, fake_run):
+    """A flat noisy curve (SD 0.05, 50 epochs): best - final is about +0.11 (the noise's maximum), the smoothed
+    drop well under half of it (about +0.045 on average: smoothing shrinks the bias, it cannot remove it);
+    a rise-then-fall curve: the smoothed drop sees the whole fall and its peak sits at the real peak."""
+    rng = np.random.default_rng(0)
+    for seed in range(6):
+        fake_run(tmp_path, f"flat_s{seed}", 2.5 + 0.05 * rng.standard_normal(50), 0, steps_per_epoch=1)
+    for seed in range(3):
+        fake_run(tmp_path, f"official_s{seed}", _collapse_curve() + 0.01 * rng.standard_normal(50), 0,
+                 steps_per_epoch=1)  # fmt: skip
+    per_seed = _load(tmp_path)[2].set_index("run")
+    flat = per_seed[per_seed.variant == "flat"]
+    assert flat.drop_after_peak.mean() > 0.07
+    assert abs(flat.drop_smoothed.mean()) < 0.06 and flat.drop_smoothed.mean() < flat.drop_after_peak.mean() / 2
+    fall = per_seed[per_seed.variant == "official"]
+    end = np.mean(_collapse_curve()[-5:])
+    assert fall.drop_smoothed.to_numpy() == pytest.approx(2.75 - end, abs=0.03)
+    assert fall.peak_epoch_smoothed.between(8, 12).all()
+    per_variant = tr.variant_summary(per_seed.reset_index())
+    assert {"drop_smoothed", "drop_smoothed_low", "peak_epoch_smoothed"} <= set(per_variant)
+    assert (
+        tr.headline_table(per_variant).loc["official", "drop (smoothed)"].startswith(f"{fall.drop_smoothed.mean():.2f}")
+    )
+    table = tr.compare_variants(per_seed.reset_index(), [["flat", "official"]]).set_index("quantity")
+    assert table.loc["drop_smoothed", "verdict"].startswith("drop after the smoothed peak")
+    assert table.loc["drop_smoothed", "difference"] == pytest.approx(
+        flat.drop_smoothed.mean() - fall.drop_smoothed.mean()
+    )
+
+
+def _collapse_runs(root, fake_run, variants=("official", "masked"), seeds=3, n=20):
+    """Rise-then-fall runs (issue 18's regime, shortened): `masked` falls less; seeds differ by a known offset."""
+    for variant in variants:
+        for seed in range(seeds):
+            curve = _collapse_curve(n, 5, 2.75, 2.4 if variant == "official" else 2.6) + 0.02 * seed
+            fake_run(root, f"{variant}_s{seed}", curve, 0, steps_per_epoch=2)
+
+
+def test_collapse_curves_share_one_axis_with_bands_and_peaks(tmp_path, fake_run, check_figure):
+    _collapse_runs(tmp_path, fake_run)
+    fake_run(tmp_path, "no_disc_s0", _collapse_curve(20, 5), 0, steps_per_epoch=2)
+    epochs = _load(tmp_path)[0]
+    band = tr.seed_band(epochs[epochs.variant == "official"], "val_pesq")
+    iv = stats.mean_interval(_collapse_curve(20, 5, 2.75, 2.4)[4] + 0.02 * np.arange(3))
+    assert (band.loc[5, "low"], band.loc[5, "high"], band.loc[5, "n"]) == (
+        pytest.approx(iv.low),
+        pytest.approx(iv.high),
+        3,
+    )
+    two = tr.seed_band(epochs[(epochs.variant == "official") & (epochs.seed < 2)], "val_pesq")
+    assert two.loc[5, "high"] - two.loc[5, "low"] == pytest.approx(0.02)  # 2 seeds: the range
+    fig = tr.plot_collapse_curves(epochs)
+    check_figure(fig)
+    assert len(fig.axes) == 1
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert labels[0] == "official (3 seeds)" and "no_disc (1 seed)" in labels and "peak of the mean curve" in labels
+    assert "95% t" in fig.axes[0].get_legend().get_title().get_text()
+    stars = [ln for ln in fig.axes[0].lines if ln.get_marker() == "*" and len(ln.get_xdata())]
+    assert sorted(float(s.get_xdata()[0]) for s in stars) == [5.0, 5.0, 5.0]
+    assert len(tr.plot_collapse_curves(epochs, variants=["masked"]).axes[0].collections) == 1
+
+
+def _grad_share_columns(n: int, adv: float, rest: float, cos: float, every: int = 2) -> dict:
+    """The trainer's four grad-share step columns, measured every `every` steps (NaN between), known values."""
+    measured = np.arange(1, n + 1) % every == 0
+    col = lambda x: np.where(measured, x, np.nan)  # noqa: E731
+    return {"grad_norm_g_adv": col(adv), "grad_norm_g_rest": col(rest), "grad_ratio_adv_rest": col(adv / rest),
+            "grad_cos_adv_rest": col(cos)}  # fmt: skip
+
+
+def test_grad_share_reads_the_ratio_of_adversarial_to_rest(tmp_path, fake_run, check_figure):
+    """Known norms: adversarial 0.6 + 0.1 seed, rest 2.0 (ratio 0.3, 0.35, 0.4), cosine 0.2; no_disc has no
+    adversarial gradient. Swapping adv and rest would give ratios of about 3: the numbers and words catch it."""
+    for seed in range(3):
+        fake_run(tmp_path, f"official_s{seed}", [2.0, 2.4, 2.3], 0,
+                 step_columns=_grad_share_columns(12, 0.6 + 0.1 * seed, 2.0, 0.2))  # fmt: skip
+        fake_run(tmp_path, f"no_disc_s{seed}", [2.0, 2.4, 2.3], 0,
+                 step_columns=_grad_share_columns(12, 0.0, 2.0, np.nan))  # fmt: skip
+    steps = _load(tmp_path)[1]
+    table = tr.grad_share_table(steps).set_index("variant")
+    iv = stats.mean_interval([0.3, 0.35, 0.4])
+    r = table.loc["official"]
+    assert r.ratio == pytest.approx(0.35) and (r.ratio_low, r.ratio_high) == pytest.approx((iv.low, iv.high))
+    assert r.cos == pytest.approx(0.2) and r.measured_steps == 18 and r.n_seeds == 3
+    assert table.loc["no_disc", "ratio"] == 0 and np.isnan(table.loc["no_disc", "cos"])
+    text = tr.grad_share_markdown(table.reset_index())
+    official = next(line for line in text.splitlines() if line.startswith("- `official`"))
+    assert "gradient is 0.35x" in official and "it can steer the generator" in official
+    assert "mostly across the other terms" in official and "18 measured steps" in official
+    assert "it cannot steer" in next(line for line in text.splitlines() if line.startswith("- `no_disc`"))
+    assert "at least 0.1x" in text  # the threshold is stated
+    fig = tr.plot_grad_share(steps)
+    check_figure(fig)
+    ratio_lines = [ln for ln in fig.axes[0].lines if ln.get_label().startswith("official")]
+    assert np.allclose(ratio_lines[0].get_ydata(), 0.35)  # seed mean of 0.3, 0.35, 0.4 at every measured step
+    assert "not drawn: no_disc" in fig.axes[0].get_title()
+
+
+def test_grad_share_says_not_measured_on_old_runs(tmp_path, fake_run):
+    fake_run(tmp_path, "official_s0", [2.0, 2.4, 2.3], 0)  # no grad-share columns: a run from before issue 18
+    fake_run(
+        tmp_path / "nan",
+        "official_s0",
+        [2.0, 2.4, 2.3],
+        0,
+        step_columns=_grad_share_columns(12, 1.0, 2.0, 0.5, every=100),
+    )  # columns, never measured
+    for root in (tmp_path, tmp_path / "nan"):
+        steps = _load(root)[1]
+        assert tr.grad_share_table(steps).empty and tr.plot_grad_share(steps) is None
+        assert "not measured" in tr.grad_share_markdown(tr.grad_share_table(steps))
+
+
+def test_seed_spread_is_the_gap_between_seeds(tmp_path, fake_run):
+    """Seeds offset by 0.02 each (3 seeds): final PESQ range 0.04, SD 0.02; curves 0.02 or 0.04 apart per epoch."""
+    _collapse_runs(tmp_path, fake_run)
+    fake_run(tmp_path, "no_disc_s0", _collapse_curve(20, 5), 0, steps_per_epoch=2)
+    epochs, _, per_seed = _load(tmp_path)
+    spread = tr.seed_spread(per_seed, epochs).set_index("variant")
+    r = spread.loc["official"]
+    assert r.final_val_pesq_range == pytest.approx(0.04) and r.final_val_pesq_sd == pytest.approx(0.02)
+    assert r.best_val_pesq_range == pytest.approx(0.04) and r.drop_smoothed_range == pytest.approx(0.0, abs=1e-9)
+    assert r.curve_gap_mean == pytest.approx((0.02 + 0.04 + 0.02) / 3) and r.curve_gap_max == pytest.approx(0.04)
+    assert spread.loc["no_disc", "n_seeds"] == 1 and np.isnan(spread.loc["no_disc", "final_val_pesq_sd"])
+    text = tr.seed_spread_markdown(spread.reset_index())
+    assert "differ by up to 0.040 in final validation PESQ" in text and "a comparison must exceed that" in text
+    assert "`no_disc`" not in text  # one seed: no spread to state
+    assert "not measured" in tr.seed_spread_markdown(spread.loc[["no_disc"]].reset_index())
+
+
+def _losses(n: int = 20, seed: int = 0, falling: bool = False) -> dict:
+    """Training loss falling linearly 1.0 -> 0.24; validation loss falling 0.05 an epoch to 0.65 at epoch 8, then
+    rising 0.03 (+0.001 per seed) an epoch (overfitting), or still falling at the end (`falling`)."""
+    ep = np.arange(1, n + 1)
+    val = (
+        1.0 - 0.05 * (ep - 1)
+        if falling
+        else np.where(ep <= 8, 1.0 - 0.05 * (ep - 1), 0.65 + (0.03 + 0.001 * seed) * (ep - 8))
+    )
+    return {"loss": 1.0 - 0.04 * (ep - 1), "val_loss": val + 0.01 * seed}
+
+
+def test_overfitting_table_and_words(tmp_path, fake_run, check_figure):
+    for seed in range(3):
+        fake_run(
+            tmp_path, f"official_s{seed}", np.full(20, 2.5), 0, steps_per_epoch=1, epoch_columns=_losses(seed=seed)
+        )
+        fake_run(tmp_path, f"masked_s{seed}", np.full(20, 2.5), 0, steps_per_epoch=1,
+                 epoch_columns=_losses(seed=seed, falling=True))  # fmt: skip
+    fake_run(tmp_path, "no_disc_s0", np.full(20, 2.5), 0, steps_per_epoch=1, epoch_columns=_losses())
+    epochs = _load(tmp_path)[0]
+    per_run = tr.overfitting_per_run(epochs).set_index("run")
+    r = per_run.loc["official_s0"]
+    # raw: final 1.01 - minimum 0.65 at epoch 8, training 0.24 - 0.72; smoothed: the 5-epoch mean is lowest at
+    # epoch 9 (0.696), the last 5 epochs average 0.95; training there 0.68, last 5 epochs 0.32
+    assert (r.val_loss_min_epoch, r.val_loss_rise, r.train_loss_change) == (
+        8,
+        pytest.approx(0.36),
+        pytest.approx(-0.48),
+    )
+    assert r.val_loss_min_epoch_smoothed == 9 and r.val_loss_rise_smoothed == pytest.approx(0.254)
+    assert r.train_loss_change_smoothed == pytest.approx(-0.36) and not r.still_falling
+    assert per_run.loc["masked_s1", "still_falling"]
+    table = tr.overfitting_table(epochs).set_index("variant")
+    rises = per_run.loc[[f"official_s{s}" for s in range(3)], "val_loss_rise_smoothed"]
+    iv = stats.mean_interval(rises)
+    row = table.loc["official"]
+    assert (row.val_loss_rise_smoothed_low, row.val_loss_rise_smoothed_high) == pytest.approx((iv.low, iv.high))
+    text = tr.overfitting_markdown(table.reset_index())
+    lines = {line.split("`")[1]: line for line in text.splitlines() if line.startswith("- `")}
+    assert lines["official"].startswith(f"- `official`: overfitting: training loss fell by 0.360 while validation loss "
+                                        f"rose by {iv.mean:.3f} (95% CI {iv.low:+.3f} to {iv.high:+.3f})")  # fmt: skip
+    assert "validation loss still falling: not overfitting by this measure" in lines["masked"]
+    assert "one seed: no interval, no verdict" in lines["no_disc"]
+    fig = tr.plot_train_vs_val_loss(epochs)
+    check_figure(fig)
+    assert fig.axes[0].get_title().endswith("validation minimum at epoch 8")  # official (the reference) first
+    assert "validation minimum at epoch 20" in fig.axes[1].get_title()  # masked: still falling
+
+
+def test_overfitting_says_not_measured_without_losses(tmp_path, fake_run):
+    fake_run(tmp_path, "official_s0", [2.0, 2.4, 2.3], 0, epoch_columns={"val_loss": np.nan})
+    epochs = _load(tmp_path)[0]
+    assert tr.overfitting_table(epochs).empty and tr.plot_train_vs_val_loss(epochs) is None
+    assert "not measured" in tr.overfitting_markdown(tr.overfitting_table(epochs))
+
+
+COLLAPSE_CONFIG = {"synthetic_n_train": 2, "fixed_crops": True, "cut_len": 8000, "batch_size": 2, "epochs": 50,
+                   "num_channel": 16, "lr_g": 0.002, "val_max_files": 8}  # fmt: skip
+
+
+def test_regime_markdown_names_the_conditions_and_opens_the_verdict(tmp_path, fake_run):
+    for seed in range(2):
+        fake_run(tmp_path, f"official_s{seed}", _collapse_curve(50), 0, config=COLLAPSE_CONFIG)
+    fake_run(tmp_path, "masked_s0", _collapse_curve(30), 0, steps_per_epoch=3,
+             config={**COLLAPSE_CONFIG, "data_dir": "/data/vb", "fixed_crops": False, "cut_len": 32000,
+                     "val_max_files": None, "train_repeat": 4})  # fmt: skip
+    rep = tr.build_report(tmp_path)
+    text = tr.regime_markdown(rep.configs, rep.epochs, rep.steps)
+    assert text.startswith(
+        "Regime: **2 synthetic training clips, one fixed 0.5 s crop each, batch 2, 4 steps per epoch, 50 epochs and "
+        "up to 200 steps per run (from the logs), a 16-channel model, lr_g 0.002, 8 validation files** (2 runs); "
+    )
+    assert ("**the data folder's training clips, a new random 2 s crop each visit, each clip visited 4 times an "
+            "epoch, batch 2, 3 steps per epoch, 50 epochs and up to 90 steps per run (from the logs), a 16-channel "
+            "model, lr_g 0.002, all validation files** (1 run).") in text  # fmt: skip
+    assert "epochs and" not in tr.regime_markdown(rep.configs, rep.epochs)  # no step log: epochs only
+    verdict = tr.verdict_markdown(rep.comparisons, rep.per_variant, regime=text)
+    assert verdict.splitlines()[2] == text
+    old = rep.configs[["run", *tr.CONFIG_KEYS]].iloc[:1]  # masked_s0 without the regime keys: only what is known
+    assert tr.regime_markdown(old, rep.epochs.iloc[:0]) == (
+        "Regime: **a new random 2 s crop each visit, batch 2, all validation files** (1 run).")  # fmt: skip
+
+
+def test_smoothed_measures_need_ten_epochs(tmp_path, fake_run):
+    """Under 10 epochs the 5-epoch peak (or minimum) and the mean of the last 5 epochs share most epochs: no
+    smoothed drop, and the overfitting sentence says the runs are too short (never a made-up 0)."""
+    for seed in range(3):
+        fake_run(tmp_path, f"official_s{seed}", [2.0, 2.4, 2.3, 2.2, 2.1, 2.0, 1.9, 1.8, 1.7], 0)
+    epochs, _, per_seed = _load(tmp_path)
+    assert per_seed.drop_smoothed.isna().all() and (per_seed.drop_after_peak > 0).all()
+    text = tr.overfitting_markdown(tr.overfitting_table(epochs))
+    assert "too short for the smoothed measure (9 epochs; it needs 10)" in text
+    table = tr.compare_variants(per_seed.assign(variant=["a", "official", "official"]), [["a", "official"]])
+    assert table.set_index("quantity").loc["drop_smoothed", "verdict"].endswith("not measured")
