@@ -131,14 +131,16 @@ def tail_mean(values: pd.Series | np.ndarray, window: int = SMOOTH_WINDOW) -> fl
 
 
 def smoothed_drop(epoch: np.ndarray, val_pesq: np.ndarray) -> tuple[float, float]:
-    """(peak of the smoothed curve - mean of the last 5 epochs, epoch of that peak). Why: best - final of a flat
-    noisy curve is the maximum of the noise, positive by construction; this is much smaller there. (A still-rising
-    line of slope s still gives about +s.) NaN with fewer than MIN_SMOOTH_EPOCHS finite epochs."""
-    sm = smoothed(val_pesq)
-    if np.isfinite(np.asarray(val_pesq, dtype=float)).sum() < MIN_SMOOTH_EPOCHS:
+    """(peak of the smoothed curve before the last 5 epochs - mean of the last 5 epochs, epoch of that peak).
+    Why: best - final of a flat noisy curve is the maximum of the noise, positive by construction; this is much
+    smaller there (`flat_null_drop` measures what remains), and a curve still rising gives a negative value
+    because the peak is looked for before the final window. NaN with fewer than MIN_SMOOTH_EPOCHS finite epochs."""
+    v = np.asarray(val_pesq, dtype=float)
+    if np.isfinite(v).sum() < MIN_SMOOTH_EPOCHS:
         return math.nan, math.nan
+    sm = smoothed(v)[: len(v) - SMOOTH_WINDOW]
     i = int(np.nanargmax(sm))
-    return float(sm[i] - tail_mean(val_pesq)), float(np.asarray(epoch)[i])
+    return float(sm[i] - tail_mean(v)), float(np.asarray(epoch)[i])
 
 
 def run_summary(epochs: pd.DataFrame, steps: pd.DataFrame, configs: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -364,7 +366,7 @@ def verdict_markdown(comparisons: pd.DataFrame, per_variant: pd.DataFrame, refer
                  "only when its interval excludes zero (`cmgan_lib.stats.effect_verdict`). A positive drop means "
                  "validation PESQ fell further after its peak; best - final is positive even for a flat noisy curve "
                  "(the maximum of the noise), the smoothed drop (peak of the centred 5-epoch rolling mean - mean of "
-                 "the last 5 epochs) is not.")  # fmt: skip
+                 "the last 5 epochs) much less so (`collapse_table` measures the rest).")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -1098,3 +1100,63 @@ def regime_markdown(configs: pd.DataFrame, epochs: pd.DataFrame, steps: pd.DataF
         count = f"{len(runs)} run{'s' if len(runs) != 1 else ''}"
         texts.append(f"**{', '.join(p for p in (data, when, model) if p)}** ({count})")
     return "Regime: " + "; ".join(texts) + "."
+
+
+NULL_DRAWS = 400  # simulated flat curves per run for the noise floor of drop_smoothed
+
+
+def flat_null_drop(val_pesq: np.ndarray, draws: int = NULL_DRAWS, seed: int = 0) -> float:
+    """The mean `drop_smoothed` of a curve with no collapse at all: `draws` flat curves of the run's length with
+    the run's own epoch-to-epoch noise (SD of its residual around the 5-epoch rolling mean). Why: the smoothed drop
+    still picks a maximum, so a flat noisy curve gives it a positive value; a collapse must exceed this floor."""
+    v = np.asarray(val_pesq, dtype=float)
+    v = v[np.isfinite(v)]
+    if v.size < MIN_SMOOTH_EPOCHS:
+        return math.nan
+    sd = float(np.std(v - smoothed(v), ddof=1)) / math.sqrt(1 - 1 / SMOOTH_WINDOW)  # residual of a mean of 5: 0.89 sd
+    rng = np.random.default_rng(seed)
+    epochs = np.arange(v.size)
+    return float(np.mean([smoothed_drop(epochs, rng.normal(0.0, sd, v.size))[0] for _ in range(draws)]))
+
+
+def collapse_table(epochs: pd.DataFrame) -> pd.DataFrame:
+    """Per variant: the smoothed peak epoch, the smoothed drop after it (seed mean, 95% t interval), the noise
+    floor a flat curve would give (`flat_null_drop`, mean over seeds) and the verdict: `collapse` when the whole
+    interval of (drop - floor) lies above 0, `no collapse` when it lies below, `undecided` otherwise."""
+    rows = []
+    for (variant, seed), e in epochs.sort_values("epoch").groupby(["variant", "seed"], sort=False, dropna=False):
+        drop, peak = smoothed_drop(e.epoch.to_numpy(), e.val_pesq.to_numpy())
+        rows.append(dict(variant=variant, seed=seed, epochs=len(e), drop_smoothed=drop, peak=peak,
+                         floor=flat_null_drop(e.val_pesq.to_numpy())))  # fmt: skip
+    per_run = pd.DataFrame(rows)
+    out = []
+    for variant, g in per_run.groupby("variant", sort=False):
+        drop = mean_interval(g.drop_smoothed)
+        excess = mean_interval(g.drop_smoothed - g.floor)
+        verdict = ("not measured" if not np.isfinite(excess.mean) else "undecided" if not np.isfinite(excess.low)
+                   else "collapse" if excess.low > 0 else "no collapse" if excess.high < 0
+                   else "undecided")  # fmt: skip
+        out.append(dict(variant=variant, n_seeds=int(g.drop_smoothed.notna().sum()), epochs=int(g.epochs.max()),
+                        peak_epoch=float(g.peak.mean()), drop_smoothed=drop.mean, drop_low=drop.low,
+                        drop_high=drop.high, floor=float(g.floor.mean()), excess=excess.mean,
+                        excess_low=excess.low, excess_high=excess.high, verdict=verdict))  # fmt: skip
+    return pd.DataFrame(out)
+
+
+def collapse_markdown(table: pd.DataFrame) -> str:
+    """Per variant, in words: did validation PESQ collapse after its peak, beyond what noise alone gives?"""
+    if table is None or table.empty or not np.isfinite(table.drop_smoothed).any():
+        return "**Collapse: not measured** (runs need at least 10 validated epochs)."
+    lines = ["**Collapse** (smoothed: peak of the centred 5-epoch mean minus the mean of the last 5 epochs; the "
+             "floor is what a flat curve with the run's own epoch-to-epoch noise gives; a collapse is a drop whose "
+             "95% interval over seeds, minus the floor, lies above 0):", ""]  # fmt: skip
+    for r in table.itertuples():
+        if not np.isfinite(r.drop_smoothed):
+            lines.append(f"- `{r.variant}`: too short for the smoothed measure ({r.epochs} epochs; it needs 10).")
+            continue
+        ci = (f" (95% CI {r.drop_low:+.3f} to {r.drop_high:+.3f})" if np.isfinite(r.drop_low)
+              else " (one seed: no interval)")  # fmt: skip
+        lines.append(f"- `{r.variant}` ({r.n_seeds} seed{'s' if r.n_seeds != 1 else ''}, {r.epochs} epochs): peak "
+                     f"near epoch {r.peak_epoch:.0f}, then down by {r.drop_smoothed:.3f}{ci}; noise floor "
+                     f"{r.floor:.3f}: **{r.verdict}**.")  # fmt: skip
+    return "\n".join(lines)

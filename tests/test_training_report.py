@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import matplotlib
 import numpy as np
+import pandas as pd
 import pytest
 
 from cmgan_lib import stats
@@ -440,3 +441,27 @@ def test_smoothed_measures_need_ten_epochs(tmp_path, fake_run):
     assert "too short for the smoothed measure (9 epochs; it needs 10)" in text
     table = tr.compare_variants(per_seed.assign(variant=["a", "official", "official"]), [["a", "official"]])
     assert table.set_index("quantity").loc["drop_smoothed", "verdict"].endswith("not measured")
+
+
+def _curves(shape, seeds=3, noise=0.03, epochs=20, rng_seed=1):
+    rng = np.random.default_rng(rng_seed)
+    rows = []
+    for seed in range(seeds):
+        for ep in range(1, epochs + 1):
+            rows.append(dict(variant="v", seed=seed, epoch=ep, val_pesq=shape(ep) + rng.normal(0, noise)))
+    return pd.DataFrame(rows)
+
+
+def test_collapse_table_calls_a_rise_and_fall_a_collapse_and_a_flat_or_rising_curve_not():
+    fall = tr.collapse_table(_curves(lambda ep: 2.0 + 0.1 * min(ep, 6) - 0.04 * max(ep - 6, 0)))
+    assert fall.verdict.iloc[0] == "collapse" and fall.drop_smoothed.iloc[0] > 0.4
+    assert 4 <= fall.peak_epoch.iloc[0] <= 8
+    flats = [tr.collapse_table(_curves(lambda ep: 2.5, noise=0.08, rng_seed=s)) for s in range(20)]
+    assert np.mean([f.drop_smoothed.iloc[0] for f in flats]) > 0.02  # pure noise still drops on average ...
+    assert sum(f.verdict.iloc[0] == "collapse" for f in flats) <= 3  # ... the noise floor keeps it from a verdict
+    rising = tr.collapse_table(_curves(lambda ep: 2.0 + 0.05 * ep))
+    assert rising.verdict.iloc[0] == "no collapse" and rising.drop_smoothed.iloc[0] < 0
+    text = tr.collapse_markdown(pd.concat([fall.assign(variant="fall"), flats[0].assign(variant="flat")]))
+    assert "`fall` (3 seeds, 20 epochs)" in text and "**collapse**" in text
+    short = tr.collapse_table(_curves(lambda ep: 2.5, epochs=6))
+    assert "not measured" in tr.collapse_markdown(short)
