@@ -749,7 +749,13 @@ def _comparison_tables(roots: Sequence[str | os.PathLike]) -> list[tuple[Path, p
 
 
 def _pick(table: pd.DataFrame, switches: dict[str, dict], quantity: str, match) -> pd.DataFrame:
-    """Rows of one quantity whose (variant switches, reference switches) satisfy `match`."""
+    """Rows of one quantity whose (variant switches, reference switches) satisfy `match`. A drop is read as the
+    smoothed drop where the table has it (best - final is the maximum of the noise even on a flat curve); tables
+    written before it existed keep best - final."""
+    if quantity == "drop_after_peak" and (table["quantity"] == "drop_smoothed").any():
+        smoothed = table[table["quantity"] == "drop_smoothed"]
+        if np.isfinite(smoothed["difference"].astype(float)).any():
+            quantity = "drop_smoothed"
     rows = table[table["quantity"] == quantity]
     keep = [bool(match(switches.get(v, {}), switches.get(r, {}))) for v, r in zip(rows["variant"], rows["reference"],
                                                                                  strict=True)]  # fmt: skip
@@ -771,7 +777,8 @@ def _effect_word(r, more: str, less: str) -> str:
 def causal_claims(roots: Sequence[str | os.PathLike] | str | os.PathLike | None) -> list[_Row]:
     """Claims (h), (i), (k), (n) from notebook 02's comparison table of each run root (or committed report).
 
-    (h) a skip variant with more failures imposed against one with fewer: drop after the peak; (i) batch_mean
+    (h) a skip variant with more failures imposed against one with fewer: drop after the peak (smoothed where the
+    table has it); (i) batch_mean
     against skip: drop; (k) early stopping against none: final validation PESQ; (n) GAN weight 0 against > 0:
     drop. Each also gets a row for the full-scale claim, which the tiny CPU runs cannot decide."""
     h, i, k, n = (MORE_CLAIMS[x] for x in "hikn")

@@ -98,3 +98,14 @@ def test_a_run_root_inside_a_given_report_is_read_once(tmp_path, fake_run):
     fake_run(tmp_path / "REPORT" / "runs", "official_s0", [2.0, 2.1], 0)
     table = report.full_claims_table(causal_roots=[tmp_path / "REPORT" / "runs", tmp_path / "REPORT"])
     assert len(_verdicts(table, "h")) == 2 and len(_verdicts(table, "l")) == 2  # (h): 1 + full scale; (l): D and G
+
+
+def test_causal_claims_read_the_smoothed_drop_where_the_table_has_it(tmp_path):
+    _comparisons(tmp_path / "R", 0.1, 0.3)  # best - final says: more skipping, larger drop
+    path = tmp_path / "R" / COMPARISONS_CSV
+    table = pd.read_csv(path)
+    smoothed = table[table.quantity == "drop_after_peak"].assign(quantity="drop_smoothed", ci95_low=-0.3,
+                                                                  ci95_high=-0.1, difference=-0.2)  # fmt: skip
+    pd.concat([table, smoothed]).to_csv(path, index=False)
+    claims = report.full_claims_table(causal_roots=[tmp_path / "R"])
+    assert _verdicts(claims, "h")[0].startswith("refuted")  # ... the smoothed drop says the opposite, and decides
