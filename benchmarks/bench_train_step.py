@@ -11,8 +11,9 @@ the next batch's loading count), and the figure is the median over all steps of 
 `--published`: the published train step (benchmarks/published_step.py: literal einsum attention, a new
 joblib call per batch for PESQ, no overlap) against this project's `Trainer.train_step`, same starting
 weights, same batches, interleaved (the order alternates every batch), for each precision (fp32, tf32,
-bf16); prints ms/step (median), ours/published and peak memory (torch.cuda.max_memory_allocated per side
-on CUDA; on CPU per side n/a, the process's peak RSS instead). Official config on CUDA, tiny on CPU:
+bf16); prints ms/step (median), ours/published, GFLOP per step (torch.utils.flop_counter) and achieved
+GFLOP/s, and peak memory (torch.cuda.max_memory_allocated per side on CUDA; on CPU per side n/a, the process's
+peak RSS instead); the header names torch, the intra-op threads and the CPU. Official config on CUDA, tiny on CPU:
 
     python benchmarks/bench_train_step.py --published --steps 20
     python benchmarks/bench_train_step.py --published --config configs/tiny_cpu.yaml --steps 2 batch_size=2
@@ -88,6 +89,16 @@ def _timed(fn, clean, noisy, device: torch.device) -> tuple[float, float]:
     return seconds, peak
 
 
+def _step_flops(fn, clean, noisy) -> float:
+    """FLOPs of one call (matmuls and convolutions, forward and backward; torch.utils.flop_counter), so a step's
+    time reads as achieved GFLOP/s against what the machine's matmul reaches."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn(clean, noisy)
+    return float(counter.get_total_flops())
+
+
 def bench_published(config: str, overrides: list[str], steps: int, precisions: list[str], warmup: int = 1,
                     ) -> list[dict[str, float | str]]:  # fmt: skip
     """Per precision: median ms/step of the published step and of ours on the same batches, their ratio
@@ -105,6 +116,7 @@ def bench_published(config: str, overrides: list[str], steps: int, precisions: l
                 sides = {"published": published.step, "ours": trainer.train_step}
                 times: dict[str, list[float]] = {k: [] for k in sides}
                 peaks: dict[str, float] = dict.fromkeys(sides, float("nan"))
+                flops = {k: _step_flops(fn, *batches[0][:2]) for k, fn in sides.items()}  # an extra, uncounted step
                 for i, (clean, noisy, _) in enumerate(batches):
                     for name in list(sides)[:: 1 if i % 2 == 0 else -1]:  # alternate who goes first
                         seconds, peak = _timed(sides[name], clean, noisy, trainer.device)
@@ -116,18 +128,24 @@ def bench_published(config: str, overrides: list[str], steps: int, precisions: l
         pub, ours = (float(np.median(times[k])) * 1000 for k in ("published", "ours"))
         results.append(dict(precision=precision, device=str(trainer.device), steps=steps, published_ms=pub,
                             ours_ms=ours, ratio=ours / pub, published_peak_gib=peaks["published"] / 2**30,
-                            ours_peak_gib=peaks["ours"] / 2**30))  # fmt: skip
+                            ours_peak_gib=peaks["ours"] / 2**30, published_gflop=flops["published"] / 1e9,
+                            ours_gflop=flops["ours"] / 1e9, published_gflops=flops["published"] / pub / 1e6,
+                            ours_gflops=flops["ours"] / ours / 1e6))  # fmt: skip
     return results
 
 
 def print_published(results: list[dict[str, float | str]]) -> None:
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} intra-op thread(s), {platform.machine()} "
+          f"{platform.processor() or ''}".rstrip())  # fmt: skip
     print(f"{'precision':<9} {'device':<7} {'published ms':>12} {'ours ms':>9} {'ours/pub':>8} "
-          f"{'peak pub GiB':>12} {'peak ours GiB':>13}")  # fmt: skip
+          f"{'peak pub GiB':>12} {'peak ours GiB':>13} {'GFLOP/step pub':>14} {'ours':>6} {'GFLOP/s pub':>11} "
+          f"{'ours':>6}")  # fmt: skip
     for r in results:
         peaks = "".join(f" {r[k]:>{w}.2f}" if not np.isnan(r[k]) else f" {'n/a':>{w}}"
                         for k, w in (("published_peak_gib", 12), ("ours_peak_gib", 13)))  # fmt: skip
         print(f"{r['precision']:<9} {r['device']:<7} {r['published_ms']:12.1f} {r['ours_ms']:9.1f} "
-              f"{r['ratio']:8.3f}{peaks}")  # fmt: skip
+              f"{r['ratio']:8.3f}{peaks} {r['published_gflop']:14.2f} {r['ours_gflop']:6.2f} "
+              f"{r['published_gflops']:11.1f} {r['ours_gflops']:6.1f}")  # fmt: skip
     if any(str(r["device"]).startswith("cpu") for r in results):
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
         print(
