@@ -26,8 +26,10 @@ class CMGANDataset(torch.utils.data.Dataset):
     `val_speakers`: training speakers held out for validation (left out of `train`; see `training_pairs`).
     `cut_len=None` returns whole clips (batch size 1). `repeat`: the clips are listed that many times (item
     idx is clip idx % n with a crop of its own), so that an epoch of a tiny training set is several steps.
-    `fixed_crops`: every clip keeps one crop for the whole run (drawn from `[seed, 0, clip]`), so the training
-    set is exactly n examples, visited again and again: the lever for an overfitting regime (issue 18).
+    `fixed_crops`: every clip keeps one crop for the whole run, so the training set is exactly n examples, visited
+    again and again: the lever for an overfitting regime (issue 18). The crops are part of the data, drawn from
+    `[0, 0, clip]` whatever the seed, so seeds vary the initialisation and order, not the examples (seeds that
+    drew their own crops trained on different data: one collapsed, another was still learning).
     Decoded audio is cached per process up to `cache_mb` megabytes (float32); the full VB training set
     (~4 GB) would not fit, so it streams.
     """
@@ -106,7 +108,7 @@ class CMGANDataset(torch.utils.data.Dataset):
         clean, noisy = self.load(idx % len(self.pairs))
         length = len(clean)
         if self.cut_len is not None:
-            key = [self.seed, 0, idx % len(self.pairs)] if self.fixed_crops else [self.seed, self.epoch, idx]
+            key = [0, 0, idx % len(self.pairs)] if self.fixed_crops else [self.seed, self.epoch, idx]
             rng = np.random.default_rng(key)
             clean, noisy = crop_pair(clean, noisy, self.cut_len, rng)
         return torch.from_numpy(np.array(clean)), torch.from_numpy(np.array(noisy)), length
