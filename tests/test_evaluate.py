@@ -167,13 +167,13 @@ def test_checkpoint_path_calls_enhance_track_per_noisy_file(synthetic_set, tmp_p
     calls = {"load": [], "enhance": 0}
     clean = {n: sf.read(synthetic_set / "data" / "clean" / f"{n}.wav")[0] for n in GOOD}
 
-    from cmgan_lib.enhance import output_problem
+    from cmgan_lib.enhance import memory_note, output_problem
 
     def load_generator(checkpoint, device=None, trust=False):
         calls["load"].append((str(checkpoint), str(device)))
         return "model"
 
-    def enhance_track(model, noisy, cut_len=SR * 16):
+    def enhance_track(model, noisy, cut_len=SR * 16, max_chunk_seconds=None):
         assert model == "model" and noisy.dtype == np.float32
         calls["enhance"] += 1
         matches = [c for c in clean.values() if c.size == noisy.size and np.corrcoef(c, noisy)[0, 1] > 0.5]
@@ -182,6 +182,7 @@ def test_checkpoint_path_calls_enhance_track_per_noisy_file(synthetic_set, tmp_p
 
     fake = types.ModuleType("cmgan_lib.enhance")
     fake.load_generator, fake.enhance_track, fake.output_problem = load_generator, enhance_track, output_problem
+    fake.memory_note = memory_note
     fake.resolve_device = lambda device=None: device or "cpu"
     monkeypatch.setitem(sys.modules, "cmgan_lib.enhance", fake)
     out = tmp_path / "out"
