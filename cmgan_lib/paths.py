@@ -64,9 +64,9 @@ def shown_path(path: str | os.PathLike | None, *bases: str | os.PathLike) -> str
     for q in dict.fromkeys((Path(os.path.abspath(p)), p.resolve())):  # as written, then without symlinks
         if root is not None and (q == root or root in q.parents):
             return q.relative_to(root).as_posix() or "."
+        for base in (form for b in bases for form in (Path(os.path.abspath(b)), Path(b).resolve())):
+            if base in q.parents:  # a given run root before the checkout's parent (a clone in /tmp holds all /tmp)
+                return q.relative_to(base).as_posix()
         if root is not None and root.parent in q.parents:  # beside the checkout, e.g. ../shared
             return Path("..", q.relative_to(root.parent)).as_posix()
-        for base in (form for b in bases for form in (Path(os.path.abspath(b)), Path(b).resolve())):
-            if base in q.parents:
-                return q.relative_to(base).as_posix()
     return "…/" + "/".join(p.parts[-2:]) if len(p.parts) > 2 else p.name
