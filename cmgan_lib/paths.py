@@ -48,6 +48,14 @@ def run_config(run: str | os.PathLike) -> dict:
     return cfg or {}
 
 
+def _beside(rel: Path, parent: Path) -> bool:
+    """Whether a path `rel` under the checkout's parent reads as `../rel`: always, unless the checkout sits in the
+    temporary folder (a clone in /tmp), where only `../shared` is the project's and the rest is anyone's."""
+    import tempfile
+
+    return parent != Path(tempfile.gettempdir()).resolve() or rel.parts[:1] == ("shared",)
+
+
 def shown_path(path: str | os.PathLike | None, *bases: str | os.PathLike) -> str:
     """`path` as a shared report may print it: relative to the project root (or beside it: `../shared/...`) or
     inside one of `bases` (a run root), never one machine's absolute path (issue 23). Outside all of them:
@@ -67,6 +75,6 @@ def shown_path(path: str | os.PathLike | None, *bases: str | os.PathLike) -> str
         for base in (form for b in bases for form in (Path(os.path.abspath(b)), Path(b).resolve())):
             if base in q.parents:  # a given run root before the checkout's parent (a clone in /tmp holds all /tmp)
                 return q.relative_to(base).as_posix()
-        if root is not None and root.parent in q.parents:  # beside the checkout, e.g. ../shared
-            return Path("..", q.relative_to(root.parent)).as_posix()
+        if root is not None and root.parent in q.parents and _beside(q.relative_to(root.parent), root.parent):
+            return Path("..", q.relative_to(root.parent)).as_posix()  # beside the checkout, e.g. ../shared
     return "…/" + "/".join(p.parts[-2:]) if len(p.parts) > 2 else p.name

@@ -811,7 +811,7 @@ def causal_claims(roots: Sequence[str | os.PathLike] | str | os.PathLike | None)
             for _, r in _pick(table, switches, quantity, match).iterrows():
                 found = True
                 seeds = f"{int(r['n_variant'])}+{int(r['n_reference'])} seeds"
-                cond = f"{folder}: {r['variant']} vs {r['reference']} ({seeds})"
+                cond = f"{shown_path(folder)}: {r['variant']} vs {r['reference']} ({seeds})"
                 measured = r["verdict"]
                 verdict = _effect_word(r, more, less)
                 if claim == n and verdict.startswith("inconclusive"):
@@ -848,7 +848,7 @@ def clipping_claims(run_roots: Sequence[str | os.PathLike] | str | os.PathLike |
             measured = f"{net}'s pre-clip norm above {clip:g} on {format_rate(r)} updates (max {v.max():.3g})"
             verdict = (f"refuted: clipping at {clip:g} would act on these updates" if r.k else
                        f"consistent: no update exceeds {clip:g}, so clipping would change nothing")  # fmt: skip
-            rows.append((claim, f"{len(logs)} run(s) under {root}", measured, verdict))
+            rows.append((claim, f"{len(logs)} run(s) under {shown_path(root)}", measured, verdict))
     if not rows:
         rows.append((claim, "-", "no step logs with gradient norms", "not measured"))
     return rows
