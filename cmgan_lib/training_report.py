@@ -512,6 +512,22 @@ def _variant_order(variants, reference: str = REFERENCE) -> list[str]:
     return ([reference] if reference in vs else []) + sorted(v for v in vs if v != reference)
 
 
+def _finish_panels(axes: np.ndarray, used: int, xlabel: str, ylabel: str) -> dict:
+    """A grid of per-variant panels: hide the unused ones, label the outer axes; the legend entries of all panels,
+    each label once (one figure legend for the grid)."""
+    for ax in axes.flat[used:]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel(xlabel)
+    for ax in axes[:, 0]:
+        ax.set_ylabel(ylabel)
+    handles: dict = {}
+    for ax in axes.flat:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(lab, h)
+    return handles
+
+
 def plot_val_pesq(epochs: pd.DataFrame, reference: str = REFERENCE, ncols: int = 3):
     """One panel per variant: validation PESQ per epoch (mean over seeds, band = range over seeds when there are
     several), its peak, and the reference variant's mean in grey; returns the Figure."""
@@ -548,16 +564,7 @@ def plot_val_pesq(epochs: pd.DataFrame, reference: str = REFERENCE, ncols: int =
         ax.set_title(f"{variant} ({n} seed{'s' if n != 1 else ''}){subtitle}", fontsize=10)
         integer_ticks(ax)
         ax.set(xlabel="", ylabel="")
-    for ax in axes.flat[len(variants) :]:
-        ax.set_visible(False)
-    for ax in axes[-1]:
-        ax.set_xlabel(EPOCH_LABEL if ncols == 1 else "epoch")
-    for ax in axes[:, 0]:
-        ax.set_ylabel("validation PESQ (MOS-LQO)")
-    handles = {}
-    for ax in axes.flat:
-        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
-            handles.setdefault(lab, h)
+    handles = _finish_panels(axes, len(variants), EPOCH_LABEL if ncols == 1 else "epoch", "validation PESQ (MOS-LQO)")
     fig.suptitle(f"Validation PESQ per epoch, each variant against {reference}" if len(ref) and len(variants) > 1
                  else "Validation PESQ per epoch", fontsize=12)  # fmt: skip
     fig.tight_layout(rect=(0, 0.1 if nrows == 1 else 0.05, 1, 1))
@@ -1020,16 +1027,7 @@ def plot_train_vs_val_loss(epochs: pd.DataFrame, reference: str = REFERENCE, nco
                 ax.set_title(f"{variant} ({n} seed{'s' if n != 1 else ''})\nvalidation minimum at epoch {m}",
                              fontsize=10)  # fmt: skip
         integer_ticks(ax)
-    for ax in axes.flat[len(variants) :]:
-        ax.set_visible(False)
-    for ax in axes[-1]:
-        ax.set_xlabel("epoch")
-    for ax in axes[:, 0]:
-        ax.set_ylabel("generator loss (weighted sum)")
-    handles = {}
-    for ax in axes.flat:
-        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
-            handles.setdefault(lab, h)
+    handles = _finish_panels(axes, len(variants), "epoch", "generator loss (weighted sum)")
     fig.suptitle("Training loss (mean over each epoch's steps) and validation loss (after each epoch)", fontsize=12)
     fig.tight_layout(rect=(0, 0.1 if nrows == 1 else 0.05, 1, 1))
     fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=min(4, len(handles)), frameon=False)

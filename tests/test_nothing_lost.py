@@ -2,6 +2,8 @@
 files that enhance on any machine, and a line (not a traceback) for SIGINT, a full disk, a dead PESQ worker,
 and configs that would do nothing."""
 
+# ruff: noqa: F811  (the `corpus` fixture is imported from test_bad_inputs and requested by name)
+
 from __future__ import annotations
 
 import os
@@ -18,6 +20,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 import torch
+from test_bad_inputs import OFFICIAL, ROOT, SR, corpus, tiny  # noqa: F401 (corpus: the shared module fixture)
 
 from cmgan_lib import runguard
 from cmgan_lib.cli import main as cli_main
@@ -26,26 +29,6 @@ from cmgan_lib.pesq_worker import PesqPool, PesqWorkerDied, serial_scores
 from cmgan_lib.runguard import RunLockedError, run_lock
 from cmgan_lib.train import Trainer
 from cmgan_lib.train import main as train_main
-
-ROOT = Path(__file__).resolve().parents[1]
-OFFICIAL = str(ROOT / "configs" / "official.yaml")
-SR = 16000
-
-
-def tiny(corpus: Path, run_dir: Path, *extra: str) -> list[str]:
-    return [
-        f"data_dir={corpus}", f"run_dir={run_dir}", "epochs=1", "batch_size=2", "cut_len=8000", "num_channel=4",
-        "ndf=4", "max_steps_per_epoch=2", "val_max_files=1", "pesq_workers=1", *extra,
-    ]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    from cmgan_lib.data.synthetic import make_dataset
-
-    out = tmp_path_factory.mktemp("corpus")
-    make_dataset(out, n_train=4, n_test=2, n_valid=2, seed=0, hard_fraction=0.0, progress=False, n_jobs=1)
-    return out
 
 
 def _one_line(err: str) -> str:
