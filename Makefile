@@ -27,7 +27,7 @@ study: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest --runslow --nbval-lax tests notebooks
+	$(PY) -m pytest --runslow --nbval-lax --durations=20 tests notebooks
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q tests
