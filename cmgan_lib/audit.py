@@ -24,6 +24,7 @@ from cmgan_lib.audio import read_wav
 from cmgan_lib.data.crops import crop_pair
 from cmgan_lib.paths import run_config
 from cmgan_lib.pesq_worker import KNOWN_REASONS, PesqPool, score_many
+from cmgan_lib.runs import config_crop_seconds, parse_run_name, runs_at
 from cmgan_lib.stats import batch_rate_interval, wilson
 
 CUT_LEN = 32000  # the published 2 s training crop at 16 kHz
@@ -156,7 +157,7 @@ def crop_pesq(
                              estimator=estimator)  # fmt: skip
     scale_check = scale_check and estimator is None
     if cut_len is None:
-        raise ValueError("cut_len is required: audit at the crop the run trained on (audit.run_crop_seconds(run))")
+        raise ValueError("cut_len is required: audit at the crop the run trained on (runs.run_crop_seconds(run))")
     clips = as_clip_pairs(pairs, metadata)
     if crops_per_clip < 1:
         raise ValueError("crops_per_clip must be >= 1")
@@ -362,17 +363,6 @@ def crop_length_sweep(
     return pd.concat(frames, ignore_index=True)
 
 
-def run_crop_seconds(run_dir: str | os.PathLike) -> float:
-    """The crop length (s) a run trained on, from its config.yaml (cut_len / 16 kHz)."""
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: not a run folder (no config.yaml)")
-    cfg = run_config(run_dir)
-    if "cut_len" not in cfg:
-        raise ValueError(f"{path}: no cut_len")
-    return int(cfg["cut_len"]) / SR
-
-
 def make_estimator(checkpoint: str | os.PathLike | None, config: dict, batch_size: int = 4) -> Estimator:
     """Estimates as the training step makes them: RMS-normalized crops through the generator, batches of
     `batch_size`, train mode (batch statistics, as the labels in training see them), no gradient.
@@ -409,17 +399,6 @@ def make_estimator(checkpoint: str | os.PathLike | None, config: dict, batch_siz
         return out
 
     return estimate
-
-
-def run_checkpoints(run_dir: str | os.PathLike) -> list[tuple[str, Path | None]]:
-    """(label, path) of every generator a run kept: untrained (None), epoch_NNN.pt in order, and last.pt."""
-    run_dir = Path(run_dir)
-    found: list[tuple[str, Path | None]] = [("untrained", None)]
-    for path in sorted(run_dir.glob("epoch_*.pt")):
-        found.append((f"after epoch {int(path.stem.split('_')[1])}", path))
-    if not found[1:] and (run_dir / "last.pt").is_file():
-        found.append(("last", run_dir / "last.pt"))
-    return found
 
 
 # --------------------------------------------------------------------------------------------- rates
@@ -459,17 +438,10 @@ def observed_rates(run_root_or_dirs: str | os.PathLike | Sequence[str | os.PathL
     (skip_low, skip_high), samples (B x steps whose labels were scored), failed (labels lost to any cause) with an
     interval, and failed labels per cause (`pesq_fail_*` sums). Reads every run given (all variants), not one.
     """
-    from cmgan_lib.training_report import find_runs, parse_run_name
-
     if per not in ("run", "epoch"):
         raise ValueError(f"per must be 'run' or 'epoch', got {per!r}")
-    if isinstance(run_root_or_dirs, str | os.PathLike):
-        root = Path(run_root_or_dirs)
-        dirs = [root] if (root / "training_step_log.csv").is_file() else find_runs(root)
-    else:
-        dirs = [Path(d) for d in run_root_or_dirs]
     rows = []
-    for d in dirs:
+    for d in runs_at(run_root_or_dirs):
         log = d / "training_step_log.csv"
         if not log.is_file():
             continue
@@ -482,7 +454,7 @@ def observed_rates(run_root_or_dirs: str | os.PathLike | Sequence[str | os.PathL
         causes = [c for c in steps.columns if c.startswith("pesq_fail_")]
         base = dict(run=d.name, variant=variant, seed=seed, strategy=cfg.get("pesq_strategy", "skip"),
                     inject_p=float(cfg.get("pesq_fail_inject", 0.0)),
-                    crop_s=int(cfg.get("cut_len", CUT_LEN)) / SR, batch_size=batch)  # fmt: skip
+                    crop_s=config_crop_seconds(cfg, CUT_LEN / SR), batch_size=batch)  # fmt: skip
         groups = [(None, steps)] if per == "run" else list(steps.groupby("epoch", sort=True))
         for epoch, g in groups:
             # A step refused as non-finite also logs disc_skipped = 1, but PESQ did not cause it: skips count on

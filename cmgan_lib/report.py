@@ -16,9 +16,18 @@ import pandas as pd
 
 from cmgan_lib.metrics import METRIC_NAMES
 from cmgan_lib.paths import run_config, shown_path
-from cmgan_lib.training_report import parse_run_name
+from cmgan_lib.runs import (
+    TINY_CONFIG,
+    config_crop_seconds,
+    find_finished_runs,
+    find_runs,
+    parse_run_name,
+    resolve_checkpoint,
+    run_checkpoints,
+    run_identity,
+    step_logs,
+)
 
-TINY_CONFIG = "configs/tiny_cpu.yaml"
 COMPOSITES = ("csig", "cbak", "covl")
 LEGACY_SUFFIX = "_legacy"
 VARIANT_CSV = "metrics_by_variant.csv"
@@ -139,26 +148,8 @@ def scale_audit(sets: Sequence[AuditSet], crop_s: float, crops_per_clip: int, se
     return scaled, table
 
 
-def runs_crop_seconds(run_root: str | os.PathLike | None, fallback_config: str | os.PathLike = TINY_CONFIG) -> float:
-    """The crop length the runs under `run_root` trained on (they must agree); the config's when there are none.
-
-    Why: a failure rate means nothing without its crop length; the audit's headline crop is the training one.
-    """
-    from cmgan_lib.audit import run_crop_seconds
-    from cmgan_lib.train import load_config
-    from cmgan_lib.training_report import find_runs
-
-    runs = find_runs(run_root) if run_root is not None else []
-    lengths = sorted({run_crop_seconds(r) for r in runs if (r / "config.yaml").is_file()})
-    if len(lengths) > 1:
-        raise ValueError(f"{run_root}: runs trained on different crop lengths {lengths}; audit them separately")
-    return lengths[0] if lengths else load_config(fallback_config).cut_len / 16000
-
-
 def audit_run(run_root: str | os.PathLike | None, prefer: str = "official") -> Path | None:
     """The run whose checkpoints the estimate audit uses: the first `prefer` run (published recipe), else any."""
-    from cmgan_lib.training_report import find_runs
-
     runs = find_runs(run_root) if run_root is not None else []
     preferred = [r for r in runs if parse_run_name(r.name)[0] == prefer]
     return (preferred or runs or [None])[0]
@@ -175,7 +166,7 @@ def estimate_sweep(
 ) -> pd.DataFrame:
     """(clean, estimate) crop-length sweep for every generator a run kept (untrained, epoch_NNN.pt, ...);
     column `model` names the checkpoint. `max_clips` bounds the cost (the generator runs on every crop)."""
-    from cmgan_lib.audit import crop_length_sweep, make_estimator, run_checkpoints
+    from cmgan_lib.audit import crop_length_sweep, make_estimator
 
     cfg = run_config(run_dir)
     pairs = list(pairs)[:max_clips] if max_clips else list(pairs)
@@ -368,17 +359,6 @@ def skipped_batch_logged_value() -> float:
     return loss.item() if loss is not None else math.nan
 
 
-def _step_logs(train_log) -> list[tuple[str, pd.DataFrame]]:
-    paths = [train_log] if isinstance(train_log, str | os.PathLike) else list(train_log)
-    found: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir() and not (p / "training_step_log.csv").exists():  # a folder of run folders
-            found += sorted(p.glob("*/training_step_log.csv"))
-        else:
-            found.append(p / "training_step_log.csv" if p.is_dir() else p)
-    return [(f.parent.name, pd.read_csv(f)) for f in found if f.exists()]
-
-
 def disc_loss_stats(train_log: str | os.PathLike | Sequence[str | os.PathLike] | None) -> dict:
     """From training logs (run folders, a folder of them, or training_step_log.csv files): the smallest positive
     per-step disc_loss, the number of skipped steps and what they logged, and the last epoch's mean disc_loss.
@@ -387,7 +367,7 @@ def disc_loss_stats(train_log: str | os.PathLike | Sequence[str | os.PathLike] |
     """
     if train_log is None:
         return {}
-    steps = [df for _, df in _step_logs(train_log)]
+    steps = [df for _, df in step_logs(train_log)]
     if not steps:
         return {}
     last_means = []
@@ -413,7 +393,6 @@ def last_epoch_disc_loss(run_root: str | os.PathLike, strategy: str = "batch_mea
     95% t interval over its steps (claim 4 is about disc_loss 'after the fix'), with the run's crop length and
     injected failure rate (`inject_p`: a loss under imposed failures is no evidence about the fix)."""
     from cmgan_lib.stats import mean_interval
-    from cmgan_lib.training_report import find_runs
 
     rows = []
     for run in find_runs(run_root):
@@ -424,7 +403,7 @@ def last_epoch_disc_loss(run_root: str | os.PathLike, strategy: str = "batch_mea
         steps = pd.read_csv(log)
         last = steps[steps["epoch"] == steps["epoch"].max()]
         m = mean_interval(last["disc_loss"].dropna())
-        crop = int(cfg["cut_len"]) / 16000 if "cut_len" in cfg else math.nan
+        crop = config_crop_seconds(cfg)
         rows.append(dict(run=run.name, epochs=int(steps["epoch"].max()) + 1, crop_s=crop,
                          inject_p=float(cfg.get("pesq_fail_inject", 0.0) or 0.0), n_steps=m.n, mean=m.mean,
                          low=m.low, high=m.high))  # fmt: skip
@@ -837,7 +816,7 @@ def clipping_claims(run_roots: Sequence[str | os.PathLike] | str | os.PathLike |
     rows: list[_Row] = []
     folders = [Path(r) / "runs" if (Path(r) / "runs").is_dir() else Path(r) for r in roots]  # a report's runs
     for root in {f.resolve(): f for f in reversed(folders)}.values():  # each folder once, as given first
-        logs = _step_logs(root)
+        logs = step_logs(root)
         for col, net in (("grad_norm_d", "discriminator"), ("grad_norm_g", "generator")):
             norms = [df[col].to_numpy(dtype=float) for _, df in logs if col in df]
             v = np.concatenate(norms) if norms else np.array([])
@@ -1073,38 +1052,6 @@ def _fmt(x: float) -> str:
 
 
 # --------------------------------------------------------------------------------------------- notebook 03
-
-
-def find_finished_runs(run_root: str | os.PathLike) -> list[Path]:
-    """Finished runs (done.json and a checkpoint) directly under `run_root`, or under its runs/ when `run_root`
-    is a `cmgan ablate --out` folder (grid.yaml). Never deeper: two grids under one folder would merge runs of
-    the same name."""
-    root = Path(run_root)
-    if (root / "grid.yaml").is_file() and (root / "runs").is_dir():
-        root = root / "runs"
-    if not root.is_dir():
-        return []
-    return sorted(d for d in root.iterdir() if (d / "done.json").is_file() and resolve_checkpoint(d, strict=False))
-
-
-def resolve_checkpoint(path: str | os.PathLike, strict: bool = True) -> Path | None:
-    """A checkpoint file itself, or a run folder's best.pt (else last.pt)."""
-    path = Path(path)
-    if path.is_file():
-        return path
-    for name in ("best.pt", "last.pt"):
-        if (path / name).is_file():
-            return path / name
-    if strict:
-        raise FileNotFoundError(f"{path}: neither a checkpoint nor a run folder with best.pt/last.pt")
-    return None
-
-
-def run_identity(path: str | os.PathLike) -> tuple[str, str, int | None]:
-    """(run name, variant, seed) of a run folder or of a checkpoint inside one."""
-    path = Path(path)
-    run = path.parent.name if path.is_file() else path.name
-    return (run, *parse_run_name(run))
 
 
 def input_snr(clean: np.ndarray, noisy: np.ndarray) -> float:

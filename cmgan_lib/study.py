@@ -259,7 +259,8 @@ def write_summary(run_root: Path, out: Path, status: pd.DataFrame | None = None,
                   test_set: str | os.PathLike | None = None) -> pd.DataFrame:  # fmt: skip
     """summary.csv: one row per run (status, training facts, the split that selected its checkpoint, and test
     metrics with the test set that scored them, when notebook 03 wrote them)."""
-    from cmgan_lib.training_report import load_run_configs, load_runs, run_summary
+    from cmgan_lib.runs import load_runs
+    from cmgan_lib.training_report import load_run_configs, run_summary
 
     epochs, steps = load_runs(run_root)
     summary = run_summary(epochs, steps, load_run_configs(run_root)) if len(epochs) else pd.DataFrame(columns=["run"])

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import numbers
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +20,9 @@ import pandas as pd
 from cmgan_lib.paths import run_config, shown_path
 from cmgan_lib.pesq_labels import CAUSE_COLUMNS, INJECTED
 from cmgan_lib.plotting import EPOCH_LABEL, STEP_LABEL, integer_ticks, left_aligned, legend_outside, plain_log_ticks
+from cmgan_lib.runs import find_runs, load_runs, run_dirs
 from cmgan_lib.stats import Interval, difference_interval, effect_verdict, mean_interval, wilson
 
-RUN_NAME = re.compile(r"^(?P<variant>.+)_s(?P<seed>\d+)$")
 REFERENCE = "official"
 # step-log columns of labels lost to injection and to the data (every other cause), as the trainer names them
 INJECTED_COLUMN = CAUSE_COLUMNS[INJECTED]
@@ -51,56 +50,10 @@ PER_VARIANT_CSV = "training_per_variant.csv"
 COMPARISONS_CSV = "training_comparisons.csv"
 
 
-def parse_run_name(name: str) -> tuple[str, int | None]:
-    """`masked_s1` -> ("masked", 1); any other folder name is its own variant with no seed."""
-    m = RUN_NAME.match(name)
-    return (m["variant"], int(m["seed"])) if m else (name, None)
-
-
-def find_runs(run_root: str | os.PathLike) -> list[Path]:
-    """Run folders (those with a training_epoch_log.csv) directly under `run_root`, sorted."""
-    root = Path(run_root)
-    if not root.is_dir():
-        return []
-    return sorted(p for p in root.iterdir() if (p / "training_epoch_log.csv").is_file())
-
-
-def _dirs(run_root_or_dirs) -> list[Path]:
-    if isinstance(run_root_or_dirs, str | os.PathLike):
-        return find_runs(run_root_or_dirs)
-    return [Path(d) for d in run_root_or_dirs]
-
-
-def _read_log(path: Path) -> pd.DataFrame:
-    """A log CSV; missing or still empty (the trainer has not written its header yet) reads as no rows."""
-    try:
-        return pd.read_csv(path)
-    except (FileNotFoundError, pd.errors.EmptyDataError):
-        return pd.DataFrame()
-
-
-def load_runs(run_root_or_dirs) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(epoch log, step log) of every run, each row tagged with run, variant and seed; epochs from 1."""
-    epochs, steps = [], []
-    for d in _dirs(run_root_or_dirs):
-        variant, seed = parse_run_name(d.name)
-        tag = dict(run=d.name, variant=variant, seed=seed)
-        e = _read_log(d / "training_epoch_log.csv")
-        if not len(e):  # a run that has not finished its first epoch yet
-            continue
-        epochs.append(e.assign(epoch=e.epoch + 1, **tag))
-        s = _read_log(d / "training_step_log.csv")
-        if len(s):
-            steps.append(s.assign(epoch=s.epoch + 1, **tag))
-    empty = pd.DataFrame(columns=["run", "variant", "seed", "epoch"])
-    return (pd.concat(epochs, ignore_index=True) if epochs else empty,
-            pd.concat(steps, ignore_index=True) if steps else empty)  # fmt: skip
-
-
 def load_run_configs(run_root_or_dirs) -> pd.DataFrame:
     """One row per run: the config keys the reports need (missing keys NaN: runs from before the key)."""
     rows = []
-    for d in _dirs(run_root_or_dirs):
+    for d in run_dirs(run_root_or_dirs):
         cfg = run_config(d)
         rows.append({"run": d.name, **{k: cfg.get(k, np.nan) for k in (*CONFIG_KEYS, *REGIME_KEYS)}})
     return pd.DataFrame(rows, columns=["run", *CONFIG_KEYS, *REGIME_KEYS])

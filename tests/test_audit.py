@@ -165,7 +165,7 @@ def test_training_scale_of_silence_is_infinite():
 
 
 # ---------------------------------------------------------------- conditions: crop length, estimates, run logs
-from cmgan_lib import audit  # noqa: E402
+from cmgan_lib import audit, runs  # noqa: E402
 
 
 def _speech_after_silence(seconds_silent: float = 1.5, seconds_speech: float = 2.5, seed: int = 0):
@@ -235,7 +235,7 @@ def test_observed_rates_read_every_run_per_run_and_per_epoch(tmp_path):
     assert off.skip_low < 0.5 < off.skip_high
     per_epoch = audit.observed_rates(tmp_path, per="epoch")
     assert list(per_epoch[per_epoch.run == "official_s0"].skipped) == [2, 3]
-    assert audit.run_crop_seconds(tmp_path / "official_s0") == 0.5
+    assert runs.run_crop_seconds(tmp_path / "official_s0") == 0.5
 
 
 def test_observed_rates_leave_out_steps_refused_as_nonfinite(tmp_path):

@@ -12,7 +12,6 @@ from scipy import stats
 
 from cmgan_lib import report
 from cmgan_lib.metrics import METRIC_NAMES
-from cmgan_lib.training_report import parse_run_name
 
 
 def _verdicts(table: pd.DataFrame) -> list[str]:
@@ -93,27 +92,6 @@ def test_disc_loss_stats_from_step_logs(tmp_path):
     assert report.disc_loss_stats(None) == {}
     assert report.disc_loss_stats(tmp_path / "missing") == {}
     assert report.disc_loss_stats(tmp_path)["n_steps"] == 4  # a folder of run folders
-
-
-def test_parse_run_name_and_find_runs(tmp_path):
-    assert parse_run_name("seed_fixes_s12") == ("seed_fixes", 12)
-    assert parse_run_name("official") == ("official", None)
-    done = tmp_path / "runs" / "official_s0"
-    done.mkdir(parents=True)
-    (done / "done.json").write_text("{}")
-    (done / "best.pt").write_bytes(b"")
-    unfinished = tmp_path / "runs" / "masked_s0"
-    unfinished.mkdir()
-    (unfinished / "last.pt").write_bytes(b"")
-    no_ckpt = tmp_path / "runs" / "failed_s0"
-    no_ckpt.mkdir()
-    (no_ckpt / "done.json").write_text("{}")
-    assert report.find_finished_runs(tmp_path / "runs") == [done]
-    assert report.find_finished_runs(tmp_path / "nothing") == []
-    assert report.resolve_checkpoint(unfinished) == unfinished / "last.pt"
-    assert report.run_identity(done / "best.pt") == ("official_s0", "official", 0)
-    with pytest.raises(FileNotFoundError):
-        report.resolve_checkpoint(no_ckpt)
 
 
 def _per_file(values: dict[tuple[str, int], list[float]], noisy: list[float]) -> pd.DataFrame:
@@ -409,22 +387,6 @@ def test_claim4_labels_injected_runs_names_the_crop_and_calls_wide_intervals_inc
     wide = fixed.assign(low=0.0, high=0.05 + w)
     assert set(report.claims_table(fixed=wide).query("claim == @report.CLAIMS[3]").verdict) == {
         "inconclusive (too few samples)", "imposed (failure injection), not evidence"}  # fmt: skip
-
-
-def test_find_finished_runs_never_merges_two_grids(tmp_path):
-    """Two `cmgan ablate --out` folders under one folder hold runs of the same name: neither is taken from the
-    parent, and each grid folder (or its runs/) gives only its own."""
-    for grid in ("grid_a", "grid_b"):
-        (tmp_path / grid).mkdir()
-        (tmp_path / grid / "grid.yaml").write_text("seeds: [0]\n")
-        run = tmp_path / grid / "runs" / "official_s0"
-        run.mkdir(parents=True)
-        (run / "done.json").write_text("{}")
-        (run / "best.pt").write_bytes(b"")
-    assert report.find_finished_runs(tmp_path) == []
-    a = tmp_path / "grid_a" / "runs" / "official_s0"
-    assert report.find_finished_runs(tmp_path / "grid_a") == [a]
-    assert report.find_finished_runs(tmp_path / "grid_a" / "runs") == [a]
 
 
 def test_audit_sets_name_the_training_data_first_and_count_the_real_utterances(tmp_path):

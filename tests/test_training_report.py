@@ -7,14 +7,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cmgan_lib import stats
+from cmgan_lib import runs, stats
 from cmgan_lib import training_report as tr
 
 matplotlib.use("Agg")
 
 
 def _load(root):
-    epochs, steps = tr.load_runs(root)
+    epochs, steps = runs.load_runs(root)
     per_seed = tr.run_summary(epochs, steps, tr.load_run_configs(root))
     return epochs, steps, per_seed
 
