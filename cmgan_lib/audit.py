@@ -22,9 +22,10 @@ from tqdm.auto import tqdm
 
 from cmgan_lib.audio import read_wav
 from cmgan_lib.data.crops import crop_pair
+from cmgan_lib.data.layout import manifest_rows, split_dir
 from cmgan_lib.paths import run_config
 from cmgan_lib.pesq_worker import KNOWN_REASONS, PesqPool, score_many
-from cmgan_lib.runs import config_crop_seconds, parse_run_name, runs_at
+from cmgan_lib.runs import config_crop_seconds, find_runs, parse_run_name, run_checkpoints, runs_at, step_logs
 from cmgan_lib.stats import batch_rate_interval, wilson
 
 CUT_LEN = 32000  # the published 2 s training crop at 16 kHz
@@ -718,7 +719,7 @@ def failure_matrix(
 
 def failure_matrices(sets: Sequence, cut_len: int, crops_per_clip: int = 1, max_clips: int | None = None,
                      seed: int = 0, pool: PesqPool | None = None, **axes) -> pd.DataFrame:  # fmt: skip
-    """`failure_matrix` of every audit set (objects with `name` and `pairs`, e.g. `report.audit_sets`)."""
+    """`failure_matrix` of every audit set (objects with `name` and `pairs`, e.g. `audit_sets`)."""
     return pd.concat([failure_matrix(s.pairs, cut_len, crops_per_clip, max_clips, seed, pool, dataset=s.name, **axes)
                       for s in sets], ignore_index=True)  # fmt: skip
 
@@ -923,3 +924,154 @@ def folder_audit_summary(result: FolderAudit, top: int = 5) -> str:
     lines += ["", "Estimates fail for other reasons too (silent or non-finite generator output): notebook 01 audits "
               "those on a run's checkpoints."]  # fmt: skip
     return "\n".join(lines)
+
+
+def dataset_label(data_dir: str | os.PathLike) -> str:
+    """'synthetic corpus' when the folder was written by `make-synthetic` (manifest.csv), else 'speech corpus'."""
+    return "synthetic corpus" if (Path(data_dir) / "manifest.csv").is_file() else "speech corpus"
+
+
+@dataclass
+class AuditSet:
+    """One corpus notebook 01 crops: the name its rows carry, its (clean, noisy) pairs, manifest rows or None."""
+
+    name: str
+    pairs: list
+    metadata: pd.DataFrame | None = None
+
+
+def audit_pairs(data_dir: str | os.PathLike, split: str = "train"):
+    """(pairs, metadata) for `crop_pesq`: the split's clean/noisy pairs and their manifest rows (or None)."""
+    pairs = load_folder_pairs(split_dir(data_dir, split))
+    return pairs, manifest_rows(data_dir, [p.name for p in pairs], split)
+
+
+def audit_sets(data_dir: str | os.PathLike, vb_dir: str | os.PathLike | None) -> list[AuditSet]:
+    """The training data's train split first (the estimates are made on it), then the real speech when given,
+    named with its number of utterances."""
+    pairs, meta = audit_pairs(data_dir, "train")
+    sets = [AuditSet(f"{dataset_label(data_dir)} (train)", pairs, meta)]
+    if vb_dir is not None:
+        vb_pairs, _ = audit_pairs(vb_dir, "train")
+        sets.append(AuditSet(f"real speech ({len(vb_pairs)} VB utterances)", vb_pairs))
+    return sets
+
+
+def crop_sweeps(sets: Sequence[AuditSet], run_root: str | os.PathLike | None, lengths_s: Sequence[float],
+                crops_per_clip: int, seed: int, pool, estimate_clips: int | None) -> pd.DataFrame:  # fmt: skip
+    """Notebook 01's crops: (clean, noisy) of every set at every length, then (clean, estimate) on the first set
+    from every checkpoint of the audited run (`audit_run`), when there is one."""
+    frames = [crop_length_sweep(s.pairs, lengths_s, crops_per_clip, seed, s.metadata, pool=pool)
+              .assign(dataset=s.name, pair="clean/noisy", model="-") for s in sets]  # fmt: skip
+    est_run = audit_run(run_root)
+    if est_run is not None:
+        frames.append(estimate_sweep(sets[0].pairs, est_run, lengths_s, 1, seed, pool, estimate_clips)
+                      .assign(dataset=sets[0].name, pair=f"clean/estimate ({est_run.name})"))  # fmt: skip
+    return pd.concat(frames, ignore_index=True)
+
+
+def scale_audit(sets: Sequence[AuditSet], crop_s: float, crops_per_clip: int, seed: int, pool=None,
+                ) -> tuple[pd.DataFrame, pd.DataFrame]:  # fmt: skip
+    """PESQ of each crop as is and scaled by the training normalizer, at the training crop length: every crop
+    (with `dataset`) and one `scale_invariance_summary` row per set."""
+    cut = int(round(crop_s * 16000))
+    scaled = pd.concat([crop_pesq(s.pairs, crops_per_clip, cut, seed, pool=pool, progress=False).assign(dataset=s.name)
+                        for s in sets], ignore_index=True)  # fmt: skip
+    table = pd.concat([scale_invariance_summary(g).assign(dataset=name) for name, g in scaled.groupby("dataset")],
+                      ignore_index=True)  # fmt: skip
+    return scaled, table
+
+
+def audit_run(run_root: str | os.PathLike | None, prefer: str = "official") -> Path | None:
+    """The run whose checkpoints the estimate audit uses: the first `prefer` run (published recipe), else any."""
+    runs = find_runs(run_root) if run_root is not None else []
+    preferred = [r for r in runs if parse_run_name(r.name)[0] == prefer]
+    return (preferred or runs or [None])[0]
+
+
+def estimate_sweep(
+    pairs,
+    run_dir: str | os.PathLike,
+    lengths_s: Sequence[float],
+    crops_per_clip: int = 1,
+    seed: int = 0,
+    pool=None,
+    max_clips: int | None = 16,
+) -> pd.DataFrame:
+    """(clean, estimate) crop-length sweep for every generator a run kept (untrained, epoch_NNN.pt, ...);
+    column `model` names the checkpoint. `max_clips` bounds the cost (the generator runs on every crop)."""
+    cfg = run_config(run_dir)
+    pairs = list(pairs)[:max_clips] if max_clips else list(pairs)
+    frames = []
+    for label, ckpt in run_checkpoints(run_dir):
+        est = make_estimator(ckpt, cfg, batch_size=int(cfg.get("batch_size", 4)))
+        df = crop_length_sweep(pairs, lengths_s, crops_per_clip, seed, pool=pool, estimator=est)
+        frames.append(df.assign(model=label))
+    return pd.concat(frames, ignore_index=True)
+
+
+def skipped_batch_logged_value() -> float:
+    """What our trainer logs as disc_loss for a batch whose every PESQ failed: runs the real label path.
+
+    `make_labels` under the published `skip` strategy, then `discriminator_loss` (None = no update), then
+    the trainer's logging rule (`disc_loss.item() if disc_loss is not None else NaN`).
+    """
+    import torch
+
+    from cmgan_lib.pesq_labels import discriminator_loss, make_labels
+
+    labels = make_labels(np.array([np.nan, np.nan]), ["silent_reference", "pesq_failed"], strategy="skip")
+    mag = torch.zeros(2, 1, 4, 4)
+    loss = discriminator_loss(torch.nn.Identity(), mag, mag, labels)
+    return loss.item() if loss is not None else math.nan
+
+
+def disc_loss_stats(train_log: str | os.PathLike | Sequence[str | os.PathLike] | None) -> dict:
+    """From training logs (run folders, a folder of them, or training_step_log.csv files): the smallest positive
+    per-step disc_loss, the number of skipped steps and what they logged, and the last epoch's mean disc_loss.
+
+    Empty dict when `train_log` is None or holds no step log.
+    """
+    if train_log is None:
+        return {}
+    steps = [df for _, df in step_logs(train_log)]
+    if not steps:
+        return {}
+    last_means = []
+    for df in steps:
+        last = df[df["epoch"] == df["epoch"].max()]["disc_loss"]
+        last_means.append(float(np.nanmean(last)) if last.notna().any() else math.nan)
+    df = pd.concat(steps, ignore_index=True)
+    loss = df["disc_loss"].astype(float)
+    skipped = df["disc_skipped"].astype(bool) if "disc_skipped" in df else loss.isna()
+    positive = loss[(loss > 0) & ~skipped]
+    logged = loss[skipped]
+    return {
+        "n_steps": len(df),
+        "n_skipped": int(skipped.sum()),
+        "skipped_logged_nan": bool(logged.isna().all()) if len(logged) else None,
+        "min_positive": float(positive.min()) if len(positive) else math.nan,
+        "last_epoch_mean": float(np.nanmean(last_means)) if np.isfinite(last_means).any() else math.nan,
+    }
+
+
+def last_epoch_disc_loss(run_root: str | os.PathLike, strategy: str = "batch_mean") -> pd.DataFrame:
+    """Per run trained with `strategy` (read from config.yaml): mean disc_loss of the last epoch's updates with a
+    95% t interval over its steps (claim 4 is about disc_loss 'after the fix'), with the run's crop length and
+    injected failure rate (`inject_p`: a loss under imposed failures is no evidence about the fix)."""
+    from cmgan_lib.stats import mean_interval
+
+    rows = []
+    for run in find_runs(run_root):
+        cfg = run_config(run)
+        log = run / "training_step_log.csv"
+        if cfg.get("pesq_strategy") != strategy or not log.is_file():
+            continue
+        steps = pd.read_csv(log)
+        last = steps[steps["epoch"] == steps["epoch"].max()]
+        m = mean_interval(last["disc_loss"].dropna())
+        crop = config_crop_seconds(cfg)
+        rows.append(dict(run=run.name, epochs=int(steps["epoch"].max()) + 1, crop_s=crop,
+                         inject_p=float(cfg.get("pesq_fail_inject", 0.0) or 0.0), n_steps=m.n, mean=m.mean,
+                         low=m.low, high=m.high))  # fmt: skip
+    return pd.DataFrame(rows, columns=["run", "epochs", "crop_s", "inject_p", "n_steps", "mean", "low", "high"])

@@ -142,8 +142,8 @@ def test_verdicts_are_generated_per_cause_and_axis():
 
 
 def test_matrix_figure_is_readable(matrix, check_figure):
-    from cmgan_lib import report
+    from cmgan_lib import report_01_audit as r01
 
-    fig = report.plot_failure_matrix(audit.matrix_table(matrix))
+    fig = r01.plot_failure_matrix(audit.matrix_table(matrix))
     check_figure(fig)
     assert [ax.get_xlabel() for ax in fig.axes][:2] == ["input SNR (dB)", "estimate level (gain)"]

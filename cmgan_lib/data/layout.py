@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
+
+import pandas as pd
 
 SPLITS = ("train", "valid", "test")
 # The folder names inside the original Edinburgh DataShare archive (28-speaker training set).
@@ -110,3 +113,23 @@ def training_pairs(
     if found != held_out:
         raise ValueError(f"{data_dir}: val_speakers {sorted(held_out - found)} have no training files")
     return pairs
+
+
+def split_dir(data_dir: str | os.PathLike, split: str) -> Path:
+    """DIR/<split> when it holds clean/ and noisy/, else DIR itself (a flat clean/noisy folder)."""
+    data_dir = Path(data_dir)
+    return data_dir / split if (data_dir / split / "clean").is_dir() else data_dir
+
+
+def manifest_rows(data_dir: str | os.PathLike, names: Sequence[str], split: str) -> pd.DataFrame | None:
+    """The manifest rows (snr_db, speech_fraction, ...) of `names` (file stems), in that order; None if absent."""
+    path = Path(data_dir) / "manifest.csv"
+    if not path.exists():
+        return None
+    man = pd.read_csv(path)
+    if "split" in man:
+        man = man[man["split"] == split]
+    man = man.assign(stem=man["file"].map(lambda f: Path(f).stem)).drop_duplicates("stem").set_index("stem")
+    if not set(names) <= set(man.index):
+        return None
+    return man.loc[list(names)].drop(columns=["file"]).reset_index(drop=True)
