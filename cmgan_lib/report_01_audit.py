@@ -83,12 +83,12 @@ def plot_failure_sweep(table: pd.DataFrame, training_crop_s: float | None = None
 
 
 def plot_failure_matrix(table: pd.DataFrame):
-    """The failure matrix (`audit.matrix_table`): per axis, the share of pairs PESQ cannot score at each level with
-    its 95% Wilson interval, one colour per dataset (slightly apart so equal rates stay visible)."""
+    """The failure matrix (`failure_matrix.matrix_table`): per axis, the share of pairs PESQ cannot score at each
+    level with its 95% Wilson interval, one colour per dataset (slightly apart so equal rates stay visible)."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    from cmgan_lib.audit import AXES
+    from cmgan_lib.failure_matrix import AXES
 
     axes_shown = [a for a in AXES if a != "as is" and a in set(table["axis"])]
     datasets = list(dict.fromkeys(table["dataset"]))

@@ -83,7 +83,7 @@ def claims_table(
     else "below/above the claim" (`rate_verdict`).
     - claim 1 (skip rate), one row per audited condition (`sweep`: `failure_sweep_table`; dataset, pair, model,
       crop length; implied skip at B=4 with the per-crop interval propagated) and one per run (`observed`:
-      `audit.observed_rates`; the logged skip rate for `skip` runs without injection, else the published-rule skip
+      `audit_logs.observed_rates`; the logged skip rate for `skip` runs without injection, else the published-rule skip
       implied by the run's natural label failures; runs with injection are labelled imposed, not evidence).
     - claim 2: a skipped batch logs NaN here and 0.0 in the published code, so a positive value is an update.
     - claim 3: max |PESQ(cx,cy) - PESQ(x,y)| per dataset (`scale`) within `scale_tolerance` refutes it.
@@ -202,7 +202,7 @@ _Row = tuple[str, str, str, str]
 
 
 def matrix_claims(matrix: pd.DataFrame | None) -> list[_Row]:
-    """Claims (b)-(e), the fix document's four causes, from the failure matrix (`audit.failure_matrix`), per
+    """Claims (b)-(e), the fix document's four causes, from the failure matrix (`failure_matrix.failure_matrix`), per
     dataset; every verdict follows from counts with Wilson intervals."""
     from cmgan_lib.stats import format_rate, wilson
 

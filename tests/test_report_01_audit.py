@@ -8,12 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cmgan_lib import audit
+from cmgan_lib import audit, audit_logs
 from cmgan_lib import report_01_audit as r01
 
 
 def test_skipped_batch_logs_nan_through_the_real_label_path():
-    assert math.isnan(audit.skipped_batch_logged_value())
+    assert math.isnan(audit_logs.skipped_batch_logged_value())
 
 
 def test_disc_loss_stats_from_step_logs(tmp_path):
@@ -22,13 +22,13 @@ def test_disc_loss_stats_from_step_logs(tmp_path):
     pd.DataFrame({"epoch": [1, 1, 2, 2], "disc_loss": [np.nan, 4e-6, 0.3, 0.1], "disc_skipped": [1, 0, 0, 0]}).to_csv(
         run / "training_step_log.csv", index=False
     )
-    s = audit.disc_loss_stats(run)
+    s = audit_logs.disc_loss_stats(run)
     assert s["n_steps"] == 4 and s["n_skipped"] == 1 and s["skipped_logged_nan"] is True
     assert s["min_positive"] == pytest.approx(4e-6)
     assert s["last_epoch_mean"] == pytest.approx(0.2)
-    assert audit.disc_loss_stats(None) == {}
-    assert audit.disc_loss_stats(tmp_path / "missing") == {}
-    assert audit.disc_loss_stats(tmp_path)["n_steps"] == 4  # a folder of run folders
+    assert audit_logs.disc_loss_stats(None) == {}
+    assert audit_logs.disc_loss_stats(tmp_path / "missing") == {}
+    assert audit_logs.disc_loss_stats(tmp_path)["n_steps"] == 4  # a folder of run folders
 
 
 def test_audit_sets_name_the_training_data_first_and_count_the_real_utterances(tmp_path):
@@ -58,7 +58,8 @@ def test_notebook_01_figures_are_readable(check_figure, tmp_path):
     import matplotlib.pyplot as plt
     from test_audit import _run, _speech_after_silence
 
-    from cmgan_lib.audit import crop_length_sweep, crop_pesq, observed_rates
+    from cmgan_lib.audit import crop_length_sweep, crop_pesq
+    from cmgan_lib.audit_logs import observed_rates
 
     pairs = [_speech_after_silence(seed=s) for s in range(2)]
     crops = crop_length_sweep(pairs, (0.5, 2.0), 2, 0).assign(dataset="synthetic", pair="clean/noisy", model="-")
@@ -96,7 +97,7 @@ def test_failure_sweep_figure_gives_a_line_one_colour_in_every_panel_and_one_leg
 def test_observed_table_writes_rates_with_intervals_and_only_causes_that_occurred(tmp_path):
     from test_audit import _run
 
-    from cmgan_lib.audit import observed_rates
+    from cmgan_lib.audit_logs import observed_rates
 
     _run(tmp_path, "official_s0", "skip", [1, 0, 1, 0], [1, 0, 2, 0])
     _run(tmp_path, "masked_s0", "masked", [0, 0, 0, 0], [0, 0, 0, 0])

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from cmgan_lib import audit
+from cmgan_lib import audit_logs
 from cmgan_lib import report_01_claims as rc
 from cmgan_lib import report_01_verdict as rv
 
@@ -25,7 +25,7 @@ def test_skip_verdict_flips_with_the_logged_skip_rate(tmp_path):
     below the claim (no hard-coded outcome)."""
     from test_audit import _run
 
-    from cmgan_lib.audit import observed_rates
+    from cmgan_lib.audit_logs import observed_rates
 
     rng = np.random.default_rng(0)
     high = (rng.random(200) < 0.56).astype(int)
@@ -106,7 +106,7 @@ def test_claim4_labels_injected_runs_names_the_crop_and_calls_wide_intervals_inc
     _run(tmp_path, "seed_fixes_s0", "batch_mean", [0] * 10, [0] * 10)
     _run(tmp_path, "batch_mean_p186_s0", "batch_mean", [0] * 10, [1] * 10, inject=0.186)
     _run(tmp_path, "official_s0", "skip", [0] * 10, [0] * 10)
-    fixed = audit.last_epoch_disc_loss(tmp_path)
+    fixed = audit_logs.last_epoch_disc_loss(tmp_path)
     assert sorted(fixed.run) == ["batch_mean_p186_s0", "seed_fixes_s0"]
     c4 = rc.claims_table(fixed=fixed).query("claim == @rc.CLAIMS[3]").set_index("condition")
     natural = c4.loc["run seed_fixes_s0 (0.5 s crops, last of 2 epochs)"]
