@@ -326,8 +326,8 @@ def _comparison_tables(roots: Sequence[str | os.PathLike]) -> list[tuple[Path, p
     known VARIANTS."""
     import yaml
 
+    from cmgan_lib.report_02_training import COMPARISONS_CSV, build_report
     from cmgan_lib.study import VARIANTS
-    from cmgan_lib.training_report import COMPARISONS_CSV, build_report
 
     def grid_of(folder: Path) -> dict:
         grid = folder / "grid.yaml"
@@ -466,7 +466,7 @@ def committed_reports(spec: str | Sequence[str | os.PathLike] | None = "auto", r
                       ) -> list[Path]:  # fmt: skip
     """Committed run reports whose comparison tables the causal claims read: "auto" = every `reports/*/` holding
     notebook 02's training_comparisons.csv; a list as given; None = none."""
-    from cmgan_lib.training_report import COMPARISONS_CSV
+    from cmgan_lib.report_02_training import COMPARISONS_CSV
 
     if spec == "auto":
         return sorted(p.parent for p in Path(root).glob(f"*/{COMPARISONS_CSV}"))

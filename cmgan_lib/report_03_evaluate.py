@@ -229,7 +229,7 @@ def is_synthetic_corpus(test_dir: str | os.PathLike) -> bool:
 
 def checkpoint_split_markdown(runs: Sequence[str | os.PathLike]) -> str:
     """Which split selected each run's checkpoint (its config's val_split; no key: the published test split)."""
-    from cmgan_lib.training_report import selection_split
+    from cmgan_lib.report_02_training import selection_split
 
     notes: dict[str, list[str]] = {}
     for run in runs:
@@ -244,7 +244,7 @@ def checkpoint_split_markdown(runs: Sequence[str | os.PathLike]) -> str:
 
 def _data_order_sentence(runs: Sequence[str | os.PathLike]) -> str:
     """The runs' data order (issue 20), as notebook 02 states it."""
-    from cmgan_lib.training_report import data_order_markdown
+    from cmgan_lib.report_02_training import data_order_markdown
 
     folders = [Path(r).parent if Path(r).is_file() else Path(r) for r in runs]
     configs = pd.DataFrame([{"reshuffle_each_epoch": run_config(f).get("reshuffle_each_epoch", np.nan)}

@@ -9,7 +9,7 @@ import yaml
 
 from cmgan_lib import report_01_claims as rc
 from cmgan_lib import report_01_verdict as rv
-from cmgan_lib.training_report import COMPARISONS_CSV
+from cmgan_lib.report_02_training import COMPARISONS_CSV
 
 LETTERS = list("abcdefghijklmn")
 

@@ -10,7 +10,7 @@ import yaml
 
 from cmgan_lib import study
 from cmgan_lib.runs import load_runs, parse_run_name
-from cmgan_lib.training_report import run_summary
+from cmgan_lib.training_analysis import run_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 
