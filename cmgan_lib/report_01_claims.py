@@ -171,6 +171,7 @@ def claims_table(
     return pd.DataFrame(rows, columns=["claim", "condition", "measured", "verdict"])
 
 
+# --------------------------------------------------------------------------------------------- claims (b)-(n)
 # Issue 20: every testable claim of the fix document. CLAIMS above keeps (a), (g), (m), (j) under their old names.
 NOT_MEASURABLE = "not measurable here (needs full Voice Bank + DEMAND training on GPUs)"
 

@@ -20,6 +20,7 @@ import pandas as pd
 from cmgan_lib.paths import run_config, shown_path
 from cmgan_lib.plotting import left_aligned
 from cmgan_lib.runs import find_runs, load_runs
+from cmgan_lib.stats import plus_minus
 from cmgan_lib.training_analysis import (
     ALONG_COS,
     MIN_SMOOTH_EPOCHS,
@@ -49,17 +50,10 @@ def _config_text(value, absent: str, unit: float = 1.0) -> str:
     return f"{value / unit:g}" if is_number(value) else absent
 
 
-def _pm(iv_mean: float, low: float, high: float, digits: int = 2) -> str:
-    if not np.isfinite(iv_mean):
-        return ""
-    if not (np.isfinite(low) and np.isfinite(high)):
-        return f"{iv_mean:.{digits}f}"
-    return f"{iv_mean:.{digits}f} ± {(high - low) / 2:.{digits}f}"
-
-
 def _seed_mean(r, q: str, digits: int = 2) -> str:
     """A seed mean ± half-width, saying how many seeds it is over when some had no value (e.g. NaN validation)."""
-    text = _pm(getattr(r, q), getattr(r, f"{q}_low"), getattr(r, f"{q}_high"), digits)
+    mean, low, high = getattr(r, q), getattr(r, f"{q}_low"), getattr(r, f"{q}_high")
+    text = plus_minus(mean, (high - low) / 2, digits) if np.isfinite(mean) else ""
     n = getattr(r, f"{q}_n", r.n_seeds)
     return f"{text} ({int(n)} of {r.n_seeds} seeds)" if text and is_number(n) and n < r.n_seeds else text
 

@@ -17,6 +17,7 @@ from cmgan_lib.evaluate import COMPOSITES, LEGACY_SUFFIX, evaluate_runs, score_n
 from cmgan_lib.metrics import METRIC_NAMES
 from cmgan_lib.paths import run_config, shown_path
 from cmgan_lib.runs import find_finished_runs, run_identity
+from cmgan_lib.stats import plus_minus, t_half_width
 
 VARIANT_CSV = "metrics_by_variant.csv"
 
@@ -25,15 +26,6 @@ VARIANT_COLUMNS = [
     "variant", "seeds", "n_seeds", "metric", "mean", "std", "ci95", "ci95_low", "ci95_high", "ci_over",
     "n_files",
 ]  # fmt: skip
-
-
-def _t_half(values: np.ndarray, confidence: float) -> float:
-    from scipy import stats
-
-    n = values.size
-    if n < 2:
-        return math.nan
-    return float(stats.t.ppf(0.5 + confidence / 2, n - 1) * values.std(ddof=1) / math.sqrt(n))
 
 
 def variant_table(per_file: pd.DataFrame, confidence: float = 0.95, include_noisy: bool = True) -> pd.DataFrame:
@@ -60,7 +52,7 @@ def variant_table(per_file: pd.DataFrame, confidence: float = 0.95, include_nois
                 values = df[col].dropna().to_numpy(dtype=float)
                 over = "files"
             mean = float(values.mean())
-            half = _t_half(values, confidence)
+            half = t_half_width(values, confidence)
             records.append(dict(
                 variant=variant, seeds=",".join(map(str, seeds)), n_seeds=len(seeds), metric=metric, mean=mean,
                 std=float(values.std(ddof=1)) if values.size > 1 else math.nan, ci95=half,
@@ -93,14 +85,10 @@ def display_table(vtable: pd.DataFrame, synthetic: bool = False) -> pd.DataFrame
         if sub.empty:
             continue
         label = "Noisy (measured)" if variant == "noisy" else variant
-        rows[label] = {m.upper(): _pm(sub.loc[m, "mean"], sub.loc[m, "ci95"]) if m in sub.index else ""
+        rows[label] = {m.upper(): plus_minus(sub.loc[m, "mean"], sub.loc[m, "ci95"]) if m in sub.index else ""
                        for m in METRIC_NAMES}  # fmt: skip
     rows[f"Noisy (published{other})"] = {m.upper(): f"{pub.loc['Noisy', m]:.2f}" for m in METRIC_NAMES}
     return pd.DataFrame(rows).T
-
-
-def _pm(mean: float, half: float) -> str:
-    return f"{mean:.2f}" if not np.isfinite(half) else f"{mean:.2f} ± {half:.2f}"
 
 
 def legacy_difference(vtable: pd.DataFrame) -> pd.DataFrame:
