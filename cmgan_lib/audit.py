@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from cmgan_lib.audio import read_wav
 from cmgan_lib.data.crops import crop_pair
-from cmgan_lib.data.layout import manifest_rows, split_dir
+from cmgan_lib.data.layout import manifest_rows, match_wavs, split_dir, unpaired
 from cmgan_lib.paths import run_config
 from cmgan_lib.pesq_worker import KNOWN_REASONS, PesqPool, score_many
 from cmgan_lib.runs import find_runs, parse_run_name, run_checkpoints
@@ -62,16 +62,15 @@ def load_folder_pairs(directory: str | os.PathLike, lazy: bool = False) -> list[
     for d in (clean_dir, noisy_dir):
         if not d.is_dir():
             raise FileNotFoundError(f"{d} is not a folder (expected DIR/clean and DIR/noisy)")
-    clean_names = {p.name for p in clean_dir.glob("*.wav")}
-    noisy_names = {p.name for p in noisy_dir.glob("*.wav")}
-    if clean_names != noisy_names:
-        only_c, only_n = sorted(clean_names - noisy_names), sorted(noisy_names - clean_names)
+    matched = match_wavs(clean_dir, noisy_dir)
+    only_c, only_n = unpaired(matched)
+    if only_c or only_n:
         raise ValueError(f"unmatched files: clean only {only_c[:5]}, noisy only {only_n[:5]}")
-    if not clean_names:
+    if not matched:
         raise FileNotFoundError(f"no .wav files in {clean_dir}")
     pairs = []
-    for name in sorted(clean_names):
-        pair = ClipPair(Path(name).stem, clean_dir / name, noisy_dir / name)
+    for name, (clean, noisy) in matched:
+        pair = ClipPair(Path(name).stem, clean, noisy)
         if not lazy:
             pair.clean, pair.degraded = pair.load()
         pairs.append(pair)

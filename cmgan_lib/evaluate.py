@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from cmgan_lib import SAMPLE_RATE
 from cmgan_lib.audio import AudioError, read_wav, write_wav
-from cmgan_lib.data.layout import manifest_rows
+from cmgan_lib.data.layout import manifest_rows, match_wavs
 from cmgan_lib.metrics import METRIC_NAMES, MetricsError, compute_metrics
 from cmgan_lib.runs import resolve_checkpoint, run_identity
 
@@ -71,22 +71,10 @@ def resolve_test_dir(test_dir: str | os.PathLike) -> tuple[Path, Path]:
     raise FileNotFoundError(f"{root}: no clean/noisy test folders found (tried {tried})")
 
 
-def _wav_names(folder: Path | None) -> dict[str, Path]:
-    if folder is None or not folder.is_dir():
-        return {}
-    return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() == ".wav" and p.is_file()}
-
-
 def pair_files(clean_dir: Path, noisy_dir: Path, enhanced_dir: Path | None = None) -> list[Pair]:
     """Match files by name across folders; a name present in only some folders still gets a Pair."""
-    clean, noisy = _wav_names(clean_dir), _wav_names(noisy_dir)
-    enhanced = _wav_names(enhanced_dir)
-    names = sorted(set(clean) | set(noisy) | set(enhanced))
-    pairs = []
-    for name in names:
-        enh = enhanced.get(name) if enhanced_dir is not None else None
-        pairs.append(Pair(name, clean.get(name), noisy.get(name), enh))
-    return pairs
+    return [Pair(name, clean, noisy, enhanced) for name, (clean, noisy, enhanced) in
+            match_wavs(clean_dir, noisy_dir, enhanced_dir, by_stem=True)]  # fmt: skip
 
 
 def _audio_reason(exc: AudioError) -> str:

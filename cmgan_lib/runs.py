@@ -25,6 +25,11 @@ STEP_LOG = "training_step_log.csv"
 RUN_NAME = re.compile(r"^(?P<variant>.+)_s(?P<seed>\d+)$")
 
 
+def run_name(variant: str, seed: int) -> str:
+    """The folder name of one seed of a variant (`parse_run_name` reads it back)."""
+    return f"{variant}_s{seed}"
+
+
 def parse_run_name(name: str) -> tuple[str, int | None]:
     """`masked_s1` -> ("masked", 1); any other folder name is its own variant with no seed."""
     m = RUN_NAME.match(name)

@@ -11,6 +11,7 @@ from cmgan_lib.runs import parse_run_name
 def test_parse_run_name_and_find_runs(tmp_path):
     assert parse_run_name("seed_fixes_s12") == ("seed_fixes", 12)
     assert parse_run_name("official") == ("official", None)
+    assert parse_run_name(runs.run_name("seed_fixes", 12)) == ("seed_fixes", 12)
     done = tmp_path / "runs" / "official_s0"
     done.mkdir(parents=True)
     (done / "done.json").write_text("{}")
