@@ -93,7 +93,7 @@ def _cmd_share_report(a: argparse.Namespace) -> int:
 
 
 def _cmd_audit(a: argparse.Namespace) -> int:
-    from cmgan_lib.audit import audit_folder, folder_audit_summary, write_folder_audit
+    from cmgan_lib.folder_audit import audit_folder, folder_audit_summary, write_folder_audit
 
     result = audit_folder(a.data_dir, int(round(a.cut_len * 16000)), a.batch_size, a.crops_per_clip, a.seed,
                           a.workers, progress=True)  # fmt: skip

@@ -7,6 +7,7 @@ summary, which says how many were excluded. Noisy and enhanced means are taken o
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from collections.abc import Iterable, Sequence
@@ -19,7 +20,9 @@ from tqdm.auto import tqdm
 
 from cmgan_lib import SAMPLE_RATE
 from cmgan_lib.audio import AudioError, read_wav, write_wav
+from cmgan_lib.data.layout import manifest_rows, match_wavs
 from cmgan_lib.metrics import METRIC_NAMES, MetricsError, compute_metrics
+from cmgan_lib.runs import resolve_checkpoint, run_identity
 
 # Table 1 of Cao, Abdulatif & Yang (Interspeech 2022): PESQ, CSIG, CBAK, COVL, SSNR, STOI.
 PUBLISHED: dict[str, tuple[float, ...]] = {
@@ -68,22 +71,10 @@ def resolve_test_dir(test_dir: str | os.PathLike) -> tuple[Path, Path]:
     raise FileNotFoundError(f"{root}: no clean/noisy test folders found (tried {tried})")
 
 
-def _wav_names(folder: Path | None) -> dict[str, Path]:
-    if folder is None or not folder.is_dir():
-        return {}
-    return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() == ".wav" and p.is_file()}
-
-
 def pair_files(clean_dir: Path, noisy_dir: Path, enhanced_dir: Path | None = None) -> list[Pair]:
     """Match files by name across folders; a name present in only some folders still gets a Pair."""
-    clean, noisy = _wav_names(clean_dir), _wav_names(noisy_dir)
-    enhanced = _wav_names(enhanced_dir)
-    names = sorted(set(clean) | set(noisy) | set(enhanced))
-    pairs = []
-    for name in names:
-        enh = enhanced.get(name) if enhanced_dir is not None else None
-        pairs.append(Pair(name, clean.get(name), noisy.get(name), enh))
-    return pairs
+    return [Pair(name, clean, noisy, enhanced) for name, (clean, noisy, enhanced) in
+            match_wavs(clean_dir, noisy_dir, enhanced_dir, by_stem=True)]  # fmt: skip
 
 
 def _audio_reason(exc: AudioError) -> str:
@@ -223,7 +214,7 @@ def format_report(summary: pd.DataFrame, per_file: pd.DataFrame, legacy_float_sc
     return "\n".join(lines)
 
 
-def _enhance_all(
+def enhance_all(
     pairs: list[Pair],
     checkpoint: str | os.PathLike,
     out_dir: Path,
@@ -309,7 +300,7 @@ def evaluate(
             raise FileNotFoundError(f"{enhanced_dir}: enhanced folder does not exist")
         pairs = pair_files(clean_dir, noisy_dir, enhanced_dir)
     else:
-        pairs = _enhance_all(pair_files(clean_dir, noisy_dir), checkpoint, out / "enhanced", device, cut_len, progress,
+        pairs = enhance_all(pair_files(clean_dir, noisy_dir), checkpoint, out / "enhanced", device, cut_len, progress,
                              trust_checkpoint, max_chunk_seconds)  # fmt: skip
     if not pairs:
         raise FileNotFoundError(f"{clean_dir} and {noisy_dir} hold no .wav files")
@@ -324,3 +315,109 @@ def evaluate(
         print("no file could be scored", file=sys.stderr)
         return None
     return summary
+
+
+COMPOSITES = ("csig", "cbak", "covl")
+
+
+LEGACY_SUFFIX = "_legacy"
+
+
+def input_snr(clean: np.ndarray, noisy: np.ndarray) -> float:
+    """SNR of the noisy input against the clean reference, dB (the measured fallback for snr_db)."""
+    n = min(len(clean), len(noisy))
+    c, d = np.asarray(clean[:n], dtype=np.float64), np.asarray(noisy[:n], dtype=np.float64) - clean[:n]
+    pn = float(np.sum(d**2))
+    return math.inf if pn == 0 else 10.0 * math.log10(max(float(np.sum(c**2)), 1e-20) / pn)
+
+
+def select_test_pairs(test_dir: str | os.PathLike, max_files: int | None = None):
+    """The first `max_files` (by name) clean/noisy pairs of a test set, as evaluate.Pair."""
+    clean_dir, noisy_dir = resolve_test_dir(test_dir)
+    pairs = pair_files(clean_dir, noisy_dir)
+    return pairs if max_files is None else pairs[: int(max_files)]
+
+
+def snr_table(test_dir: str | os.PathLike, pairs) -> pd.DataFrame:
+    """Per file: input_snr_db from the manifest (snr_db) when the test set has one, else measured."""
+    from cmgan_lib.audio import read_wav
+
+    names = [p.name for p in pairs]
+    root = Path(test_dir)
+    man = None
+    for candidate in (root, root.parent):
+        man = manifest_rows(candidate, names, "test")
+        if man is not None:
+            break
+    if man is not None and "snr_db" in man:
+        return pd.DataFrame({"name": names, "input_snr_db": man["snr_db"].to_numpy(), "snr_source": "manifest"})
+    snrs = []
+    for p in pairs:
+        try:
+            snrs.append(input_snr(read_wav(p.clean), read_wav(p.noisy)))
+        except Exception:  # noqa: BLE001 - an unreadable file is scored (and excluded) by evaluate
+            snrs.append(math.nan)
+    return pd.DataFrame({"name": names, "input_snr_db": snrs, "snr_source": "measured"})
+
+
+def _score_both(pairs, n_jobs, progress, with_enhanced=True) -> pd.DataFrame:
+    """Correct scores plus `<composite>_legacy` (and noisy_<composite>_legacy) columns."""
+    correct = score_pairs(pairs, n_jobs=n_jobs, progress=progress, with_enhanced=with_enhanced)
+    legacy = score_pairs(pairs, legacy_float_scale=True, n_jobs=n_jobs, progress=progress,
+                         with_enhanced=with_enhanced)  # fmt: skip
+    for key in COMPOSITES:
+        correct[key + LEGACY_SUFFIX] = legacy[key].to_numpy()
+        correct[NOISY_PREFIX + key + LEGACY_SUFFIX] = legacy[NOISY_PREFIX + key].to_numpy()
+    return correct
+
+
+def score_noisy(
+    test_dir: str | os.PathLike, max_files: int | None = None, n_jobs: int | None = None, progress: bool = True
+) -> pd.DataFrame:
+    """Per-file metrics of the noisy input only (variant "noisy", no enhanced columns), with input SNR."""
+    pairs = select_test_pairs(test_dir, max_files)
+    df = _score_both(pairs, n_jobs, progress, with_enhanced=False)
+    return df.assign(run="", variant="", seed=np.nan).merge(snr_table(test_dir, pairs), on="name", how="left")
+
+
+def evaluate_runs(
+    run_dirs: Sequence[str | os.PathLike],
+    test_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    max_files: int | None = None,
+    device: str | None = "cpu",
+    n_jobs: int | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Enhance the first `max_files` test files with each run's checkpoint and score them.
+
+    One row per (run, file): run, variant, seed, name, the six metrics and noisy_<metric>, the
+    `<composite>_legacy` columns (the published float-scale bug), input_snr_db and snr_source, reason.
+    Each run's files go to OUT/<run>/enhanced and OUT/<run>/metrics_per_file.csv; all rows to
+    OUT/metrics_per_file.csv. Paths in each CSV are relative to the CSV's folder; the returned frame keeps them
+    as scored (for the audio players).
+    """
+    out = Path(out_dir)
+    pairs = select_test_pairs(test_dir, max_files)
+    if not pairs:
+        raise FileNotFoundError(f"{test_dir}: no test files")
+    snrs = snr_table(test_dir, pairs)
+    parts = []
+    for run_dir in run_dirs:
+        ckpt = resolve_checkpoint(run_dir)
+        run, variant, seed = run_identity(run_dir)
+        run_out = out / run
+        enhanced = enhance_all(pairs, ckpt, run_out / "enhanced", device, 16000 * 16, progress)
+        df = _score_both(enhanced, n_jobs, progress)
+        df.insert(0, "seed", seed)
+        df.insert(0, "variant", variant)
+        df.insert(0, "run", run)
+        df = df.merge(snrs, on="name", how="left")
+        relative_paths(df, run_out).to_csv(run_out / PER_FILE_CSV, index=False, float_format="%.6f")
+        parts.append(df)
+    if not parts:
+        return pd.DataFrame()
+    per_file = pd.concat(parts, ignore_index=True)
+    out.mkdir(parents=True, exist_ok=True)
+    relative_paths(per_file, out).to_csv(out / PER_FILE_CSV, index=False, float_format="%.6f")
+    return per_file

@@ -2,7 +2,7 @@
 
 Why one module: the reports are read side by side, so fonts, palette and epoch numbering must not drift
 between notebooks. Epochs are numbered from 1 everywhere, as the trainer's console prints them ("epoch 1/3");
-the CSV logs count from 0 and `training_report.load_runs` converts.
+the CSV logs count from 0 and `runs.load_runs` converts.
 """
 
 from __future__ import annotations

@@ -93,6 +93,11 @@ def format_rate(rate: Rate) -> str:
     return f"{rate.k} of {rate.n} = {pct(rate.p, d)} (95% CI {pct(rate.low, d)}-{pct(rate.high, d)})"
 
 
+def plus_minus(mean: float, half: float, digits: int = 2) -> str:
+    """'mean ± half-width' for a table cell; the mean alone when there is no interval (one seed, one file)."""
+    return f"{mean:.{digits}f}" if not np.isfinite(half) else f"{mean:.{digits}f} ± {half:.{digits}f}"
+
+
 def format_interval(est: float, low: float, high: float) -> str:
     d = max(_digits(low) if low > 0 else 0, _digits(est) if est > 0 else 0, _digits(high))
     return f"{pct(est, d)} (95% CI {pct(low, d)}-{pct(high, d)})"
@@ -130,8 +135,16 @@ def mean_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> In
     m = float(v.mean())
     if v.size < 2:
         return Interval(m, math.nan, math.nan, int(v.size))
-    half = float(_st.t.ppf(0.5 + confidence / 2, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size))
+    half = t_half_width(v, confidence)
     return Interval(m, m - half, m + half, int(v.size))
+
+
+def t_half_width(values: np.ndarray, confidence: float = CONFIDENCE) -> float:
+    """Half-width of the Student-t interval of the mean of `values` (finite, as given); NaN under 2 values."""
+    n = values.size
+    if n < 2:
+        return math.nan
+    return float(_st.t.ppf(0.5 + confidence / 2, n - 1) * values.std(ddof=1) / math.sqrt(n))
 
 
 def difference_interval(a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENCE) -> Interval:

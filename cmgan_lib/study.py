@@ -77,7 +77,7 @@ class Grid:
         return dict(self.variants[variant])
 
     def resolved_comparisons(self) -> list[list[str]]:
-        from cmgan_lib.training_report import default_comparisons
+        from cmgan_lib.training_analysis import default_comparisons
 
         return [list(c) for c in self.comparisons] if self.comparisons else default_comparisons(list(self.variants))
 
@@ -259,7 +259,8 @@ def write_summary(run_root: Path, out: Path, status: pd.DataFrame | None = None,
                   test_set: str | os.PathLike | None = None) -> pd.DataFrame:  # fmt: skip
     """summary.csv: one row per run (status, training facts, the split that selected its checkpoint, and test
     metrics with the test set that scored them, when notebook 03 wrote them)."""
-    from cmgan_lib.training_report import load_run_configs, load_runs, run_summary
+    from cmgan_lib.runs import load_runs
+    from cmgan_lib.training_analysis import load_run_configs, run_summary
 
     epochs, steps = load_runs(run_root)
     summary = run_summary(epochs, steps, load_run_configs(run_root)) if len(epochs) else pd.DataFrame(columns=["run"])
@@ -366,7 +367,7 @@ def share_report(out: str | os.PathLike, dest: str | os.PathLike, command: str, 
         raise FileNotFoundError(f"{out}: no summary.csv (run `cmgan ablate` first)")
     dest.mkdir(parents=True, exist_ok=True)
     copied = []
-    from cmgan_lib.training_report import COMPARISONS_CSV, PER_SEED_CSV, PER_VARIANT_CSV, runs_data_order
+    from cmgan_lib.report_02_training import COMPARISONS_CSV, PER_SEED_CSV, PER_VARIANT_CSV, runs_data_order
 
     # notebook 02's full tables: its HTML links to them
     for name in ["summary.csv", "grid.yaml", *(f"{nb}.html" for nb in NOTEBOOKS), PER_SEED_CSV, PER_VARIANT_CSV,

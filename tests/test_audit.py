@@ -165,7 +165,7 @@ def test_training_scale_of_silence_is_infinite():
 
 
 # ---------------------------------------------------------------- conditions: crop length, estimates, run logs
-from cmgan_lib import audit  # noqa: E402
+from cmgan_lib import audit, audit_logs, runs  # noqa: E402
 
 
 def _speech_after_silence(seconds_silent: float = 1.5, seconds_speech: float = 2.5, seed: int = 0):
@@ -228,14 +228,14 @@ def _run(root, name, strategy, skipped, failed, inject=0.0, cut_len=8000, batch=
 def test_observed_rates_read_every_run_per_run_and_per_epoch(tmp_path):
     _run(tmp_path, "official_s0", "skip", [1, 0, 1, 0, 0, 1, 1, 1, 0, 0], [1, 0, 2, 0, 0, 1, 1, 1, 0, 0])
     _run(tmp_path, "masked_s0", "masked", [0] * 10, [1] * 10)
-    per_run = audit.observed_rates(tmp_path)
+    per_run = audit_logs.observed_rates(tmp_path)
     assert list(per_run.run) == ["masked_s0", "official_s0"]
     off = per_run.set_index("run").loc["official_s0"]
     assert (off.steps, off.skipped, off.samples, off.failed) == (10, 5, 40, 6) and off.crop_s == 0.5
     assert off.skip_low < 0.5 < off.skip_high
-    per_epoch = audit.observed_rates(tmp_path, per="epoch")
+    per_epoch = audit_logs.observed_rates(tmp_path, per="epoch")
     assert list(per_epoch[per_epoch.run == "official_s0"].skipped) == [2, 3]
-    assert audit.run_crop_seconds(tmp_path / "official_s0") == 0.5
+    assert runs.run_crop_seconds(tmp_path / "official_s0") == 0.5
 
 
 def test_observed_rates_leave_out_steps_refused_as_nonfinite(tmp_path):
@@ -246,6 +246,6 @@ def test_observed_rates_leave_out_steps_refused_as_nonfinite(tmp_path):
     steps["nonfinite"] = [0, 0, 0, 0, 0, 0, 1, 1]
     steps.loc[6, "pesq_valid_frac"] = np.nan  # refused before the forward pass: no labels
     steps.to_csv(d / "training_step_log.csv", index=False)
-    r = audit.observed_rates(tmp_path).iloc[0]
+    r = audit_logs.observed_rates(tmp_path).iloc[0]
     assert (r.steps, r.nonfinite_steps, r.skipped) == (6, 2, 2)
     assert (r.samples, r.failed) == (7 * 4, 1 + 2 + 1)

@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from cmgan_lib import report
-from cmgan_lib.training_report import COMPARISONS_CSV
+from cmgan_lib import report_01_claims as rc
+from cmgan_lib import report_01_verdict as rv
+from cmgan_lib.report_02_training import COMPARISONS_CSV
 
 LETTERS = list("abcdefghijklmn")
 
@@ -18,13 +19,13 @@ def _verdicts(table: pd.DataFrame, letter: str) -> list[str]:
 
 
 def test_every_claim_is_present_without_any_data():
-    table = report.full_claims_table()
+    table = rc.full_claims_table()
     assert sorted(table.letter.unique()) == LETTERS and table.letter.is_monotonic_increasing
     for letter in "hikn":
-        assert _verdicts(table, letter) == ["not measured", report.NOT_MEASURABLE]
+        assert _verdicts(table, letter) == ["not measured", rc.NOT_MEASURABLE]
     for letter in "bcdel":
         assert _verdicts(table, letter) == ["not measured"]
-    assert "## Verdict" in report.claims_markdown(table)  # the markdown takes the longer table as it is
+    assert "## Verdict" in rv.claims_markdown(table)  # the markdown takes the longer table as it is
 
 
 def _matrix(fail_low_snr: int, n: int = 20) -> pd.DataFrame:
@@ -42,7 +43,7 @@ def _matrix(fail_low_snr: int, n: int = 20) -> pd.DataFrame:
 
 @pytest.mark.parametrize("fail_low_snr, verdict", [(0, "refuted"), (15, "supported")])
 def test_low_snr_verdict_follows_the_matrix(fail_low_snr, verdict):
-    rows = [r for r in report.matrix_claims(_matrix(fail_low_snr)) if r[0] == report.MORE_CLAIMS["c"]]
+    rows = [r for r in rc.matrix_claims(_matrix(fail_low_snr)) if r[0] == rc.MORE_CLAIMS["c"]]
     assert len(rows) == 1 and rows[0][3].startswith(verdict)
 
 
@@ -68,15 +69,15 @@ def _comparisons(folder, drop_low: float, drop_high: float) -> None:
 def test_causal_claims_read_the_comparison_table(tmp_path, low, high, h, i):
     _comparisons(tmp_path / "STUDY", low, high)
     (tmp_path / "STUDY" / "runs").mkdir()
-    table = report.full_claims_table(causal_roots=[tmp_path / "STUDY" / "runs"])  # the parent holds the table
-    assert _verdicts(table, "h")[0].startswith(h) and _verdicts(table, "h")[-1] == report.NOT_MEASURABLE
+    table = rc.full_claims_table(causal_roots=[tmp_path / "STUDY" / "runs"])  # the parent holds the table
+    assert _verdicts(table, "h")[0].startswith(h) and _verdicts(table, "h")[-1] == rc.NOT_MEASURABLE
     assert _verdicts(table, "i")[0].startswith(i)
     assert _verdicts(table, "k")[0] == "not measured" and _verdicts(table, "n")[0] == "not measured"
 
 
 def test_clipping_claim_counts_pre_clip_norms(tmp_path, fake_run):
     fake_run(tmp_path, "official_s0", [2.0, 2.1], 0, grad_norm_d=[6.0, 4.0, 7.0, 1.0, 2.0, 3.0, 8.0, 0.5])
-    rows = report.clipping_claims(tmp_path)
+    rows = rc.clipping_claims(tmp_path)
     d = [r for r in rows if r[2].startswith("discriminator")][0]
     assert "3 of 8" in d[2] and d[3].startswith("refuted")
     g = [r for r in rows if r[2].startswith("generator")][0]
@@ -89,14 +90,14 @@ def test_causal_claims_build_the_table_when_notebook_02_has_not_run(tmp_path, fa
     for seed, drop in ((0, 0.5), (1, 0.6), (2, 0.55)):
         fake_run(runs, f"official_s{seed}", [2.0, 2.5, 2.5 - drop], 0)
         fake_run(runs, f"batch_mean_only_s{seed}", [2.0, 2.5, 2.5], 0, config={"pesq_strategy": "batch_mean"})
-    table = report.full_claims_table(causal_roots=[runs])
+    table = rc.full_claims_table(causal_roots=[runs])
     assert _verdicts(table, "i")[0].startswith("supported: batch_mean drops less")
 
 
 def test_a_run_root_inside_a_given_report_is_read_once(tmp_path, fake_run):
     _comparisons(tmp_path / "REPORT", 0.1, 0.3)
     fake_run(tmp_path / "REPORT" / "runs", "official_s0", [2.0, 2.1], 0)
-    table = report.full_claims_table(causal_roots=[tmp_path / "REPORT" / "runs", tmp_path / "REPORT"])
+    table = rc.full_claims_table(causal_roots=[tmp_path / "REPORT" / "runs", tmp_path / "REPORT"])
     assert len(_verdicts(table, "h")) == 2 and len(_verdicts(table, "l")) == 2  # (h): 1 + full scale; (l): D and G
 
 
@@ -107,5 +108,5 @@ def test_causal_claims_read_the_smoothed_drop_where_the_table_has_it(tmp_path):
     smoothed = table[table.quantity == "drop_after_peak"].assign(quantity="drop_smoothed", ci95_low=-0.3,
                                                                   ci95_high=-0.1, difference=-0.2)  # fmt: skip
     pd.concat([table, smoothed]).to_csv(path, index=False)
-    claims = report.full_claims_table(causal_roots=[tmp_path / "R"])
+    claims = rc.full_claims_table(causal_roots=[tmp_path / "R"])
     assert _verdicts(claims, "h")[0].startswith("refuted")  # ... the smoothed drop says the opposite, and decides

@@ -75,6 +75,25 @@ def test_list_pairs_natural_order_and_unpaired(corpus: Path) -> None:
         list_pairs(corpus, "train")
 
 
+def test_one_pair_finder_serves_training_audit_and_evaluation(corpus: Path) -> None:
+    """`match_wavs` is the pair finder behind list_pairs, audit.load_folder_pairs and evaluate.pair_files: the
+    same natural order for all three; evaluation also keeps names found in only some folders."""
+    from cmgan_lib.audit import load_folder_pairs
+    from cmgan_lib.data.layout import match_wavs
+    from cmgan_lib.evaluate import pair_files
+
+    write_pair(corpus, "train", "p1_10.wav", 100)
+    clean, noisy = corpus / "train" / "clean", corpus / "train" / "noisy"
+    names = [name for name, _, _ in list_pairs(corpus, "train")]
+    assert (
+        names[-1] == "p1_10.wav" and [p.name + ".wav" for p in load_folder_pairs(corpus / "train", lazy=True)] == names
+    )
+    (noisy / "p1_3.wav").unlink()
+    pairs = pair_files(clean, noisy)
+    assert [p.name + ".wav" for p in pairs] == names and pairs[2].noisy is None
+    assert [(n, paths[1]) for n, paths in match_wavs(clean, None)][:2] == [("p1_1.wav", None), ("p1_2.wav", None)]
+
+
 def test_items_are_aligned_crops_of_cut_len(corpus: Path) -> None:
     ds = CMGANDataset(corpus, "train", cut_len=16000, seed=3)
     assert len(ds) == 6

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cmgan_lib import audit
+from cmgan_lib import failure_matrix
 from cmgan_lib.audit import load_folder_pairs
 
 # (axis, level) -> the cause every crop of real speech must get there; a misclassification fails the test.
@@ -38,11 +38,11 @@ EXPECTED_CODE = {"too_short": -6, "silent_reference": -7, "nonfinite_reference":
 def matrix(vb_samples) -> pd.DataFrame:
     """Two 1 s crops of two real utterances (speech throughout) under every condition: 2 x 2 x 32 PESQ calls."""
     pairs = load_folder_pairs(vb_samples)[:2]
-    return audit.failure_matrix(pairs, 16000, crops_per_clip=2, seed=1, dataset="real")
+    return failure_matrix.failure_matrix(pairs, 16000, crops_per_clip=2, seed=1, dataset="real")
 
 
 def test_every_condition_gets_its_cause_and_pesq_code(matrix):
-    assert len(matrix) == 2 * 2 * len(audit.matrix_cases())
+    assert len(matrix) == 2 * 2 * len(failure_matrix.matrix_cases())
     for (axis, level), want in EXPECTED_CAUSE.items():
         got = matrix[(matrix.axis == axis) & (matrix.level == level)]
         assert len(got) == 4, (axis, level)
@@ -59,7 +59,7 @@ def test_snr_axis_mixes_at_the_stated_snr(vb_samples):
     clean, noisy = load_folder_pairs(vb_samples)[0].load()
     c, n = clean[:16000], noisy[:16000]
     for snr in (-10.0, 0.0, 20.0):
-        mixed = audit.mix_at_crop_snr(c, n, snr).astype(np.float64)
+        mixed = failure_matrix.mix_at_crop_snr(c, n, snr).astype(np.float64)
         residual = mixed - c
         assert 10 * np.log10(np.sum(c.astype(np.float64) ** 2) / np.sum(residual**2)) == pytest.approx(snr, abs=0.01)
 
@@ -68,21 +68,21 @@ def test_speech_fraction_is_relative_to_the_clip():
     t = np.arange(16000) / 16000
     tone = np.sin(2 * np.pi * 200 * t).astype(np.float32)
     clip = np.r_[tone, np.zeros(16000, np.float32)]
-    peak = audit.loudest_frame_energy(clip)
-    assert audit.speech_fraction(clip[:16000], peak) == 1.0
-    assert audit.speech_fraction(clip[16000:], peak) == 0.0
-    assert audit.speech_fraction(clip[8000:24000], peak) == 0.5
-    assert audit.speech_fraction(0.001 * clip[:16000], peak) == 0.0  # -60 dB under the clip's loudest frame
+    peak = failure_matrix.loudest_frame_energy(clip)
+    assert failure_matrix.speech_fraction(clip[:16000], peak) == 1.0
+    assert failure_matrix.speech_fraction(clip[16000:], peak) == 0.0
+    assert failure_matrix.speech_fraction(clip[8000:24000], peak) == 0.5
+    assert failure_matrix.speech_fraction(0.001 * clip[:16000], peak) == 0.0  # -60 dB under the clip's loudest frame
 
 
 def test_numeric_forms():
     x = np.array([0.5, -0.25, 1e-6, 0.0])
-    assert audit.numeric_form(x, "float64").dtype == np.float64
-    assert audit.numeric_form(x, "float32").dtype == np.float32
-    np.testing.assert_array_equal(audit.numeric_form(x, "int16"), np.float32([16384, -8192, 0, 0]) / 32767)
-    np.testing.assert_allclose(audit.numeric_form(x, "clipped"), [0.125, -0.125, 1e-6, 0.0])
+    assert failure_matrix.numeric_form(x, "float64").dtype == np.float64
+    assert failure_matrix.numeric_form(x, "float32").dtype == np.float32
+    np.testing.assert_array_equal(failure_matrix.numeric_form(x, "int16"), np.float32([16384, -8192, 0, 0]) / 32767)
+    np.testing.assert_allclose(failure_matrix.numeric_form(x, "clipped"), [0.125, -0.125, 1e-6, 0.0])
     with pytest.raises(ValueError, match="numeric form"):
-        audit.matrix_cases(forms=("float16",))
+        failure_matrix.matrix_cases(forms=("float16",))
 
 
 def test_minus_one_check_catches_every_failure_only_without_return_values(vb_samples):
@@ -97,8 +97,8 @@ def test_minus_one_check_catches_every_failure_only_without_return_values(vb_sam
         "zero_estimate": (c, np.zeros_like(n)),
         "nan_estimate": (c, np.where(np.arange(len(n)) == 99, np.nan, n).astype(np.float32)),
     }
-    default = {k: audit.published_pesq_loss(*v) for k, v in cases.items()}
-    codes = {k: audit.published_pesq_loss(*v, return_values=True) for k, v in cases.items()}
+    default = {k: failure_matrix.published_pesq_loss(*v) for k, v in cases.items()}
+    codes = {k: failure_matrix.published_pesq_loss(*v, return_values=True) for k, v in cases.items()}
     assert 1.0 < default["valid"] == codes["valid"] < 4.7
     assert all(default[k] == -1 for k in cases if k != "valid")  # caught by `-1 in pesq_score`
     assert codes["silent_reference"] == -7 and codes["too_short"] == -6  # missed: labels (code - 1) / 3.5
@@ -107,7 +107,7 @@ def test_minus_one_check_catches_every_failure_only_without_return_values(vb_sam
 
 
 def test_minus_one_table_from_the_matrix(matrix):
-    table = audit.minus_one_table(matrix).set_index("cause")
+    table = failure_matrix.minus_one_table(matrix).set_index("cause")
     assert set(table.index) == {"too_short", "silent_or_nonfinite_estimate", "nonfinite_reference",
                                 "silent_reference"}  # fmt: skip
     assert (table.caught_by_minus_one_default == table.failures).all()
@@ -128,22 +128,22 @@ def _fake_matrix() -> pd.DataFrame:
 
 def test_verdicts_are_generated_per_cause_and_axis():
     m = _fake_matrix()
-    verdicts = audit.cause_verdicts(m).set_index("cause").verdict
+    verdicts = failure_matrix.cause_verdicts(m).set_index("cause").verdict
     assert verdicts["too_short"].startswith("causes failures when edge case is too_short_crop (10 of 10 = 100%")
     assert verdicts["silent_reference"] == "no failure in 20 (95% upper bound 16%)"
-    axes = audit.axis_verdicts(m).set_index("axis").verdict
+    axes = failure_matrix.axis_verdicts(m).set_index("axis").verdict
     assert axes["input SNR (dB)"].startswith("no failure in 10 (95% upper bound")
     assert (
         axes["edge case"].startswith("failures at too_short_crop: 10 of 10") and "[too_short 10]" in axes["edge case"]
     )
-    table = audit.matrix_table(m)
+    table = failure_matrix.matrix_table(m)
     assert list(table.axis.unique()) == ["as is", "input SNR (dB)", "edge case", "speech fraction"]
     assert table.set_index("axis").loc["edge case", "n_too_short"] == 10
 
 
 def test_matrix_figure_is_readable(matrix, check_figure):
-    from cmgan_lib import report
+    from cmgan_lib import report_01_audit as r01
 
-    fig = report.plot_failure_matrix(audit.matrix_table(matrix))
+    fig = r01.plot_failure_matrix(failure_matrix.matrix_table(matrix))
     check_figure(fig)
     assert [ax.get_xlabel() for ax in fig.axes][:2] == ["input SNR (dB)", "estimate level (gain)"]

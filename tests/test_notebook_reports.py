@@ -1,7 +1,8 @@
 """The rendered reports (issue 13): each notebook runs with small parameters (papermill), renders to HTML
 without its code cells, and carries no stderr output or error; with its defaults and no runs (a fresh clone,
 as nbval runs it in CI) it runs cleanly and says what to do. Figure labels are checked on the functions
-themselves (tests/test_training_report.py, tests/test_report.py: the `check_figure` fixture)."""
+themselves (tests/test_report_02_training.py, tests/test_report_01_audit.py, tests/test_report_03_evaluate.py: the
+`check_figure` fixture)."""
 
 from __future__ import annotations
 

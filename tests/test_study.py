@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from cmgan_lib import study
-from cmgan_lib.training_report import load_runs, parse_run_name, run_summary
+from cmgan_lib.runs import load_runs, parse_run_name
+from cmgan_lib.training_analysis import run_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 

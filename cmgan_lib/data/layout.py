@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
+
+import pandas as pd
 
 SPLITS = ("train", "valid", "test")
 # The folder names inside the original Edinburgh DataShare archive (28-speaker training set).
@@ -48,24 +51,41 @@ def wav_names(folder: Path) -> list[str]:
     return sorted(names, key=natural_key)
 
 
+def match_wavs(*folders: Path | None, by_stem: bool = False) -> list[tuple[str, list[Path | None]]]:
+    """The one pair finder: the .wav files of `folders` matched by file name (or by stem, `by_stem`), as
+    (name, [its path in each folder, None where absent]) for every name in any folder, natural-sorted; hidden
+    temporary files skipped, a missing folder has no files. Training (`list_pairs`), the audit
+    (`audit.load_folder_pairs`) and evaluation (`evaluate.pair_files`) each decide what an unpaired name means."""
+    found = []
+    for folder in folders:
+        names = wav_names(folder) if folder is not None and folder.is_dir() else []
+        found.append({(Path(n).stem if by_stem else n): folder / n for n in names})
+    keys = sorted(set().union(*found), key=natural_key)
+    return [(k, [files.get(k) for files in found]) for k in keys]
+
+
+def unpaired(matched: list[tuple[str, list[Path | None]]]) -> tuple[list[str], list[str]]:
+    """(names only in the first folder, names only in the second) of a two-folder `match_wavs`."""
+    return [n for n, (_, b) in matched if b is None], [n for n, (a, _) in matched if a is None]
+
+
 def list_pairs(data_dir: str | os.PathLike, split: str) -> list[tuple[str, Path, Path]]:
     """Return (name, clean_path, noisy_path) for every utterance of `split`, natural-sorted.
 
     Raises ValueError naming the unpaired files rather than silently training on a subset.
     """
     clean_dir, noisy_dir = find_split(data_dir, split)
-    clean, noisy = wav_names(clean_dir), wav_names(noisy_dir)
-    only_clean = sorted(set(clean) - set(noisy), key=natural_key)
-    only_noisy = sorted(set(noisy) - set(clean), key=natural_key)
+    matched = match_wavs(clean_dir, noisy_dir)
+    only_clean, only_noisy = unpaired(matched)
     if only_clean or only_noisy:
         raise ValueError(
             f"{data_dir} ({split}): clean/noisy names differ; no noisy partner for {only_clean[:10]}"
             f"{' ...' if len(only_clean) > 10 else ''}, no clean partner for {only_noisy[:10]}"
             f"{' ...' if len(only_noisy) > 10 else ''} (run `cmgan validate-data` for the full list)"
         )
-    if not clean:
+    if not matched:
         raise ValueError(f"{clean_dir}: no .wav files")
-    return [(name, clean_dir / name, noisy_dir / name) for name in clean]
+    return [(name, clean, noisy) for name, (clean, noisy) in matched]
 
 
 def speaker_of(name: str) -> str:
@@ -110,3 +130,23 @@ def training_pairs(
     if found != held_out:
         raise ValueError(f"{data_dir}: val_speakers {sorted(held_out - found)} have no training files")
     return pairs
+
+
+def split_dir(data_dir: str | os.PathLike, split: str) -> Path:
+    """DIR/<split> when it holds clean/ and noisy/, else DIR itself (a flat clean/noisy folder)."""
+    data_dir = Path(data_dir)
+    return data_dir / split if (data_dir / split / "clean").is_dir() else data_dir
+
+
+def manifest_rows(data_dir: str | os.PathLike, names: Sequence[str], split: str) -> pd.DataFrame | None:
+    """The manifest rows (snr_db, speech_fraction, ...) of `names` (file stems), in that order; None if absent."""
+    path = Path(data_dir) / "manifest.csv"
+    if not path.exists():
+        return None
+    man = pd.read_csv(path)
+    if "split" in man:
+        man = man[man["split"] == split]
+    man = man.assign(stem=man["file"].map(lambda f: Path(f).stem)).drop_duplicates("stem").set_index("stem")
+    if not set(names) <= set(man.index):
+        return None
+    return man.loc[list(names)].drop(columns=["file"]).reset_index(drop=True)

@@ -7,15 +7,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cmgan_lib import stats
-from cmgan_lib import training_report as tr
+from cmgan_lib import report_02_figures as figs
+from cmgan_lib import report_02_training as tr
+from cmgan_lib import runs, stats
+from cmgan_lib import training_analysis as ta
 
 matplotlib.use("Agg")
 
 
 def _load(root):
-    epochs, steps = tr.load_runs(root)
-    per_seed = tr.run_summary(epochs, steps, tr.load_run_configs(root))
+    epochs, steps = runs.load_runs(root)
+    per_seed = ta.run_summary(epochs, steps, ta.load_run_configs(root))
     return epochs, steps, per_seed
 
 
@@ -52,7 +54,7 @@ def test_variant_table_seed_means_and_pooled_skip_rate(tmp_path, fake_run):
     for seed, best in enumerate([2.5, 2.7, 2.9]):
         fake_run(tmp_path, f"masked_s{seed}", [2.0, best], [seed % 2] * 8, config={"pesq_strategy": "masked"},
                  injected=np.full(8, seed))  # fmt: skip
-    per_variant = tr.variant_summary(_load(tmp_path)[2])
+    per_variant = ta.variant_summary(_load(tmp_path)[2])
     r = per_variant.iloc[0]
     iv = stats.mean_interval([2.5, 2.7, 2.9])
     assert r.n_seeds == 3 and r.best_val_pesq == pytest.approx(2.7)
@@ -74,12 +76,12 @@ def test_verdict_follows_the_numbers(tmp_path, fake_run, harm):
         fake_run(tmp_path, f"official_p186_s{seed}", [1.5, 2.5 - harm - jitter, 2.4 - harm - 2 * jitter], 1,
                  config={"pesq_fail_inject": 0.186})  # fmt: skip
     per_seed = _load(tmp_path)[2]
-    comparisons = tr.default_comparisons(list(per_seed.variant.unique()))
+    comparisons = ta.default_comparisons(list(per_seed.variant.unique()))
     assert comparisons == [["official_p186", "official"]]
-    table = tr.compare_variants(per_seed, comparisons)
+    table = ta.compare_variants(per_seed, comparisons)
     best = table.set_index("quantity").loc["best_val_pesq"]
     assert best.difference == pytest.approx(-harm)
-    text = tr.verdict_markdown(table, tr.variant_summary(per_seed))
+    text = tr.verdict_markdown(table, ta.variant_summary(per_seed))
     if harm:
         assert best.verdict.startswith("best validation PESQ, official_p186 - official: lower by 0.500")
     else:
@@ -91,15 +93,15 @@ def test_verdict_follows_the_numbers(tmp_path, fake_run, harm):
 def test_comparison_with_a_missing_variant_says_not_measured(tmp_path, fake_run):
     fake_run(tmp_path, "official_s0", [2.0, 2.1], 0)
     per_seed = _load(tmp_path)[2]
-    table = tr.compare_variants(per_seed, [["masked_p186", "official"]])
+    table = ta.compare_variants(per_seed, [["masked_p186", "official"]])
     assert table.verdict.str.endswith("not measured").all()
     for name in ("masked_s0", "seed_fixes_s0"):
         fake_run(tmp_path / "noref", name, [2.0, 2.1], 0)
     noref = _load(tmp_path / "noref")[2]
-    assert "No comparison" in tr.verdict_markdown(tr.compare_variants(noref, []), tr.variant_summary(noref))
-    assert tr.default_comparisons(["masked", "seed_fixes"]) == []
-    only = tr.verdict_markdown(tr.compare_variants(per_seed, tr.default_comparisons(["official"])),
-                               tr.variant_summary(per_seed))  # fmt: skip
+    assert "No comparison" in tr.verdict_markdown(ta.compare_variants(noref, []), ta.variant_summary(noref))
+    assert ta.default_comparisons(["masked", "seed_fixes"]) == []
+    only = tr.verdict_markdown(ta.compare_variants(per_seed, ta.default_comparisons(["official"])),
+                               ta.variant_summary(per_seed))  # fmt: skip
     assert "Only one variant (`official`)" in only
 
 
@@ -107,12 +109,12 @@ def test_figures_are_readable_with_one_seed(tmp_path, fake_run, check_figure):
     fake_run(tmp_path, "official_s0", [2.0, 2.4, 2.3], [1, 0, 0, 0] * 3)
     fake_run(tmp_path, "seed_fixes_s0", [2.1, 2.2, 2.5], 0, config={"grad_clip_norm": 5.0}, grad_norm_d=8.0)
     epochs, steps, per_seed = _load(tmp_path)
-    fig = tr.plot_val_pesq(epochs)
+    fig = figs.plot_val_pesq(epochs)
     check_figure(fig)
     labels = {t.get_text() for leg in fig.legends for t in leg.get_texts()}
     assert not any("band" in s or "early stopping" in s for s in labels), labels  # neither can occur here
-    check_figure(tr.plot_skips_and_disc_loss(per_seed, tr.variant_summary(per_seed), steps))
-    fig = tr.plot_grad_norms(steps, per_seed)
+    check_figure(figs.plot_skips_and_disc_loss(per_seed, ta.variant_summary(per_seed), steps))
+    fig = figs.plot_grad_norms(steps, per_seed)
     check_figure(fig)
     assert any("clip value 5" in t.get_text() for ax in fig.axes if ax.get_legend()
                for t in ax.get_legend().get_texts())  # fmt: skip
@@ -122,7 +124,7 @@ def test_figures_show_seed_bands_and_early_stopping_when_they_occur(tmp_path, fa
     for seed in (0, 1):
         fake_run(tmp_path, f"seed_fixes_s{seed}", [2.0, 2.4 + seed / 10, 2.3], 0, early_stop_at=2)
     epochs, steps, per_seed = _load(tmp_path)
-    fig = tr.plot_val_pesq(epochs)
+    fig = figs.plot_val_pesq(epochs)
     check_figure(fig)
     labels = {t.get_text() for leg in fig.legends for t in leg.get_texts()}
     assert "band = range over 2 seeds" in labels and "early stopping fired" in labels
@@ -153,14 +155,14 @@ def test_expected_skip_rate_follows_each_strategys_label_path(strategy, tmp_path
     for step in range(n):
         raw, reasons = inject(np.full(b, 2.0), [None] * b, step=step)
         skipped += make_labels(raw, reasons, strategy).skipped
-    expected = tr.expected_skip_rate(p, b, strategy)
+    expected = ta.expected_skip_rate(p, b, strategy)
     assert abs(skipped / n - expected) <= 4 * np.sqrt(0.25 / n)
     fake_run(tmp_path, "x_s0", [2.0, 2.1], 0, config={"pesq_strategy": strategy, "pesq_fail_inject": p})
     fake_run(tmp_path, "official_s0", [2.0, 2.1], 0)
     _, steps, per_seed = _load(tmp_path)
-    per_variant = tr.variant_summary(per_seed)
+    per_variant = ta.variant_summary(per_seed)
     assert per_variant.set_index("variant").loc["x", "skip_rate_from_injection"] == pytest.approx(expected)
-    fig = tr.plot_skips_and_disc_loss(per_seed, per_variant, steps)
+    fig = figs.plot_skips_and_disc_loss(per_seed, per_variant, steps)
     check_figure(fig)
     if expected > 0:
         marks = [line for line in fig.axes[0].lines if line.get_label().startswith("expected from the injected p")]
@@ -172,15 +174,15 @@ def test_a_variant_whose_seeds_disagree_on_a_config_key_says_mixed(tmp_path, fak
     fake_run(tmp_path, "x_s1", [2.0, 2.2], 0, config={"pesq_fail_inject": 0.0, "grad_clip_norm": 0.0, "cut_len": 32000})
     fake_run(tmp_path, "official_s0", [2.0, 2.1], 0, config={"cut_len": 32000})
     per_seed = _load(tmp_path)[2]
-    assert "cut_len" in tr.CONFIG_KEYS and set(per_seed.cut_len) == {16000, 32000}
-    per_variant = tr.variant_summary(per_seed)
+    assert "cut_len" in ta.CONFIG_KEYS and set(per_seed.cut_len) == {16000, 32000}
+    per_variant = ta.variant_summary(per_seed)
     head = tr.headline_table(per_variant)
     assert head.loc["x", "injected p"] == "mixed" and head.loc["x", "crop (s)"] == "mixed"
     assert head.loc["official", "injected p"] == "0" and head.loc["official", "crop (s)"] == "2"
     clip = tr.clip_markdown(per_seed)
     x_line = next(line for line in clip.splitlines() if line.startswith("- `x`"))
     assert "mixed" in x_line and "no clipping configured" not in x_line
-    text = tr.verdict_markdown(tr.compare_variants(per_seed, [["x", "official"]]), per_variant)
+    text = tr.verdict_markdown(ta.compare_variants(per_seed, [["x", "official"]]), per_variant)
     assert "injected p = mixed, crop mixed" in text and "injected p = 0, crop 2 s" in text
 
 
@@ -190,10 +192,10 @@ def test_intervals_report_the_seeds_they_used_when_validation_gave_nan(tmp_path,
         fake_run(tmp_path, f"official_s{seed}", [2.0, 2.4 + seed / 10], 0)
         fake_run(tmp_path, f"masked_s{seed}", [2.0, np.nan if seed == 2 else 2.5 + seed / 10], 0)
     per_seed = _load(tmp_path)[2]
-    table = tr.compare_variants(per_seed, [["masked", "official"]]).set_index("quantity")
+    table = ta.compare_variants(per_seed, [["masked", "official"]]).set_index("quantity")
     assert (table.loc["final_val_pesq", "n_variant"], table.loc["final_val_pesq", "n_reference"]) == (2, 3)
     assert table.loc["best_val_pesq", "n_variant"] == 3
-    per_variant = tr.variant_summary(per_seed).set_index("variant")
+    per_variant = ta.variant_summary(per_seed).set_index("variant")
     assert per_variant.loc["masked", "final_val_pesq_n"] == 2 and per_variant.loc["masked", "best_val_pesq_n"] == 3
     head = tr.headline_table(per_variant.reset_index())
     assert head.loc["masked", "final val PESQ"].endswith("(2 of 3 seeds)")
@@ -234,12 +236,12 @@ def test_drop_smoothed_is_not_the_maximum_of_noise(tmp_path, fake_run):
     end = np.mean(_collapse_curve()[-5:])
     assert fall.drop_smoothed.to_numpy() == pytest.approx(2.75 - end, abs=0.03)
     assert fall.peak_epoch_smoothed.between(8, 12).all()
-    per_variant = tr.variant_summary(per_seed.reset_index())
+    per_variant = ta.variant_summary(per_seed.reset_index())
     assert {"drop_smoothed", "drop_smoothed_low", "peak_epoch_smoothed"} <= set(per_variant)
     assert (
         tr.headline_table(per_variant).loc["official", "drop (smoothed)"].startswith(f"{fall.drop_smoothed.mean():.2f}")
     )
-    table = tr.compare_variants(per_seed.reset_index(), [["flat", "official"]]).set_index("quantity")
+    table = ta.compare_variants(per_seed.reset_index(), [["flat", "official"]]).set_index("quantity")
     assert table.loc["drop_smoothed", "verdict"].startswith("drop after the smoothed peak")
     assert table.loc["drop_smoothed", "difference"] == pytest.approx(
         flat.drop_smoothed.mean() - fall.drop_smoothed.mean()
@@ -258,16 +260,16 @@ def test_collapse_curves_share_one_axis_with_bands_and_peaks(tmp_path, fake_run,
     _collapse_runs(tmp_path, fake_run)
     fake_run(tmp_path, "no_disc_s0", _collapse_curve(20, 5), 0, steps_per_epoch=2)
     epochs = _load(tmp_path)[0]
-    band = tr.seed_band(epochs[epochs.variant == "official"], "val_pesq")
+    band = ta.seed_band(epochs[epochs.variant == "official"], "val_pesq")
     iv = stats.mean_interval(_collapse_curve(20, 5, 2.75, 2.4)[4] + 0.02 * np.arange(3))
     assert (band.loc[5, "low"], band.loc[5, "high"], band.loc[5, "n"]) == (
         pytest.approx(iv.low),
         pytest.approx(iv.high),
         3,
     )
-    two = tr.seed_band(epochs[(epochs.variant == "official") & (epochs.seed < 2)], "val_pesq")
+    two = ta.seed_band(epochs[(epochs.variant == "official") & (epochs.seed < 2)], "val_pesq")
     assert two.loc[5, "high"] - two.loc[5, "low"] == pytest.approx(0.02)  # 2 seeds: the range
-    fig = tr.plot_collapse_curves(epochs)
+    fig = figs.plot_collapse_curves(epochs)
     check_figure(fig)
     assert len(fig.axes) == 1
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
@@ -275,7 +277,7 @@ def test_collapse_curves_share_one_axis_with_bands_and_peaks(tmp_path, fake_run,
     assert "95% t" in fig.axes[0].get_legend().get_title().get_text()
     stars = [ln for ln in fig.axes[0].lines if ln.get_marker() == "*" and len(ln.get_xdata())]
     assert sorted(float(s.get_xdata()[0]) for s in stars) == [5.0, 5.0, 5.0]
-    assert len(tr.plot_collapse_curves(epochs, variants=["masked"]).axes[0].collections) == 1
+    assert len(figs.plot_collapse_curves(epochs, variants=["masked"]).axes[0].collections) == 1
 
 
 def _grad_share_columns(n: int, adv: float, rest: float, cos: float, every: int = 2) -> dict:
@@ -295,7 +297,7 @@ def test_grad_share_reads_the_ratio_of_adversarial_to_rest(tmp_path, fake_run, c
         fake_run(tmp_path, f"no_disc_s{seed}", [2.0, 2.4, 2.3], 0,
                  step_columns=_grad_share_columns(12, 0.0, 2.0, np.nan))  # fmt: skip
     steps = _load(tmp_path)[1]
-    table = tr.grad_share_table(steps).set_index("variant")
+    table = ta.grad_share_table(steps).set_index("variant")
     iv = stats.mean_interval([0.3, 0.35, 0.4])
     r = table.loc["official"]
     assert r.ratio == pytest.approx(0.35) and (r.ratio_low, r.ratio_high) == pytest.approx((iv.low, iv.high))
@@ -307,7 +309,7 @@ def test_grad_share_reads_the_ratio_of_adversarial_to_rest(tmp_path, fake_run, c
     assert "mostly across the other terms" in official and "18 measured steps" in official
     assert "it cannot steer" in next(line for line in text.splitlines() if line.startswith("- `no_disc`"))
     assert "at least 0.1x" in text  # the threshold is stated
-    fig = tr.plot_grad_share(steps)
+    fig = figs.plot_grad_share(steps)
     check_figure(fig)
     ratio_lines = [ln for ln in fig.axes[0].lines if ln.get_label().startswith("official")]
     assert np.allclose(ratio_lines[0].get_ydata(), 0.35)  # seed mean of 0.3, 0.35, 0.4 at every measured step
@@ -325,8 +327,8 @@ def test_grad_share_says_not_measured_on_old_runs(tmp_path, fake_run):
     )  # columns, never measured
     for root in (tmp_path, tmp_path / "nan"):
         steps = _load(root)[1]
-        assert tr.grad_share_table(steps).empty and tr.plot_grad_share(steps) is None
-        assert "not measured" in tr.grad_share_markdown(tr.grad_share_table(steps))
+        assert ta.grad_share_table(steps).empty and figs.plot_grad_share(steps) is None
+        assert "not measured" in tr.grad_share_markdown(ta.grad_share_table(steps))
 
 
 def test_seed_spread_is_the_gap_between_seeds(tmp_path, fake_run):
@@ -334,7 +336,7 @@ def test_seed_spread_is_the_gap_between_seeds(tmp_path, fake_run):
     _collapse_runs(tmp_path, fake_run)
     fake_run(tmp_path, "no_disc_s0", _collapse_curve(20, 5), 0, steps_per_epoch=2)
     epochs, _, per_seed = _load(tmp_path)
-    spread = tr.seed_spread(per_seed, epochs).set_index("variant")
+    spread = ta.seed_spread(per_seed, epochs).set_index("variant")
     r = spread.loc["official"]
     assert r.final_val_pesq_range == pytest.approx(0.04) and r.final_val_pesq_sd == pytest.approx(0.02)
     assert r.best_val_pesq_range == pytest.approx(0.04) and r.drop_smoothed_range == pytest.approx(0.0, abs=1e-9)
@@ -367,7 +369,7 @@ def test_overfitting_table_and_words(tmp_path, fake_run, check_figure):
                  epoch_columns=_losses(seed=seed, falling=True))  # fmt: skip
     fake_run(tmp_path, "no_disc_s0", np.full(20, 2.5), 0, steps_per_epoch=1, epoch_columns=_losses())
     epochs = _load(tmp_path)[0]
-    per_run = tr.overfitting_per_run(epochs).set_index("run")
+    per_run = ta.overfitting_per_run(epochs).set_index("run")
     r = per_run.loc["official_s0"]
     # raw: final 1.01 - minimum 0.65 at epoch 8, training 0.24 - 0.72; smoothed: the 5-epoch mean is lowest at
     # epoch 9 (0.696), the last 5 epochs average 0.95; training there 0.68, last 5 epochs 0.32
@@ -379,7 +381,7 @@ def test_overfitting_table_and_words(tmp_path, fake_run, check_figure):
     assert r.val_loss_min_epoch_smoothed == 9 and r.val_loss_rise_smoothed == pytest.approx(0.254)
     assert r.train_loss_change_smoothed == pytest.approx(-0.36) and not r.still_falling
     assert per_run.loc["masked_s1", "still_falling"]
-    table = tr.overfitting_table(epochs).set_index("variant")
+    table = ta.overfitting_table(epochs).set_index("variant")
     rises = per_run.loc[[f"official_s{s}" for s in range(3)], "val_loss_rise_smoothed"]
     iv = stats.mean_interval(rises)
     row = table.loc["official"]
@@ -390,7 +392,7 @@ def test_overfitting_table_and_words(tmp_path, fake_run, check_figure):
                                         f"rose by {iv.mean:.3f} (95% CI {iv.low:+.3f} to {iv.high:+.3f})")  # fmt: skip
     assert "validation loss still falling: not overfitting by this measure" in lines["masked"]
     assert "one seed: no interval, no verdict" in lines["no_disc"]
-    fig = tr.plot_train_vs_val_loss(epochs)
+    fig = figs.plot_train_vs_val_loss(epochs)
     check_figure(fig)
     assert fig.axes[0].get_title().endswith("validation minimum at epoch 8")  # official (the reference) first
     assert "validation minimum at epoch 20" in fig.axes[1].get_title()  # masked: still falling
@@ -399,8 +401,8 @@ def test_overfitting_table_and_words(tmp_path, fake_run, check_figure):
 def test_overfitting_says_not_measured_without_losses(tmp_path, fake_run):
     fake_run(tmp_path, "official_s0", [2.0, 2.4, 2.3], 0, epoch_columns={"val_loss": np.nan})
     epochs = _load(tmp_path)[0]
-    assert tr.overfitting_table(epochs).empty and tr.plot_train_vs_val_loss(epochs) is None
-    assert "not measured" in tr.overfitting_markdown(tr.overfitting_table(epochs))
+    assert ta.overfitting_table(epochs).empty and figs.plot_train_vs_val_loss(epochs) is None
+    assert "not measured" in tr.overfitting_markdown(ta.overfitting_table(epochs))
 
 
 COLLAPSE_CONFIG = {"synthetic_n_train": 2, "fixed_crops": True, "cut_len": 8000, "batch_size": 2, "epochs": 50,
@@ -425,7 +427,7 @@ def test_regime_markdown_names_the_conditions_and_opens_the_verdict(tmp_path, fa
     assert "epochs and" not in tr.regime_markdown(rep.configs, rep.epochs)  # no step log: epochs only
     verdict = tr.verdict_markdown(rep.comparisons, rep.per_variant, regime=text)
     assert verdict.splitlines()[2] == text
-    old = rep.configs[["run", *tr.CONFIG_KEYS]].iloc[:1]  # masked_s0 without the regime keys: only what is known
+    old = rep.configs[["run", *ta.CONFIG_KEYS]].iloc[:1]  # masked_s0 without the regime keys: only what is known
     assert tr.regime_markdown(old, rep.epochs.iloc[:0]) == (
         "Regime: **a new random 2 s crop each visit, batch 2, all validation files** (1 run).")  # fmt: skip
 
@@ -437,9 +439,9 @@ def test_smoothed_measures_need_ten_epochs(tmp_path, fake_run):
         fake_run(tmp_path, f"official_s{seed}", [2.0, 2.4, 2.3, 2.2, 2.1, 2.0, 1.9, 1.8, 1.7], 0)
     epochs, _, per_seed = _load(tmp_path)
     assert per_seed.drop_smoothed.isna().all() and (per_seed.drop_after_peak > 0).all()
-    text = tr.overfitting_markdown(tr.overfitting_table(epochs))
+    text = tr.overfitting_markdown(ta.overfitting_table(epochs))
     assert "too short for the smoothed measure (9 epochs; it needs 10)" in text
-    table = tr.compare_variants(per_seed.assign(variant=["a", "official", "official"]), [["a", "official"]])
+    table = ta.compare_variants(per_seed.assign(variant=["a", "official", "official"]), [["a", "official"]])
     assert table.set_index("quantity").loc["drop_smoothed", "verdict"].endswith("not measured")
 
 
@@ -453,15 +455,15 @@ def _curves(shape, seeds=3, noise=0.03, epochs=20, rng_seed=1):
 
 
 def test_collapse_table_calls_a_rise_and_fall_a_collapse_and_a_flat_or_rising_curve_not():
-    fall = tr.collapse_table(_curves(lambda ep: 2.0 + 0.1 * min(ep, 6) - 0.04 * max(ep - 6, 0)))
+    fall = ta.collapse_table(_curves(lambda ep: 2.0 + 0.1 * min(ep, 6) - 0.04 * max(ep - 6, 0)))
     assert fall.verdict.iloc[0] == "collapse" and fall.drop_smoothed.iloc[0] > 0.4
     assert 4 <= fall.peak_epoch.iloc[0] <= 8
-    flats = [tr.collapse_table(_curves(lambda ep: 2.5, noise=0.08, rng_seed=s)) for s in range(20)]
+    flats = [ta.collapse_table(_curves(lambda ep: 2.5, noise=0.08, rng_seed=s)) for s in range(20)]
     assert np.mean([f.drop_smoothed.iloc[0] for f in flats]) > 0.02  # pure noise still drops on average ...
     assert sum(f.verdict.iloc[0] == "collapse" for f in flats) <= 3  # ... the noise floor keeps it from a verdict
-    rising = tr.collapse_table(_curves(lambda ep: 2.0 + 0.05 * ep))
+    rising = ta.collapse_table(_curves(lambda ep: 2.0 + 0.05 * ep))
     assert rising.verdict.iloc[0] == "no collapse" and rising.drop_smoothed.iloc[0] < 0
     text = tr.collapse_markdown(pd.concat([fall.assign(variant="fall"), flats[0].assign(variant="flat")]))
     assert "`fall` (3 seeds, 20 epochs)" in text and "**collapse**" in text
-    short = tr.collapse_table(_curves(lambda ep: 2.5, epochs=6))
+    short = ta.collapse_table(_curves(lambda ep: 2.5, epochs=6))
     assert "not measured" in tr.collapse_markdown(short)
