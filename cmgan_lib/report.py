@@ -42,7 +42,7 @@ PUBLISHED_SKIP_LOG_VALUE = 0.0  # published train.py: `discrim_loss_metric = tor
 
 def default_corpus(config: str | os.PathLike = TINY_CONFIG, build: bool = True, progress: bool = False) -> Path:
     """The synthetic corpus the tiny training config uses (shared with training); built when missing."""
-    from cmgan_lib.train import config_corpus_path, load_config
+    from cmgan_lib.config import config_corpus_path, load_config
 
     cfg = load_config(config)
     path = config_corpus_path(cfg)
@@ -145,7 +145,7 @@ def runs_crop_seconds(run_root: str | os.PathLike | None, fallback_config: str |
     Why: a failure rate means nothing without its crop length; the audit's headline crop is the training one.
     """
     from cmgan_lib.audit import run_crop_seconds
-    from cmgan_lib.train import load_config
+    from cmgan_lib.config import load_config
     from cmgan_lib.training_report import find_runs
 
     runs = find_runs(run_root) if run_root is not None else []
@@ -360,7 +360,8 @@ def skipped_batch_logged_value() -> float:
     """
     import torch
 
-    from cmgan_lib.pesq_labels import discriminator_loss, make_labels
+    from cmgan_lib.losses import discriminator_loss
+    from cmgan_lib.pesq_labels import make_labels
 
     labels = make_labels(np.array([np.nan, np.nan]), ["silent_reference", "pesq_failed"], strategy="skip")
     mag = torch.zeros(2, 1, 4, 4)
@@ -1384,7 +1385,7 @@ def runs_test_dir(runs: Sequence[str | os.PathLike]) -> Path:
     their config names), never built here: scoring another corpus than the training one would be a mistake."""
     import dataclasses
 
-    from cmgan_lib.train import TrainConfig, synthetic_corpus_path
+    from cmgan_lib.config import TrainConfig, synthetic_corpus_path
 
     default = {f.name: f.default for f in dataclasses.fields(TrainConfig)}  # what the trainer uses for a missing key
     dirs = set()

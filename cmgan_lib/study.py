@@ -84,7 +84,7 @@ class Grid:
     def data_dir(self, build: bool = False) -> Path:
         """The data every run of the grid trains on (the base config's synthetic corpus when data_dir is null;
         `build`: generate that corpus when it is missing)."""
-        from cmgan_lib.train import load_config, resolve_data_dir
+        from cmgan_lib.config import load_config, resolve_data_dir
 
         cfg = load_config(self.base_config, as_overrides(self.overrides))
         return resolve_data_dir(cfg, is_main=build)
@@ -114,7 +114,7 @@ def run_dir_for(run_root: str | os.PathLike, variant: str, seed: int) -> Path:
 
 
 def as_overrides(values: dict[str, Any]) -> list[str]:
-    """key=value strings that `train.load_config` parses back to the same values."""
+    """key=value strings that `config.load_config` parses back to the same values."""
     return [f"{k}={json.dumps(v) if isinstance(v, list | bool) or v is None else v}" for k, v in values.items()]
 
 
@@ -131,7 +131,7 @@ def train_overrides(variant: str | dict[str, Any], seed: int, run_dir: Path, ext
 def grid_differences(run_dir: Path, wanted: dict[str, Any]) -> list[str]:
     """'key: old -> new' for each key the grid sets that the run's config.yaml holds otherwise (or lacks), both
     read as the trainer reads them. Why: a finished run trained with another recipe must not pass for this one."""
-    from cmgan_lib.train import config_changes
+    from cmgan_lib.config import config_changes
 
     if not (run_dir / "config.yaml").is_file():
         return []
