@@ -474,7 +474,7 @@ def test_validation_scores_every_metric_on_the_same_files_and_names_the_dropped(
         raw, _ = submit(*seen[0]).result()
     finally:
         trainer.pool.close()
-    loaded = [n for n, _, _ in trainer._val_audio]
+    loaded = [n for n, _, _ in trainer.val_files.audio()]
     dropped = dict(val["val_dropped"])
     assert set(dropped) == {"s00_short.wav", loaded[0]} and "too short" in dropped["s00_short.wav"]
     assert "silent_reference" in dropped[loaded[0]]
