@@ -72,7 +72,8 @@ def skipped_batch_logged_value() -> float:
     """
     import torch
 
-    from cmgan_lib.pesq_labels import discriminator_loss, make_labels
+    from cmgan_lib.losses import discriminator_loss
+    from cmgan_lib.pesq_labels import make_labels
 
     labels = make_labels(np.array([np.nan, np.nan]), ["silent_reference", "pesq_failed"], strategy="skip")
     mag = torch.zeros(2, 1, 4, 4)

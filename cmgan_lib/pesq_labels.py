@@ -10,15 +10,11 @@ fails) — each with the per-sample causes recorded.
 
 from __future__ import annotations
 
-import atexit
-import threading
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from cmgan_lib.pesq_worker import (
     KNOWN_REASONS,
@@ -54,10 +50,8 @@ __all__ = [
     "PesqPool",
     "PesqWorkerDied",
     "available_cpus",
+    "TrainingLabels",
     "batch_pesq",
-    "close_default_pool",
-    "default_pool",
-    "discriminator_loss",
     "make_labels",
     "normalize_pesq",
 ]
@@ -73,7 +67,7 @@ class PesqLabels:
     """One batch's PESQ outcome and the discriminator targets the chosen strategy derives from it.
 
     Under `masked`, `scores` holds NaN for invalid samples so that an unmasked use fails loudly;
-    `discriminator_loss` selects the valid ones. Under `mpsenet`, `scores` is None when any sample failed but
+    `losses.discriminator_loss` selects the valid ones. Under `mpsenet`, `scores` is None when any sample failed but
     the update is not skipped: only the fake term is dropped (`fake_term`).
     """
 
@@ -95,25 +89,18 @@ class PesqLabels:
 
     @property
     def valid_frac(self) -> float:
-        return self.n_valid / self.batch_size if self.batch_size else float("nan")
+        """The step log's `pesq_valid_frac`."""
+        return float(self.valid.mean()) if self.batch_size else float("nan")
 
     @property
     def mean_valid_raw(self) -> float:
-        """Mean raw PESQ of the valid samples (NaN when none), for logging."""
-        return float(self.raw[self.valid].mean()) if self.n_valid else float("nan")
-
-    @property
-    def mask(self) -> torch.Tensor:
-        """`valid` as a bool tensor on the labels' device."""
-        return torch.as_tensor(self.valid, dtype=torch.bool, device=self.device)
+        """Mean raw PESQ of the valid samples (NaN when none): the step log's `pesq_mean`."""
+        return float(np.nanmean(self.raw)) if self.n_valid else float("nan")
 
     @property
     def fake_term(self) -> bool:
         """Whether the discriminator's fake term MSE(D(clean, est), labels) is trained on this batch."""
         return not self.skipped and self.scores is not None
-
-    def reason_counts(self) -> dict[str, int]:
-        return dict(Counter(r for r in self.reasons if r is not None))
 
 
 def cause_counts(reasons: list[str | None]) -> dict[str, int]:
@@ -211,7 +198,7 @@ def batch_pesq(
 ) -> PesqLabels:
     """PESQ-WB labels of a batch: clean/estimated as (B, T) arrays/tensors or sequences of 1-D signals.
 
-    `pool=None` scores serially in this process; pass a `PesqPool` (or `default_pool()`) for parallel
+    `pool=None` scores serially in this process; pass a `PesqPool` for parallel
     scoring. Results are identical either way. For overlap with the backward pass use
     `pool.submit(...)` and `make_labels(*handle.result(), strategy, device)` instead.
     """
@@ -226,80 +213,23 @@ def batch_pesq(
     return make_labels(raw, reasons, strategy, device)
 
 
-def discriminator_loss(
-    discriminator: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    clean_mag: torch.Tensor,
-    est_mag: torch.Tensor,
-    labels: PesqLabels,
-    detach_estimate: bool = True,
-) -> torch.Tensor | None:
-    """Published metric-discriminator loss: MSE(D(clean, clean), 1) + MSE(D(clean, est), PESQ labels).
+@dataclass
+class TrainingLabels:
+    """The training step's PESQ labels: scored in `pool` (submitted at once when `overlap`, so that PESQ runs
+    while the generator's backward pass does), failures injected (`injector`), then labelled by `strategy`."""
 
-    Returns None when `labels.skipped` (the caller skips the discriminator step, as published).
-    Under `mpsenet` (MP-SENet, SEMamba) the real term always trains and the fake term is left out when any
-    PESQ failed (their `loss_disc_g = 0`); D runs in their order, D(clean, clean) then D(clean, est).
-    Under `masked`, the second MSE averages over valid samples only, so failed samples get exactly zero
-    gradient; the first term needs no PESQ and stays over the whole batch, as published. D still runs on
-    the whole batch so per-batch layers and dropout see what they see in the published step. The
-    estimate is detached by default (the published step trains D on `est_mag.detach()`).
-    """
-    if labels.skipped or (labels.scores is None and labels.strategy != "mpsenet"):
-        return None
-    if detach_estimate:
-        est_mag = est_mag.detach()
-    if labels.strategy == "mpsenet":
-        return _mpsenet_loss(discriminator, clean_mag, est_mag, labels)
-    # Published order: D(clean, est) before D(clean, clean); in train mode each call advances spectral
-    # norm's power iteration, so the order is part of the recipe.
-    pred_est = discriminator(clean_mag, est_mag).flatten()
-    pred_max = discriminator(clean_mag, clean_mag).flatten()
-    if pred_est.numel() != labels.batch_size:
-        raise ValueError(f"discriminator gave {pred_est.numel()} predictions for {labels.batch_size} labels")
-    target = labels.scores.to(device=pred_est.device, dtype=pred_est.dtype)
-    loss_max = F.mse_loss(pred_max, torch.ones_like(pred_max))
-    if labels.strategy == "masked":
-        index = torch.as_tensor(np.flatnonzero(labels.valid), dtype=torch.long, device=pred_est.device)
-        loss_est = F.mse_loss(pred_est.index_select(0, index), target.index_select(0, index))
-    else:
-        loss_est = F.mse_loss(pred_est, target)
-    return loss_max + loss_est
+    pool: PesqPool
+    injector: FailureInjector
+    strategy: str
+    device: torch.device
+    overlap: bool = True
 
+    def start(self, clean: np.ndarray, estimate: np.ndarray, step: int) -> Callable[[], PesqLabels]:
+        """Start scoring; the returned function waits for the scores and gives the labels."""
+        handle = self.pool.submit(clean, estimate) if self.overlap else None
 
-def _mpsenet_loss(discriminator, clean_mag: torch.Tensor, est_mag: torch.Tensor, labels: PesqLabels) -> torch.Tensor:
-    """MP-SENet's discriminator loss: MSE(D(clean, clean), 1) + (MSE(D(clean, est), labels) or 0 on failure)."""
-    pred_max = discriminator(clean_mag, clean_mag).flatten()
-    pred_est = discriminator(clean_mag, est_mag).flatten()  # computed even when unused, as there
-    if pred_est.numel() != labels.batch_size:
-        raise ValueError(f"discriminator gave {pred_est.numel()} predictions for {labels.batch_size} labels")
-    loss_max = F.mse_loss(pred_max, torch.ones_like(pred_max))
-    if not labels.fake_term:
-        return loss_max
-    return loss_max + F.mse_loss(pred_est, labels.scores.to(device=pred_est.device, dtype=pred_est.dtype))
+        def labels() -> PesqLabels:
+            raw, reasons = self.injector(*(handle or self.pool.submit(clean, estimate)).result(), step=step)
+            return make_labels(raw, reasons, self.strategy, self.device)
 
-
-_default_pool: PesqPool | None = None
-_default_lock = threading.Lock()
-
-
-def default_pool(n_workers: int | None = None) -> PesqPool:
-    """An explicit, lazily created process-wide pool (closed at exit or by `close_default_pool()`).
-
-    Nothing uses it implicitly: pass it as `batch_pesq(..., pool=default_pool())`. `n_workers` applies
-    only when it is first created.
-    """
-    global _default_pool
-    with _default_lock:
-        if _default_pool is None or _default_pool.closed:
-            _default_pool = PesqPool(n_workers=n_workers)
-        return _default_pool
-
-
-def close_default_pool() -> None:
-    global _default_pool
-    with _default_lock:
-        if _default_pool is not None:
-            _default_pool.close()
-            _default_pool = None
-
-
-atexit.register(close_default_pool)
+        return labels

@@ -15,7 +15,7 @@ from cmgan_lib.runs import TINY_CONFIG
 
 def default_corpus(config: str | os.PathLike = TINY_CONFIG, build: bool = True, progress: bool = False) -> Path:
     """The synthetic corpus the tiny training config uses (shared with training); built when missing."""
-    from cmgan_lib.train import config_corpus_path, load_config
+    from cmgan_lib.config import config_corpus_path, load_config
 
     cfg = load_config(config)
     path = config_corpus_path(cfg)

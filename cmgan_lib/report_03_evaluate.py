@@ -186,7 +186,7 @@ def runs_test_dir(runs: Sequence[str | os.PathLike]) -> Path:
     their config names), never built here: scoring another corpus than the training one would be a mistake."""
     import dataclasses
 
-    from cmgan_lib.train import TrainConfig, synthetic_corpus_path
+    from cmgan_lib.config import TrainConfig, synthetic_corpus_path
 
     default = {f.name: f.default for f in dataclasses.fields(TrainConfig)}  # what the trainer uses for a missing key
     dirs = set()

@@ -1,21 +1,257 @@
-"""The run-folder contract: what a run folder holds and how the study, the trainer's readers and the three
-notebooks find and read it, in one place (issue 22). A run folder is `<variant>_s<seed>/` with config.yaml,
+"""The run-folder contract, in one place (issue 22): what the trainer writes into a run folder (logs,
+checkpoints, their repair on resume, the refusal to overwrite a run) and how the study, the trainer's readers
+and the three notebooks find and read it. A run folder is `<variant>_s<seed>/` with config.yaml,
 training_epoch_log.csv, training_step_log.csv, checkpoints (best.pt, last.pt, epoch_NNN.pt) and done.json once
-it finished.
-"""
+it finished."""
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 import os
+import pickle
 import re
+import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+import torch
+import yaml
 
-from cmgan_lib import SAMPLE_RATE
+from cmgan_lib import SAMPLE_RATE, runguard
+from cmgan_lib.grad_share import COLUMNS as GRAD_SHARE_COLUMNS
 from cmgan_lib.paths import run_config
+from cmgan_lib.pesq_labels import CAUSE_COLUMNS
+
+if TYPE_CHECKING:
+    from cmgan_lib.config import TrainConfig
+
+
+# ---- writing: the trainer's run folder
+
+FAIL_COLUMNS = list(CAUSE_COLUMNS.values())  # failed PESQ labels per cause (a skip is always traceable)
+STEP_COLUMNS = [
+    "epoch", "step", "loss", "loss_ri", "loss_mag", "loss_time", "loss_gan", "disc_loss", "disc_skipped",
+    "pesq_valid_frac", "pesq_mean", *FAIL_COLUMNS, "grad_norm_g", "grad_norm_d", *GRAD_SHARE_COLUMNS, "nonfinite",
+    "lr_g", "lr_d", "seconds",
+]  # fmt: skip
+EPOCH_COLUMNS = [
+    "epoch", "loss", "loss_ri", "loss_mag", "loss_time", "loss_gan", "disc_loss", "grad_norm_g", "grad_norm_d",
+    "val_loss", "val_pesq", "val_stoi", "val_files", "disc_skip_rate", "pesq_valid_frac", *FAIL_COLUMNS,
+    "nonfinite_steps", "lr_g", "lr_d", "best", "patience_counter", "early_stop", "seconds",
+]  # fmt: skip
+RUN_FILES = (  # what a run writes into its folder (and epoch_NNN.pt); `--overwrite` removes them all
+    "config.yaml", "last.pt", "best.pt", "training_step_log.csv", "training_epoch_log.csv", "ddp_ranks.json",
+    "validation_dropped.csv", "nonfinite_batches.csv", "resume_overrides.csv",
+)  # fmt: skip
+# What a checkpoint must hold to be resumed; keys added later (e.g. nonfinite_in_a_row) are read with a default.
+CHECKPOINT_REQUIRED = frozenset({
+    "generator", "discriminator", "opt_g", "opt_d", "sched_g", "sched_d", "early_stopping", "epoch", "step",
+    "config", "rng_cpu", "rng_cuda",
+})  # fmt: skip
+VAL_DROPPED_COLUMNS = ["epoch", "name", "reason"]
+NONFINITE_COLUMNS = ["epoch", "step", "name", "reason"]
+RESUME_COLUMNS = ["time", "resumed_after_epoch", "key", "old", "new"]
+
+# Every CSV log of a run and its columns (checked and repaired together on resume).
+LOGS = {"training_step_log.csv": STEP_COLUMNS, "training_epoch_log.csv": EPOCH_COLUMNS,
+        "validation_dropped.csv": VAL_DROPPED_COLUMNS, "nonfinite_batches.csv": NONFINITE_COLUMNS}  # fmt: skip
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """torch.save to a temporary file in the same folder, then rename: a crash never leaves a half file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        if isinstance(exc, OSError | RuntimeError):  # a full disk reads "unexpected pos": say what it is
+            raise runguard.write_failure(exc, obj, path) from None
+        raise
+
+
+class CsvLog:
+    """An append-only CSV log whose header goes out in the same write as the first row: a full disk can
+    leave a truncated last line (repaired on resume by `repair_csv`) but never a file of rows with no header."""
+
+    def __init__(self, path: Path, columns: list[str]):
+        self.path, self.columns = path, columns
+        self.fh = None  # opened on the first row: a run that logs nothing leaves no empty file
+
+    def write(self, row: dict[str, Any]) -> None:
+        if self.fh is None:
+            self.fh = open(self.path, "a", newline="")
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=self.columns)
+        if self.fh.tell() == 0:
+            writer.writeheader()
+        writer.writerow(row)
+        self.fh.write(buf.getvalue())
+        self.fh.flush()
+
+    def close(self) -> None:
+        if self.fh is not None:
+            self.fh.close()
+
+
+def check_log_columns(path: Path, columns: list[str]) -> None:
+    """Refuse a log whose header is another one (an older version of this trainer wrote it): `repair_csv` would
+    keep none of its rows. A missing header (first line a data row) is fine: repair restores it."""
+    if not path.exists():
+        return
+    with path.open(newline="") as f:
+        header = next(csv.reader(f), None)
+    if header and header != columns and not header[0].lstrip("-").isdigit():
+        raise ValueError(f"{path}: its columns are not this trainer's (missing {sorted(set(columns) - set(header))}, "
+                         f"extra {sorted(set(header) - set(columns))}); another version of cmgan-study wrote this "
+                         "run, and resuming would lose its log: start a new run")  # fmt: skip
+
+
+def repair_csv(path: Path, columns: list[str], max_epoch: int) -> None:
+    """Rewrite a log as the checkpoint of `max_epoch` knows it: the header, then only complete rows of epochs
+    up to `max_epoch` (drops rows a crash wrote after its checkpoint, a truncated last line from a full disk,
+    and restores a missing header)."""
+    if not path.exists():
+        return
+    text = path.read_text()
+    rows = list(csv.reader(io.StringIO(text)))
+    if rows and not text.endswith("\n"):
+        rows = rows[:-1]  # the last line was cut off mid-write
+
+    def epoch_of(row: list[str]) -> int | None:
+        try:
+            return int(row[0])
+        except (ValueError, IndexError):
+            return None
+
+    keep = [r for r in rows if len(r) == len(columns) and epoch_of(r) is not None and epoch_of(r) <= max_epoch]
+    buf = io.StringIO()
+    csv.writer(buf).writerows([columns, *keep])
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(buf.getvalue())
+    os.replace(tmp, path)
+
+
+def remove_stale_temporaries(run_dir: Path) -> list[Path]:
+    """Delete `.last.pt.*.tmp`-style files a killed checkpoint write left behind; returns what was removed."""
+    stale = sorted(run_dir.glob(".*.pt.*.tmp")) if run_dir.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+class RunExistsError(FileExistsError):
+    """`train --config` into a folder that holds a run."""
+
+
+def refuse_existing_run(run_dir: Path) -> None:
+    """A folder with a checkpoint holds a run: starting afresh there would delete it."""
+    found = [name for name in ("last.pt", "best.pt") if (run_dir / name).is_file()]
+    if found:
+        raise RunExistsError(
+            f"{run_dir}: holds a run ({', '.join(found)}); continue it with `cmgan train --resume {run_dir}`, "
+            "or start afresh with --overwrite (deletes its checkpoints and logs), or choose another run_dir"
+        )
+
+
+def start_run_folder(run_dir: Path, cfg: TrainConfig) -> None:
+    """A fresh run: remove what an earlier run wrote there (RUN_FILES, epoch_NNN.pt), write config.yaml."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for path in [*(run_dir / name for name in RUN_FILES), *run_dir.glob("epoch_*.pt")]:
+        path.unlink(missing_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def record_resume_changes(run_dir: Path, changes: list[tuple[str, Any, Any]], cfg: TrainConfig, epoch: int) -> None:
+    """Append each change to RUN/resume_overrides.csv and rewrite config.yaml, so the folder says what ran."""
+    if not changes:
+        return
+    log = CsvLog(run_dir / "resume_overrides.csv", RESUME_COLUMNS)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    for key, old, new in changes:
+        log.write(dict(time=stamp, resumed_after_epoch=epoch, key=key, old=old, new=new))
+    log.close()
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def save_checkpoints(state: dict[str, Any], run_dir: Path, epoch: int, best: bool, every: int) -> None:
+    """last.pt always, best.pt on a new best, epoch_NNN.pt every `every` epochs (0: never)."""
+    atomic_save(state, run_dir / "last.pt")
+    if best:
+        atomic_save(state, run_dir / "best.pt")
+    if every and (epoch + 1) % every == 0:
+        atomic_save(state, run_dir / f"epoch_{epoch + 1:03d}.pt")  # named as the console counts
+
+
+def checkpoint_state(parts: dict[str, Any], epoch: int, step: int, config: dict[str, Any],
+                     nonfinite_in_a_row: int) -> dict[str, Any]:  # fmt: skip
+    """What `--resume` needs: each part's state dict under its key, the counters, the config, the RNG states."""
+    return {
+        **{key: part.state_dict() for key, part in parts.items()},
+        "epoch": epoch,
+        "step": step,
+        "config": config,
+        "rng_cpu": torch.get_rng_state(),
+        "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "nonfinite_in_a_row": nonfinite_in_a_row,
+    }
+
+
+def restore_checkpoint(parts: dict[str, Any], ck: dict[str, Any]) -> None:
+    """Load each part's state dict from `ck` (as `checkpoint_state` wrote it) and the RNG states."""
+    for key, part in parts.items():
+        part.load_state_dict(ck[key])
+    torch.set_rng_state(ck["rng_cpu"].cpu())
+    if ck["rng_cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in ck["rng_cuda"]])
+
+
+def read_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
+    """A checkpoint this trainer can resume, or an error saying what the file is and what to do instead."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no checkpoint to resume from (the run never finished an epoch; "
+                                "start it again with --config FILE --overwrite)")  # fmt: skip
+    try:
+        ck = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError:
+        raise ValueError(f"{path}: not a checkpoint of this trainer (it needs unpickling, which can run "
+                         "code; this trainer's checkpoints never do)") from None  # fmt: skip
+    except (RuntimeError, EOFError, OSError) as exc:  # truncated or corrupt file (a full disk, a bad copy)
+        raise ValueError(f"{path}: unreadable checkpoint ({str(exc).splitlines()[0]}); resume from a copy, or "
+                         "start again with --config FILE --overwrite") from None  # fmt: skip
+    missing = sorted(CHECKPOINT_REQUIRED - set(ck)) if isinstance(ck, dict) else ["generator"]
+    if missing:
+        raise ValueError(f"{path}: not a training checkpoint of this project (no {', '.join(missing)}); a bare "
+                         "generator state dict is for cmgan enhance / evaluate, it cannot be resumed")  # fmt: skip
+    return ck
+
+
+def repair_logs(run_dir: Path, max_epoch: int) -> None:
+    """Every log as the checkpoint of `max_epoch` knows it; every header is checked before any is rewritten."""
+    for name, columns in LOGS.items():
+        check_log_columns(run_dir / name, columns)
+    for name, columns in LOGS.items():
+        repair_csv(run_dir / name, columns, max_epoch)
+
+
+def interrupted_note(run_dir: Path) -> str:
+    """What an interrupted run left: the checkpoint `--resume` continues from (the partial epoch is redone)."""
+    if not (run_dir / "last.pt").is_file():
+        return f"no epoch had finished, so there is nothing to resume; start again with --overwrite ({run_dir})"
+    log = run_dir / "training_epoch_log.csv"
+    epochs = max(0, len(log.read_text().splitlines()) - 1) if log.is_file() else 0
+    return (
+        f"{run_dir / 'last.pt'} holds {epochs} finished epoch(s); `cmgan train --resume {run_dir}` continues "
+        "exactly from there (the steps after it are redone)"
+    )
+
 
 # ---- reading: finding runs and their logs
 
@@ -126,7 +362,7 @@ def runs_crop_seconds(run_root: str | os.PathLike | None, fallback_config: str |
 
     Why: a failure rate means nothing without its crop length; the audit's headline crop is the training one.
     """
-    from cmgan_lib.train import load_config
+    from cmgan_lib.config import load_config
 
     runs = find_runs(run_root) if run_root is not None else []
     lengths = sorted({run_crop_seconds(r) for r in runs if (r / "config.yaml").is_file()})

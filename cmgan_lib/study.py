@@ -25,16 +25,25 @@ import yaml
 from cmgan_lib import runguard
 from cmgan_lib.paths import repo_root, run_config, shown_path
 
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def shipped_switches(name: str) -> dict[str, Any]:
+    """The switches configs/NAME.yaml sets on top of its base (official.yaml): that file is the one definition
+    of the variant, for `cmgan train --config` and for the grids alike."""
+    data = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text()) or {}
+    return {k: v for k, v in data.items() if k not in ("base", "run_dir")}
+
+
 # Each variant is a set of config overrides on top of the base config; "official" changes nothing.
-SEED_FIXES = {"pesq_strategy": "batch_mean", "early_stopping": True, "es_patience": 15, "es_min_delta": 1e-4,
-              "grad_clip_norm": 5.0}  # fmt: skip
+SEED_FIXES = shipped_switches("seed_fixes")  # the fix document's proposal; the *_only variants are its parts
 VARIANTS: dict[str, dict[str, Any]] = {
     "official": {},
-    "masked": {"pesq_strategy": "masked"},
+    "masked": shipped_switches("masked"),
     "seed_fixes": SEED_FIXES,
-    "batch_mean_only": {"pesq_strategy": "batch_mean"},
-    "early_stopping_only": {"early_stopping": True, "es_patience": 15, "es_min_delta": 1e-4},
-    "clipping_only": {"grad_clip_norm": 5.0},
+    "batch_mean_only": {k: SEED_FIXES[k] for k in ("pesq_strategy",)},
+    "early_stopping_only": {k: SEED_FIXES[k] for k in ("early_stopping", "es_patience", "es_min_delta")},
+    "clipping_only": {k: SEED_FIXES[k] for k in ("grad_clip_norm",)},
     "reshuffled": {"reshuffle_each_epoch": True},  # this trainer's old order: a new file order every epoch
     "mpsenet_labels": {"pesq_strategy": "mpsenet"},  # MP-SENet/SEMamba: only the fake term drops on a failure
     "no_gan": {"loss_weights": [0.1, 0.9, 0.2, 0.0]},  # claim (n): does the fall persist without the GAN term?
@@ -84,7 +93,7 @@ class Grid:
     def data_dir(self, build: bool = False) -> Path:
         """The data every run of the grid trains on (the base config's synthetic corpus when data_dir is null;
         `build`: generate that corpus when it is missing)."""
-        from cmgan_lib.train import load_config, resolve_data_dir
+        from cmgan_lib.config import load_config, resolve_data_dir
 
         cfg = load_config(self.base_config, as_overrides(self.overrides))
         return resolve_data_dir(cfg, is_main=build)
@@ -110,11 +119,13 @@ def load_grid(path: str | os.PathLike) -> Grid:
 
 
 def run_dir_for(run_root: str | os.PathLike, variant: str, seed: int) -> Path:
-    return Path(run_root) / f"{variant}_s{seed}"
+    from cmgan_lib.runs import run_name
+
+    return Path(run_root) / run_name(variant, seed)
 
 
 def as_overrides(values: dict[str, Any]) -> list[str]:
-    """key=value strings that `train.load_config` parses back to the same values."""
+    """key=value strings that `config.load_config` parses back to the same values."""
     return [f"{k}={json.dumps(v) if isinstance(v, list | bool) or v is None else v}" for k, v in values.items()]
 
 
@@ -131,7 +142,7 @@ def train_overrides(variant: str | dict[str, Any], seed: int, run_dir: Path, ext
 def grid_differences(run_dir: Path, wanted: dict[str, Any]) -> list[str]:
     """'key: old -> new' for each key the grid sets that the run's config.yaml holds otherwise (or lacks), both
     read as the trainer reads them. Why: a finished run trained with another recipe must not pass for this one."""
-    from cmgan_lib.train import config_changes
+    from cmgan_lib.config import config_changes
 
     if not (run_dir / "config.yaml").is_file():
         return []
@@ -269,7 +280,7 @@ def write_summary(run_root: Path, out: Path, status: pd.DataFrame | None = None,
                                                                        how="left")  # fmt: skip
     if len(summary):
         summary["val_split"] = [run_config(run_root / r).get("val_split", "test") for r in summary["run"]]
-    per_file = out / "evaluate" / "metrics_per_file.csv"  # written by notebook 03 (report.evaluate_runs)
+    per_file = out / "evaluate" / "metrics_per_file.csv"  # written by notebook 03 (evaluate.evaluate_runs)
     if per_file.is_file() and len(summary):
         from cmgan_lib.metrics import METRIC_NAMES
 

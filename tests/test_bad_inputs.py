@@ -28,8 +28,9 @@ import soundfile as sf
 import torch
 
 from cmgan_lib.cli import main as cli_main
+from cmgan_lib.config import RANGES, RESUMABLE_KEYS, TrainConfig, load_config
 from cmgan_lib.models import TSCNet
-from cmgan_lib.train import RANGES, RESUMABLE_KEYS, TrainConfig, Trainer, load_config
+from cmgan_lib.train import Trainer
 from cmgan_lib.train import main as train_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -357,7 +358,7 @@ def test_config_errors_are_one_line_naming_file_and_key(capsys):
 def test_every_numeric_config_field_has_a_range():
     numeric = {f.name for f in dataclasses.fields(TrainConfig)
                if f.type in ("int", "float", "int | None", "float | None", "list[float]")}  # fmt: skip
-    assert numeric - set(RANGES) == set(), "add a range to cmgan_lib.train.RANGES"
+    assert numeric - set(RANGES) == set(), "add a range to cmgan_lib.config.RANGES"
     assert RESUMABLE_KEYS <= {f.name for f in dataclasses.fields(TrainConfig)} | {"checkpoint_every"}
 
 
@@ -473,7 +474,7 @@ def test_validation_scores_every_metric_on_the_same_files_and_names_the_dropped(
         raw, _ = submit(*seen[0]).result()
     finally:
         trainer.pool.close()
-    loaded = [n for n, _, _ in trainer._val_audio]
+    loaded = [n for n, _, _ in trainer.val_files.audio()]
     dropped = dict(val["val_dropped"])
     assert set(dropped) == {"s00_short.wav", loaded[0]} and "too short" in dropped["s00_short.wav"]
     assert "silent_reference" in dropped[loaded[0]]

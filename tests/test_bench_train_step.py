@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from cmgan_lib.config import load_config
 from cmgan_lib.models import TSCNet
 from cmgan_lib.models.conformer import GLU, Attention, DepthWiseConv1d, Swish
-from cmgan_lib.train import Trainer, load_config
+from cmgan_lib.train import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "configs" / "tiny_cpu.yaml")

@@ -9,9 +9,10 @@ import pandas as pd
 import pytest
 import torch
 
+from cmgan_lib.config import load_config
 from cmgan_lib.dsp import rms_normalizer
 from cmgan_lib.grad_share import COLUMNS, adversarial_grads, share_stats
-from cmgan_lib.train import Trainer, load_config
+from cmgan_lib.train import Trainer
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

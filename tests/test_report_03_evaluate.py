@@ -189,7 +189,7 @@ def test_runs_test_dir_is_the_corpus_the_trainer_built_with_its_valid_split(tmp_
     config predates the synthetic_n_valid key (the trainer's default then applies)."""
     import yaml
 
-    from cmgan_lib.train import config_corpus_path, load_config
+    from cmgan_lib.config import config_corpus_path, load_config
 
     cfg = load_config(None, ["synthetic_n_train=48", "synthetic_n_test=16", "synthetic_n_valid=8"]).to_dict()
     old = {k: v for k, v in cfg.items() if k != "synthetic_n_valid"}

@@ -14,16 +14,10 @@ import pandas as pd
 import pytest
 import torch
 
+from cmgan_lib.config import load_config
 from cmgan_lib.enhance import load_generator
-from cmgan_lib.train import (
-    EPOCH_COLUMNS,
-    STEP_COLUMNS,
-    EarlyStopping,
-    Trainer,
-    TrainingDiverged,
-    load_config,
-    main,
-)
+from cmgan_lib.runs import EPOCH_COLUMNS, STEP_COLUMNS
+from cmgan_lib.train import EarlyStopping, Trainer, TrainingDiverged, main
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
