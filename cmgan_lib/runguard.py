@@ -2,7 +2,7 @@
 SIGINT/SIGTERM that stop at a step boundary, and a full disk named as such.
 
 Kept apart from train.py so that the trainer only holds thin hooks (`main` takes the lock and installs the
-handlers; `_run_epoch` asks `check_stop()` before each step; `atomic_save` asks `write_failure()` why a write
+handlers; `Trainer._train_epoch` asks `check_stop()` before each step; `atomic_save` asks `write_failure()` why a write
 failed).
 """
 
