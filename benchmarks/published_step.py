@@ -2,9 +2,9 @@
 
 What makes it the published step rather than this project's: the conformer modules run the official
 formulas (attention: the literal einsum with an (N, N, d) relative-position embedding per call; Swish and GLU
-as separate sigmoid and multiply kernels; an explicit F.pad before the depthwise convolution), PESQ labels
-come from a new `joblib.Parallel(n_jobs=-1)` per batch, and nothing overlaps (generator update, then PESQ,
-then the discriminator update). Everything else is the same modules, so the weights are shared with a
+as separate sigmoid and multiply kernels; the depthwise convolution's explicit F.pad is the same on both
+sides), PESQ labels come from a new `joblib.Parallel(n_jobs=-1)` per batch, and nothing overlaps (generator
+update, then PESQ, then the discriminator update). Everything else is the same modules, so the weights are shared with a
 `Trainer` (state-dict compatible) and the two steps compute the same function.
 """
 
@@ -17,7 +17,7 @@ from joblib import Parallel, delayed
 
 from cmgan_lib.dsp import istft, power_compress, power_uncompress, stft
 from cmgan_lib.models import Discriminator, TSCNet
-from cmgan_lib.models.conformer import GLU, Attention, DepthWiseConv1d, Swish
+from cmgan_lib.models.conformer import GLU, Attention, Swish
 from cmgan_lib.numerics import autocast_call
 from cmgan_lib.pesq_worker import score_one
 
@@ -55,19 +55,12 @@ class LiteralGLU(GLU):
         return out * gate.sigmoid()
 
 
-class LiteralDepthWiseConv1d(DepthWiseConv1d):
-    """The official depthwise convolution: an explicit F.pad, then the unpadded convolution."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.pad(x, self.padding))
-
-
-LITERAL = {Attention: LiteralAttention, Swish: LiteralSwish, GLU: LiteralGLU, DepthWiseConv1d: LiteralDepthWiseConv1d}
+LITERAL = {Attention: LiteralAttention, Swish: LiteralSwish, GLU: LiteralGLU}
 
 
 def literal_generator(gen: TSCNet) -> TSCNet:
     """A new TSCNet with `gen`'s weights whose conformer modules run the official formulas (attention, Swish,
-    GLU, padded depthwise convolution), so the published step gets none of this project's speed-ups."""
+    GLU), so the published step gets none of this project's speed-ups."""
     copy = TSCNet(num_channel=gen.num_channel, num_features=gen.num_features)
     for module in copy.modules():
         if type(module) in LITERAL:

@@ -81,7 +81,8 @@ def test_fast_relative_attention_equals_literal_formula(n, max_pos):
         assert torch.allclose(attn(x), _naive_attention(attn, x), atol=1e-6)
 
 
-@pytest.mark.parametrize("path", ["_attend_gathered", "_attend_strided"])  # CPU path; the other devices' path
+# the CPU path, its fallback under autocast or mixed dtypes, the other devices' path
+@pytest.mark.parametrize("path", ["_attend_cpu", "_attend_gathered", "_attend_strided"])
 @pytest.mark.parametrize("n, max_pos, dim_head", [(9, 512, 2), (13, 4, 4)])
 def test_both_attention_paths_equal_the_literal_formula_values_and_gradients(path, n, max_pos, dim_head):
     torch.manual_seed(0)
@@ -92,8 +93,8 @@ def test_both_attention_paths_equal_the_literal_formula_values_and_gradients(pat
     def fast(x):
         q = attn.to_q(x).view(b, n, h, d).transpose(1, 2)
         k, v = (t.view(b, n, h, d).transpose(1, 2) for t in attn.to_kv(x).chunk(2, dim=-1))
-        if path == "_attend_gathered":
-            out = attn._attend_gathered(*(t.reshape(b * h, n, d) for t in (q, k, v))).view(b, h, n, d)
+        if path in ("_attend_cpu", "_attend_gathered"):
+            out = getattr(attn, path)(*(t.reshape(b * h, n, d) for t in (q, k, v))).view(b, h, n, d)
         else:
             out = attn._attend_strided(q, k, v)
         return attn.to_out(out.transpose(1, 2).reshape(b, n, h * d))
@@ -105,6 +106,17 @@ def test_both_attention_paths_equal_the_literal_formula_values_and_gradients(pat
     assert (y_fast - y_ref).abs().max() < 1e-12
     for a, r in zip(g_fast, g_ref, strict=True):
         assert (a - r).abs().max() < 1e-10
+
+
+def test_cpu_attention_falls_back_under_autocast():
+    """Under bf16 autocast the hand-written backward would mix dtypes: the autograd path runs instead."""
+    torch.manual_seed(0)
+    attn = Attention(dim=8, heads=4, dim_head=2)
+    x = torch.randn(2, 9, 8, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = attn(x)
+    y.float().sum().backward()
+    assert y.dtype == torch.bfloat16 and x.grad is not None and torch.isfinite(x.grad).all()
 
 
 def test_small_generator_trains_and_keeps_shapes():
@@ -131,10 +143,10 @@ def test_global_max_pool_is_adaptive_max_pool_values_and_gradients():
         assert torch.equal(ya, yb) and torch.equal(a.grad, b.grad)
 
 
-@pytest.mark.parametrize("kernel", [31, 4])  # odd: padding inside the convolution; even: explicit F.pad
+@pytest.mark.parametrize("kernel", [31, 4])  # odd and even kernels ("same" padding either way)
 def test_fused_conformer_pieces_equal_the_official_formulas_values_and_gradients(kernel):
-    """Swish (F.silu), GLU (F.glu) and the depthwise convolution's own padding: same function as the
-    official x * x.sigmoid(), chunk-sigmoid-multiply and F.pad + conv, forward and backward."""
+    """Swish (F.silu) and GLU (F.glu): same function as the official x * x.sigmoid() and
+    chunk-sigmoid-multiply inside the convolution module, forward and backward."""
     import torch.nn.functional as F
 
     from cmgan_lib.models.conformer import GLU, ConformerConvModule, Swish

@@ -7,9 +7,11 @@ Shaw-style relative positions (an embedding per clamped offset) added to the dot
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 
 class Swish(nn.Module):
@@ -38,8 +40,9 @@ class Transpose(nn.Module):
 
 
 class DepthWiseConv1d(nn.Module):
-    """Depthwise convolution over time with (left, right) zero padding. Symmetric padding (odd kernels, the
-    published 31) is left to the convolution itself: no padded copy of the input forward or backward."""
+    """Depthwise convolution over time with (left, right) zero padding, padded explicitly as the official code
+    does: letting the convolution pad (padding=15 for the published kernel 31) takes a oneDNN path that is
+    5-15x slower forward and 1.3-1.5x slower forward+backward on CPU (issue 19, measured 2026-12-01)."""
 
     def __init__(self, chan_in: int, chan_out: int, kernel_size: int, padding: tuple[int, int]):
         super().__init__()
@@ -47,9 +50,6 @@ class DepthWiseConv1d(nn.Module):
         self.conv = nn.Conv1d(chan_in, chan_out, kernel_size, groups=chan_in)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        left, right = self.padding
-        if left == right:
-            return F.conv1d(x, self.conv.weight, self.conv.bias, padding=left, groups=self.conv.groups)
         return self.conv(F.pad(x, self.padding))
 
 
@@ -76,12 +76,14 @@ class PreNorm(nn.Module):
 class Attention(nn.Module):
     """Multi-head self-attention with relative positional logits q . E[clamp(i - j)].
 
-    Two exact paths for the same formula, chosen by device (tests check both against the literal einsum):
-    - CPU (`_attend_gathered`): the (N, N, d) embedding of the offsets is gathered once per call (it has no
-      batch dimension), the positional logits are one matmul batched over the query position, the content
-      logits are accumulated onto them (baddbmm), then an explicit softmax and matmul. With the tiny model's
-      2-dimensional heads this is about 2x cheaper than the path below, and 1.4-1.6x at the official width
-      (single-thread CPU time, 2026-11-30): fewer passes over the (B, H, N, N) logits and no math-path SDPA.
+    Three exact paths for the same formula (tests check each against the literal einsum, values and gradients):
+    - CPU (`_attend_cpu`, `RelativeAttentionCPU`): forward and backward written out so that every product
+      whose result is small (d columns: P v, P^T dO, dS k, dS^T q) runs as one batched GEMM with d as the row
+      count and contiguous small operands; the positional logits are added in place, batched over the query.
+      torch's own backward runs those products with 2 output columns, which is 3x slower (issue 19).
+    - CPU under autocast or another dtype (`_attend_gathered`): the (N, N, d) embedding of the offsets gathered
+      once per call, positional logits batched over the query, content logits accumulated onto them (baddbmm),
+      explicit softmax; autograd's backward.
     - other devices (`_attend_strided`): logits against the 2N-1 distinct offsets in one matmul, read as an
       (N, N) strided view, passed to `scaled_dot_product_attention` as an additive mask (fused kernels).
     """
@@ -127,6 +129,15 @@ class Attention(nn.Module):
         dots = torch.baddbmm(pos, q, k.transpose(1, 2))
         return torch.bmm(dots.softmax(dim=-1), v)
 
+    def _attend_cpu(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """(G, N, d) each -> (G, N, d): `RelativeAttentionCPU` where it applies (one float dtype, no autocast)."""
+        if torch.is_autocast_enabled(q.device.type) or not (
+            q.dtype == k.dtype == v.dtype == self.rel_pos_emb.weight.dtype
+        ):
+            return self._attend_gathered(q, k, v)
+        emb = self.offset_embedding(q.shape[1], q.device)
+        return RelativeAttentionCPU.apply(q, k, v, emb, self.scale)
+
     def _attend_strided(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """(B, H, N, d) each -> (B, H, N, d), through scaled_dot_product_attention."""
         bias = self.relative_logits(q)
@@ -139,11 +150,53 @@ class Attention(nn.Module):
         k, v = self.to_kv(x).chunk(2, dim=-1)
         q, k, v = (t.reshape(b, n, h, d).transpose(1, 2) for t in (q, k, v))
         if x.device.type == "cpu":
-            out = self._attend_gathered(*(t.reshape(b * h, n, d) for t in (q, k, v))).view(b, h, n, d)
+            out = self._attend_cpu(*(t.reshape(b * h, n, d) for t in (q, k, v))).view(b, h, n, d)
         else:
             out = self._attend_strided(q, k, v)
         out = out.transpose(1, 2).reshape(b, n, h * d)
         return self.dropout(self.to_out(out))
+
+
+def _t(x: torch.Tensor) -> torch.Tensor:
+    """(..., a, b) -> (..., b, a), contiguous: a small operand copied so that bmm runs one batched GEMM
+    (a transposed view makes torch's CPU bmm loop over the batch)."""
+    return x.transpose(-1, -2).contiguous()
+
+
+class RelativeAttentionCPU(torch.autograd.Function):
+    """softmax(qs k^T + qs . E[i, j]) v with qs = q * scale, for (G, N, d) q, k, v and the (N, N, d) offset
+    embedding E; the backward returns E's gradient (the embedding table's follows through autograd).
+
+    Forward: content logits (one bmm), positional logits added in place batched over the query i (N GEMMs of
+    (G, d) x (d, N) into the logits' strided (N, G, N) view), softmax, then P v computed as (v^T P^T)^T.
+    Backward: dP = dO v^T, dS from softmax's backward, and dv, dq, dk, dE each as a GEMM with d rows.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, q: Tensor, k: Tensor, v: Tensor, emb: Tensor, scale: float) -> Tensor:
+        qs = q * scale
+        logits = torch.bmm(qs, _t(k))  # (G, N_i, N_j)
+        logits.transpose(0, 1).baddbmm_(qs.transpose(0, 1).contiguous(), _t(emb))  # + qs_i . E[i, j]
+        probs = torch.softmax(logits, dim=-1)
+        del logits
+        out = torch.bmm(_t(v), probs.transpose(1, 2)).transpose(1, 2)  # P v = (v^T P^T)^T
+        ctx.save_for_backward(qs, k, v, emb, probs)
+        ctx.scale = scale
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, d_out: Tensor) -> tuple[Tensor | None, ...]:
+        qs, k, v, emb, probs = ctx.saved_tensors
+        dv = torch.bmm(_t(d_out), probs).transpose(1, 2)  # P^T dO = (dO^T P)^T
+        d_probs = torch.bmm(d_out.contiguous(), _t(v))
+        d_logits = torch._softmax_backward_data(d_probs, probs, -1, probs.dtype)
+        del d_probs
+        by_query = d_logits.transpose(0, 1)  # (N_i, G, N_j) view
+        d_qs = torch.bmm(_t(k), d_logits.transpose(1, 2))  # (dS k)^T: (G, d, N_i)
+        d_qs += torch.bmm(_t(emb), by_query.transpose(1, 2)).permute(2, 1, 0)  # (sum_j dS E[i, j])^T
+        dk = torch.bmm(_t(qs), d_logits).transpose(1, 2)  # dS^T qs
+        d_emb = torch.bmm(qs.permute(1, 2, 0).contiguous(), by_query).transpose(1, 2)  # (N_i, N_j, d)
+        return d_qs.transpose(1, 2) * ctx.scale, dk, dv, d_emb, None
 
 
 class FeedForward(nn.Module):
