@@ -53,7 +53,7 @@ def validate(
     All three average over the same files: those every metric could score. `val_files` counts them and
     `val_dropped` lists (name, reason) for every validation file left out.
     """
-    losses, cleans, ests, names = [], [], [], []
+    losses, names, pesq_handles, stoi_futures = [], [], [], []
     for name, clean_np, noisy_np in files.audio():
         names.append(name)
         clean = torch.from_numpy(clean_np).to(device)[None]
@@ -61,14 +61,16 @@ def validate(
         c = rms_normalizer(noisy)[:, None]
         out = forward_losses(clean * c, noisy * c)
         losses.append(out["loss"].item())
-        cleans.append(clean_np)
-        ests.append((out["est_audio"] / c)[0].cpu().numpy())
+        est = (out["est_audio"] / c)[0].cpu().numpy()
+        # PESQ and STOI of this file in the worker pool while the next file's forward runs
+        pesq_handles.append(pool.submit([clean_np], [est]))
+        stoi_futures += pool.submit_stoi([clean_np], [est])
     dropped = list(files.dropped)
-    if not cleans:
+    if not names:
         return dict(val_loss=math.nan, val_pesq=math.nan, val_stoi=math.nan, val_files=0, val_dropped=dropped)
-    # PESQ and STOI of every file in the worker pool at once (STOI ran here, one file after another)
-    pesq_handle, stoi_futures = pool.submit(cleans, ests), pool.submit_stoi(cleans, ests)
-    raw, reasons = pesq_handle.result()
+    per_file = [h.result() for h in pesq_handles]
+    raw = np.concatenate([r for r, _ in per_file])
+    reasons = [why for _, whys in per_file for why in whys]
     stois = np.array([f.result() for f in stoi_futures])
     losses = np.array(losses)
     scored = np.isfinite(raw) & np.isfinite(stois) & np.isfinite(losses)
