@@ -22,6 +22,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from cmgan_lib.audio import read_wav
+from cmgan_lib.cache import cached_frame
 from cmgan_lib.data.crops import crop_pair
 from cmgan_lib.data.layout import manifest_rows, match_wavs, split_dir, unpaired
 from cmgan_lib.paths import run_config
@@ -467,16 +468,31 @@ def audit_sets(data_dir: str | os.PathLike, vb_dir: str | os.PathLike | None) ->
 
 
 def crop_sweeps(sets: Sequence[AuditSet], run_root: str | os.PathLike | None, lengths_s: Sequence[float],
-                crops_per_clip: int, seed: int, pool, estimate_clips: int | None) -> pd.DataFrame:  # fmt: skip
+                crops_per_clip: int, seed: int, pool, estimate_clips: int | None,
+                cache_dir: str | os.PathLike | None = None) -> pd.DataFrame:  # fmt: skip
     """Notebook 01's crops: (clean, noisy) of every set at every length, then (clean, estimate) on the first set
-    from every checkpoint of the audited run (`audit_run`), when there is one."""
-    frames = [crop_length_sweep(s.pairs, lengths_s, crops_per_clip, seed, s.metadata, pool=pool)
-              .assign(dataset=s.name, pair="clean/noisy", model="-") for s in sets]  # fmt: skip
+    from every checkpoint of the audited run (`audit_run`), when there is one.
+
+    With `cache_dir`, a sweep of the same audio, checkpoints, parameters and code is read back from
+    CACHE_DIR/.cache instead of computed again (cache.py; nbval re-executing the notebook after `make study`)."""
     est_run = audit_run(run_root)
-    if est_run is not None:
-        frames.append(estimate_sweep(sets[0].pairs, est_run, lengths_s, 1, seed, pool, estimate_clips)
-                      .assign(dataset=sets[0].name, pair=f"clean/estimate ({est_run.name})"))  # fmt: skip
-    return pd.concat(frames, ignore_index=True)
+
+    def compute() -> pd.DataFrame:
+        frames = [crop_length_sweep(s.pairs, lengths_s, crops_per_clip, seed, s.metadata, pool=pool)
+                  .assign(dataset=s.name, pair="clean/noisy", model="-") for s in sets]  # fmt: skip
+        if est_run is not None:
+            frames.append(estimate_sweep(sets[0].pairs, est_run, lengths_s, 1, seed, pool, estimate_clips)
+                          .assign(dataset=sets[0].name, pair=f"clean/estimate ({est_run.name})"))  # fmt: skip
+        return pd.concat(frames, ignore_index=True)
+
+    if cache_dir is None:
+        return compute()
+    estimates = None if est_run is None else [est_run.name, run_config(est_run), run_checkpoints(est_run)]
+    inputs = [list(sets), list(lengths_s), crops_per_clip, seed, estimate_clips, estimates]
+    frame, path, reused = cached_frame(cache_dir, "crop_sweep", inputs, compute)
+    if reused:
+        print(f"crop sweep read back from {path.name} (same audio, checkpoints, parameters and code)")
+    return frame
 
 
 def scale_audit(sets: Sequence[AuditSet], crop_s: float, crops_per_clip: int, seed: int, pool=None,
