@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-import tempfile
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
@@ -19,6 +18,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
+
+from cmgan_lib.runs import atomic_save
 
 PACKAGE = Path(__file__).resolve().parent
 LIBRARIES = ("torch", "numpy", "pesq", "pystoi", "pandas", "soundfile")
@@ -84,24 +86,17 @@ def digest(inputs: Any) -> str:
 def cached_frame(cache_dir: str | os.PathLike, name: str, inputs: Any, compute: Callable[[], pd.DataFrame],
                  ) -> tuple[pd.DataFrame, Path, bool]:  # fmt: skip
     """(frame, cache file, reused): the frame stored under CACHE_DIR/.cache for the same `inputs`, code and
-    library versions, else `compute()` stored there (written atomically; older entries of `name` removed)."""
+    library versions, else `compute()` stored there (`runs.atomic_save`; older entries of `name` removed)."""
     folder = Path(cache_dir) / ".cache"
     path = folder / f"{name}-{digest(inputs)[:24]}.pkl"
     if path.is_file():
-        try:
-            return pd.read_pickle(path), path, True
+        try:  # our own file, written by atomic_save: a pickled frame
+            return torch.load(path, weights_only=False), path, True
         except Exception:  # unreadable (truncated, another pandas): compute it again
             pass
     frame = compute()
     folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        frame.to_pickle(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_save(frame, path)
     for old in folder.glob(f"{name}-*.pkl"):
         if old != path:
             old.unlink(missing_ok=True)
