@@ -64,9 +64,8 @@ def _cmd_ablate(a: argparse.Namespace) -> int:
     grid = load_grid(a.grid)
     if a.seeds:
         grid.seeds = a.seeds
-    run_ablation(
-        grid, a.out, notebooks=not a.no_notebooks, runs_per_gpu=a.runs_per_gpu, audit=a.audit, cpu_runs=a.cpu_runs
-    )
+    run_ablation(grid, a.out, notebooks=not a.no_notebooks, runs_per_gpu=a.runs_per_gpu, audit=a.audit,
+                 cpu_runs=a.cpu_runs, train=not a.no_train, time_limit=a.time_limit)  # fmt: skip
     return 0
 
 
@@ -173,6 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument("--no-notebooks", action="store_true",
                     help="train and write summary.csv only (e.g. on a GPU machine without papermill); the same "
                          "command without it later renders the reports, skipping the finished runs")  # fmt: skip
+    ab.add_argument("--no-train", action="store_true",
+                    help="train nothing: render the reports and summary.csv from the runs already in OUT/runs "
+                         "(logs from a GPU machine, say); notebook 03 only if a run kept a checkpoint")  # fmt: skip
+    ab.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+                    help="start a run only if it should end within SECONDS from now (judged by the longest run "
+                         "finished so far); the others are recorded as not started")  # fmt: skip
     ab.set_defaults(func=_cmd_ablate)
 
     sr = sub.add_parser("share-report", help="copy an ablation's HTML reports, summary and logs into reports/")

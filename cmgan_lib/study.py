@@ -209,13 +209,17 @@ def visible_gpus() -> list[str]:
 
 
 def run_grid(grid: Grid, run_root: str | os.PathLike, progress: bool = True, runs_per_gpu: int = 1,
-             cpu_runs: int = 1) -> pd.DataFrame:  # fmt: skip
+             cpu_runs: int = 1, time_limit: float | None = None) -> pd.DataFrame:  # fmt: skip
     """Train every variant x seed; on GPUs, `runs_per_gpu` runs share each GPU; on CPU, `cpu_runs` at once,
     each with its share of the cores as threads (small models scale poorly past one thread: on 2 cores two
     single-thread runs finish a grid sooner than one two-thread run at a time).
 
     One official-size run at batch 4 uses about 20 GiB in fp32, so an 80 GiB card fits more than one; whether
     that raises throughput is measured, not assumed (the default stays 1).
+
+    `time_limit` (seconds from now; a lent GPU machine is held for minutes): a run starts only if it is expected
+    to end in time, judged by the longest run finished so far (the first ones start regardless). Jobs go seed by
+    seed, so what is left out is whole seeds of the grid; each is recorded as 'not started: time limit'.
     """
     from tqdm.auto import tqdm
 
@@ -228,13 +232,21 @@ def run_grid(grid: Grid, run_root: str | os.PathLike, progress: bool = True, run
         slots.put(slot)
     threads = None if gpus or cpu_runs == 1 else max(1, (os.cpu_count() or 1) // cpu_runs)
     bar = tqdm(total=len(jobs), desc="ablation runs", unit="run", disable=not progress)
+    deadline = None if time_limit is None else time.monotonic() + time_limit
+    longest = [0.0]  # seconds of the longest run finished so far (shared by the worker threads)
 
     def work(job):
         variant, seed = job
         gpu = slots.get()  # a free place on a GPU (None on CPU): no two runs more than runs_per_gpu per card
         try:
-            result = train_run(grid.base_config, variant, seed, run_root, grid.overrides, gpu=gpu,
-                                switches=grid.variant_overrides(variant), threads=threads)  # fmt: skip
+            if deadline is not None and time.monotonic() + longest[0] > deadline:
+                name = run_dir_for(run_root, variant, seed)
+                why = f"not started: time limit ({time_limit:.0f} s; longest run {longest[0]:.0f} s)"
+                result = dict(run=name.name, variant=variant, seed=seed, run_dir=str(name), seconds=0.0, status=why)
+            else:
+                result = train_run(grid.base_config, variant, seed, run_root, grid.overrides, gpu=gpu,
+                                   switches=grid.variant_overrides(variant), threads=threads)  # fmt: skip
+                longest[0] = max(longest[0], result["seconds"])
         finally:
             slots.put(gpu)
         bar.update()
@@ -309,28 +321,59 @@ def notebook_parameters(grid: Grid, out: Path) -> dict[str, dict[str, Any]]:
     }  # fmt: skip
 
 
+def status_of_runs(grid: Grid, run_root: str | os.PathLike) -> pd.DataFrame:
+    """What run_grid would report, read from the run folders alone (nothing trains): for runs trained elsewhere,
+    e.g. on a lent GPU machine whose logs came back without checkpoints."""
+    from cmgan_lib.runs import read_log
+
+    rows = []
+    for seed in grid.seeds:
+        for variant in grid.variants:
+            run_dir = run_dir_for(run_root, variant, seed)
+            epochs = len(read_log(run_dir / "training_epoch_log.csv"))
+            if (run_dir / "done.json").is_file():
+                state = "done (not retrained)"
+            elif epochs:
+                state = f"incomplete: {epochs} epoch(s) logged, never finished"
+            else:
+                state = "not trained"
+            rows.append(dict(run=run_dir.name, variant=variant, seed=seed, run_dir=str(run_dir), status=state,
+                             seconds=0.0))  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def has_checkpoints(run_root: str | os.PathLike) -> bool:
+    """Whether any run folder kept a generator for notebook 03 to evaluate."""
+    return any(Path(run_root).glob("*/best.pt")) or any(Path(run_root).glob("*/last.pt"))
+
+
 def run_ablation(grid: str | os.PathLike | Grid, out: str | os.PathLike, notebooks: bool = True,
-                 status: pd.DataFrame | None = None, runs_per_gpu: int = 1,
-                 audit: bool = False, cpu_runs: int = 1) -> pd.DataFrame:  # fmt: skip
-    """`cmgan ablate`: train the grid into OUT/runs (unless `status` says it was), then notebook 02 (plots)
-    and 03 (metrics, on the test split of the grid's data), and summary.csv. `audit`: notebook 01 as well."""
+                 status: pd.DataFrame | None = None, runs_per_gpu: int = 1, audit: bool = False,
+                 cpu_runs: int = 1, train: bool = True, time_limit: float | None = None) -> pd.DataFrame:  # fmt: skip
+    """`cmgan ablate`: train the grid into OUT/runs (unless `status` says it was, or `train` is False: then the
+    runs already there are reported as they are), then notebook 02 (plots) and 03 (metrics, on the test split of
+    the grid's data; left out when no run kept a checkpoint), and summary.csv. `audit`: notebook 01 as well."""
     grid = grid if isinstance(grid, Grid) else load_grid(grid)
     out = Path(out)
     run_root = out / "runs"
     run_root.mkdir(parents=True, exist_ok=True)
     (out / "grid.yaml").write_text(yaml.safe_dump(grid.to_dict(), sort_keys=False))
     if status is None:
-        status = run_grid(grid, run_root, runs_per_gpu=runs_per_gpu, cpu_runs=cpu_runs)
+        status = (run_grid(grid, run_root, runs_per_gpu=runs_per_gpu, cpu_runs=cpu_runs, time_limit=time_limit)
+                  if train else status_of_runs(grid, run_root))  # fmt: skip
     params = notebook_parameters(grid, out)
     if notebooks:
         names = NOTEBOOKS if audit else NOTEBOOKS[1:]
+        if not has_checkpoints(run_root):
+            print(f"  notebook 03_evaluate left out: no run in {run_root} kept a checkpoint to evaluate")
+            names = [n for n in names if n != "03_evaluate"]
         for i, name in enumerate(names):
             print(f"  notebook {name} ({i + 1}/{len(names)})")
             execute_notebook(name, out, params[name])
     summary = write_summary(run_root, out, status, test_set=params["03_evaluate"]["test_dir"])
-    failed = status[status.status.str.startswith("failed")]
-    print(f"{len(status) - len(failed)} of {len(status)} runs finished; summary: {out / 'summary.csv'}")
-    for _, row in failed.iterrows():
+    unfinished = status[~status.status.str.startswith("done")]
+    print(f"{len(status) - len(unfinished)} of {len(status)} runs finished; summary: {out / 'summary.csv'}")
+    for _, row in unfinished.iterrows():
         print(f"  {row.run}: {row.status} (log: {row.run_dir}/train.log)")
     return summary
 

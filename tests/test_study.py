@@ -218,3 +218,58 @@ def test_share_report_readme_states_the_data_order(tmp_path, fake_run):
     (out / "summary.csv").write_text("run\nofficial_s0\n")
     dest = study.share_report(out, tmp_path / "reports" / "r", "cmgan ablate --grid g", "2-core CPU")
     assert "same file order every epoch (published" in (dest / "README.md").read_text()
+
+
+def test_a_time_limit_starts_only_the_runs_expected_to_end_in_time(monkeypatch, tmp_path):
+    """GPU minutes are lent in minutes: with --time-limit a run starts only if the longest finished run says it
+    ends in time; the rest (whole seeds, as jobs go seed by seed) are recorded as not started."""
+    from types import SimpleNamespace
+
+    clock = [0.0]
+    monkeypatch.setattr(study, "time", SimpleNamespace(monotonic=lambda: clock[0]))  # each run takes 10 s here
+    monkeypatch.setattr(study, "visible_gpus", lambda: [])
+    started = []
+
+    def fake_run(base, variant, seed, root, overrides=None, gpu=None, switches=None, threads=None):
+        started.append((variant, seed))
+        clock[0] += 10.0 + 2.0 * (variant == "masked")
+        return dict(run=f"{variant}_s{seed}", variant=variant, seed=seed, run_dir="", status="done",
+                    seconds=10.0 + 2.0 * (variant == "masked"))  # fmt: skip
+
+    monkeypatch.setattr(study, "train_run", fake_run)
+    grid = study.Grid(variants=["official", "masked"], seeds=[0, 1, 2])
+    status = study.run_grid(grid, tmp_path, progress=False, time_limit=40.0)
+    # 0 s: the first starts (nothing finished); 10 s + 10 <= 40; 22 s + 12 <= 40; 32 s + 12 > 40: no more
+    assert started == [("official", 0), ("masked", 0), ("official", 1)]
+    by_run = status.set_index("run").status
+    assert list(by_run[:3]) == ["done"] * 3
+    assert (by_run[3:] == "not started: time limit (40 s; longest run 12 s)").all() and len(by_run) == 6
+    assert (pd.read_csv(tmp_path / "status.csv").status == status.status).all()
+    started.clear()
+    assert (study.run_grid(grid, tmp_path, progress=False).status == "done").all() and len(started) == 6
+
+
+def test_no_train_reports_the_runs_that_came_back_and_trains_nothing(monkeypatch, tmp_path, fake_run):
+    """Logs brought back from a GPU machine (no checkpoints): `cmgan ablate --no-train` renders notebook 02 and
+    summary.csv from them, says which runs are missing or unfinished, and leaves notebook 03 out."""
+    from cmgan_lib import cli
+
+    out = tmp_path / "gpu"
+    fake_run(out / "runs", "official_s0", [2.0, 2.1], 0)
+    fake_run(out / "runs", "masked_s0", [2.0], 0, finished=False)
+    grid = tmp_path / "g.yaml"
+    grid.write_text(f"base_config: {ROOT / 'configs' / 'tiny_cpu.yaml'}\nvariants: [official, masked]\nseeds: [0, 1]\n")
+    monkeypatch.setattr(study, "train_run", lambda *a, **k: pytest.fail("--no-train trained a run"))
+    notebooks = []
+    monkeypatch.setattr(study, "execute_notebook", lambda name, o, params: notebooks.append(name))
+    assert cli.main(["ablate", "--grid", str(grid), "--out", str(out), "--no-train"]) == 0
+    assert notebooks == ["02_train_baseline_vs_fixed"]
+    summary = pd.read_csv(out / "summary.csv").set_index("run")
+    assert summary.status.to_dict() == {"official_s0": "done (not retrained)", "masked_s0":
+                                        "incomplete: 1 epoch(s) logged, never finished", "official_s1": "not trained",
+                                        "masked_s1": "not trained"}  # fmt: skip
+    assert summary.loc["official_s0", "epochs"] == 2
+    (out / "runs" / "official_s0" / "best.pt").write_bytes(b"")
+    notebooks.clear()
+    cli.main(["ablate", "--grid", str(grid), "--out", str(out), "--no-train"])
+    assert notebooks == ["02_train_baseline_vs_fixed", "03_evaluate"]
