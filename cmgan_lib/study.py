@@ -353,14 +353,18 @@ def run_ablation(grid: str | os.PathLike | Grid, out: str | os.PathLike, noteboo
     """`cmgan ablate`: train the grid into OUT/runs (unless `status` says it was, or `train` is False: then the
     runs already there are reported as they are), then notebook 02 (plots) and 03 (metrics, on the test split of
     the grid's data; left out when no run kept a checkpoint), and summary.csv. `audit`: notebook 01 as well."""
+    t0 = time.monotonic()  # --time-limit counts from here: building the corpus is part of it
     grid = grid if isinstance(grid, Grid) else load_grid(grid)
     out = Path(out)
     run_root = out / "runs"
     run_root.mkdir(parents=True, exist_ok=True)
     (out / "grid.yaml").write_text(yaml.safe_dump(grid.to_dict(), sort_keys=False))
-    if status is None:
-        status = (run_grid(grid, run_root, runs_per_gpu=runs_per_gpu, cpu_runs=cpu_runs, time_limit=time_limit)
-                  if train else status_of_runs(grid, run_root))  # fmt: skip
+    if status is None and train:
+        grid.data_dir(build=True)  # once, before runs start at once (each would build a missing corpus itself)
+        left = None if time_limit is None else time_limit - (time.monotonic() - t0)
+        status = run_grid(grid, run_root, runs_per_gpu=runs_per_gpu, cpu_runs=cpu_runs, time_limit=left)
+    elif status is None:
+        status = status_of_runs(grid, run_root)
     params = notebook_parameters(grid, out)
     if notebooks:
         names = NOTEBOOKS if audit else NOTEBOOKS[1:]
