@@ -85,6 +85,10 @@ class Grid:
     def variant_overrides(self, variant: str) -> dict[str, Any]:
         return dict(self.variants[variant])
 
+    def jobs(self) -> list[tuple[str, int]]:
+        """(variant, seed) in training order: seed by seed, so a time limit leaves out whole seeds."""
+        return [(v, s) for s in self.seeds for v in self.variants]
+
     def resolved_comparisons(self) -> list[list[str]]:
         from cmgan_lib.training_analysis import default_comparisons
 
@@ -225,7 +229,7 @@ def run_grid(grid: Grid, run_root: str | os.PathLike, progress: bool = True, run
 
     if runs_per_gpu < 1 or cpu_runs < 1:
         raise ValueError(f"runs_per_gpu and cpu_runs must be >= 1, got {runs_per_gpu} and {cpu_runs}")
-    jobs = [(v, s) for s in grid.seeds for v in grid.variants]
+    jobs = grid.jobs()
     gpus = visible_gpus()
     slots: queue.Queue[str | None] = queue.Queue()
     for slot in [g for g in gpus for _ in range(runs_per_gpu)] or [None] * cpu_runs:
@@ -233,20 +237,21 @@ def run_grid(grid: Grid, run_root: str | os.PathLike, progress: bool = True, run
     threads = None if gpus or cpu_runs == 1 else max(1, (os.cpu_count() or 1) // cpu_runs)
     bar = tqdm(total=len(jobs), desc="ablation runs", unit="run", disable=not progress)
     deadline = None if time_limit is None else time.monotonic() + time_limit
-    longest = [0.0]  # seconds of the longest run finished so far (shared by the worker threads)
+    longest = 0.0  # seconds of the longest run finished so far (shared by the worker threads)
 
     def work(job):
+        nonlocal longest
         variant, seed = job
         gpu = slots.get()  # a free place on a GPU (None on CPU): no two runs more than runs_per_gpu per card
         try:
-            if deadline is not None and time.monotonic() + longest[0] > deadline:
+            if deadline is not None and time.monotonic() + longest > deadline:
                 name = run_dir_for(run_root, variant, seed)
-                why = f"not started: time limit ({time_limit:.0f} s; longest run {longest[0]:.0f} s)"
+                why = f"not started: time limit ({time_limit:.0f} s; longest run {longest:.0f} s)"
                 result = dict(run=name.name, variant=variant, seed=seed, run_dir=str(name), seconds=0.0, status=why)
             else:
                 result = train_run(grid.base_config, variant, seed, run_root, grid.overrides, gpu=gpu,
                                    switches=grid.variant_overrides(variant), threads=threads)  # fmt: skip
-                longest[0] = max(longest[0], result["seconds"])
+                longest = max(longest, result["seconds"])
         finally:
             slots.put(gpu)
         bar.update()
@@ -324,27 +329,28 @@ def notebook_parameters(grid: Grid, out: Path) -> dict[str, dict[str, Any]]:
 def status_of_runs(grid: Grid, run_root: str | os.PathLike) -> pd.DataFrame:
     """What run_grid would report, read from the run folders alone (nothing trains): for runs trained elsewhere,
     e.g. on a lent GPU machine whose logs came back without checkpoints."""
-    from cmgan_lib.runs import read_log
+    from cmgan_lib.runs import EPOCH_LOG, read_log
 
     rows = []
-    for seed in grid.seeds:
-        for variant in grid.variants:
-            run_dir = run_dir_for(run_root, variant, seed)
-            epochs = len(read_log(run_dir / "training_epoch_log.csv"))
-            if (run_dir / "done.json").is_file():
-                state = "done (not retrained)"
-            elif epochs:
-                state = f"incomplete: {epochs} epoch(s) logged, never finished"
-            else:
-                state = "not trained"
-            rows.append(dict(run=run_dir.name, variant=variant, seed=seed, run_dir=str(run_dir), status=state,
-                             seconds=0.0))  # fmt: skip
+    for variant, seed in grid.jobs():
+        run_dir = run_dir_for(run_root, variant, seed)
+        epochs = len(read_log(run_dir / EPOCH_LOG))
+        if (run_dir / "done.json").is_file():
+            state = "done (not retrained)"
+        elif epochs:
+            state = f"incomplete: {epochs} epoch(s) logged, never finished"
+        else:
+            state = "not trained"
+        rows.append(dict(run=run_dir.name, variant=variant, seed=seed, run_dir=str(run_dir), status=state,
+                         seconds=0.0))  # fmt: skip
     return pd.DataFrame(rows)
 
 
 def has_checkpoints(run_root: str | os.PathLike) -> bool:
     """Whether any run folder kept a generator for notebook 03 to evaluate."""
-    return any(Path(run_root).glob("*/best.pt")) or any(Path(run_root).glob("*/last.pt"))
+    from cmgan_lib.runs import find_runs, resolve_checkpoint
+
+    return any(resolve_checkpoint(run, strict=False) for run in find_runs(run_root))
 
 
 def run_ablation(grid: str | os.PathLike | Grid, out: str | os.PathLike, notebooks: bool = True,
