@@ -22,7 +22,7 @@
 set -euo pipefail
 mode="${1:-}"
 dry="${GPU_CHECKS_DRY:-0}"
-work=runs/gpu_checks
+work="${GPU_CHECKS_WORK:-runs/gpu_checks}"  # where it writes (the tests: a temporary folder)
 out="${OUT:-runs/gpu_checks_out}"
 start=$(date +%s)
 budget="${BUDGET_S:-540}"
@@ -32,10 +32,10 @@ if [[ "$mode" == report ]]; then  # back on the CPU machine
   tgz="${2:?usage: bash benchmarks/gpu_checks.sh report GPU_CHECKS_TGZ COMMAND [WALL_MINUTES]}"
   command="${3:?the device call's command, for the report's README}"
   py="${PY:-.venv/bin/python}"
-  day=$(tar -xzOf "$tgz" gpu_checks/date.txt)
+  day=$(tar -xzOf "$tgz" ./date.txt)
   dest="${REPORT_DIR:-reports/${day}_gpu}"
-  here="runs/gpu_checks_${day}"
-  rm -rf "$here" && mkdir -p "$here" && tar -xzf "$tgz" -C "$here" --strip-components=1
+  here="${work}_${day}"
+  rm -rf "$here" && mkdir -p "$here" && tar -xzf "$tgz" -C "$here"
   device=$(cat "$here/device.txt")
   if [[ -f "$here/CAUSAL_GPU/grid.yaml" ]]; then
     "$py" -m cmgan_lib.cli ablate --grid "$here/CAUSAL_GPU/grid.yaml" --out "$here/CAUSAL_GPU" --no-train
@@ -70,7 +70,7 @@ else
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$work/device.txt"
 fi
 export PYTHONUNBUFFERED=1
-pack() { tar -czf "$out/gpu_checks.tgz" --exclude='*.pt' -C runs gpu_checks; }
+pack() { tar -czf "$out/gpu_checks.tgz" --exclude='*.pt' -C "$work" .; }
 log() { tr '\r' '\n' | grep --line-buffered -v -e '%|' -e '^ *$' | tee -a "$1"; }  # whole lines, no bars
 
 stage_bench() {

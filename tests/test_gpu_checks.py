@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -69,3 +70,31 @@ def test_the_script_parses_and_refuses_an_unknown_check():
     r = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_checks.sh"), "nope"], capture_output=True, text=True,
                        cwd=ROOT)  # fmt: skip
     assert r.returncode == 2 and "usage" in r.stderr
+
+
+@pytest.mark.slow
+def test_a_dry_run_comes_back_in_one_file_and_becomes_a_shared_report(tmp_path):
+    """`GPU_CHECKS_DRY=1 ... bench` (the CPU stand-in, tiny sizes): $OUT holds only what the device returns (at most
+    8 files, none in a folder), the archive carries the bench table, and `report` turns it into a shared report
+    even though the causal stage never ran (~15 s)."""
+    import os
+    import tarfile
+
+    env = {**os.environ, "GPU_CHECKS_DRY": "1", "OUT": str(tmp_path / "out"), "GPU_CHECKS_WORK": str(tmp_path / "w"),
+           "PY": sys.executable}  # fmt: skip
+    script = str(ROOT / "benchmarks" / "gpu_checks.sh")
+    r = subprocess.run(["bash", script, "bench"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    back = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert back == ["gpu_checks.tgz", "summary.txt"] and all(p.is_file() for p in (tmp_path / "out").iterdir())
+    with tarfile.open(tmp_path / "out" / "gpu_checks.tgz") as tar:
+        names = set(tar.getnames())
+        assert {"./bench.txt", "./date.txt", "./device.txt"} <= names and not any(n.endswith(".pt") for n in names)
+    assert "fp32      cpu" in (tmp_path / "out" / "summary.txt").read_text()
+    dest = tmp_path / "report"
+    r = subprocess.run(["bash", script, "report", str(tmp_path / "out" / "gpu_checks.tgz"), "the command"], cwd=ROOT,
+                       env={**env, "REPORT_DIR": str(dest)}, capture_output=True, text=True)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    readme = (dest / "README.md").read_text()
+    assert "CPU dry run" in readme and "`the command`" in readme and "wall time: 0." in readme
+    assert (dest / "bench.txt").read_text() == (tmp_path / "w" / "bench.txt").read_text()

@@ -273,3 +273,20 @@ def test_no_train_reports_the_runs_that_came_back_and_trains_nothing(monkeypatch
     notebooks.clear()
     cli.main(["ablate", "--grid", str(grid), "--out", str(out), "--no-train"])
     assert notebooks == ["02_train_baseline_vs_fixed", "03_evaluate"]
+
+
+def test_ablate_builds_the_grids_corpus_once_before_runs_start_at_once(monkeypatch, tmp_path):
+    """Runs started together would each build a missing synthetic corpus into the same folder; ablate builds it
+    first, and `--no-train` builds nothing."""
+    calls = []
+    monkeypatch.setattr(study.Grid, "data_dir", lambda self, build=False: calls.append(("data", build)) or tmp_path)
+    done = pd.DataFrame({"run": ["official_s0"], "variant": ["official"], "seed": [0], "run_dir": [""],
+                         "status": ["done"]})  # fmt: skip
+    monkeypatch.setattr(study, "run_grid", lambda *a, **k: calls.append(("runs", k["time_limit"])) or done)
+    monkeypatch.setattr(study, "write_summary", lambda *a, **k: None)
+    study.run_ablation(study.Grid(variants=["official"]), tmp_path / "out", notebooks=False, time_limit=600.0)
+    assert [c[0] for c in calls] == ["data", "runs", "data"] and calls[0] == ("data", True)  # then the notebooks'
+    assert 599.0 < calls[1][1] <= 600.0  # the time limit counts from the command's start
+    calls.clear()
+    study.run_ablation(study.Grid(variants=["official"]), tmp_path / "out", notebooks=False, train=False)
+    assert ("data", True) not in calls and not any(c[0] == "runs" for c in calls)
