@@ -27,6 +27,7 @@ study: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest --runslow --nbval-lax --durations=20 tests notebooks
 
 test-fast: $(STAMP)
@@ -34,6 +35,7 @@ test-fast: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/ruff format --check cmgan_lib tests benchmarks
 
 # JupyterLab on notebooks/; each notebook reads $(STUDY) (what `make study` writes) unless its parameters say

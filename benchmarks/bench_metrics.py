@@ -24,7 +24,7 @@ from joblib import Parallel, delayed
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cmgan_lib import metrics as M  # noqa: E402
+from cmgan_lib.scoring import metrics as M  # noqa: E402
 
 
 def _load(clean_path: str, noisy_path: str) -> tuple[np.ndarray, np.ndarray]:

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 from joblib import Parallel, delayed
 
-from cmgan_lib.audio import read_wav
+from cmgan_lib.core.audio import read_wav
 from cmgan_lib.data.crops import crop_pair
-from cmgan_lib.pesq_worker import PesqPool, available_cpus, score_many, score_one
+from cmgan_lib.scoring.pesq_worker import PesqPool, available_cpus, score_many, score_one
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = Path(os.environ.get("CMGAN_SHARED", ROOT.parent / "shared")) / "data/voicebank_demand_samples"

@@ -34,9 +34,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cmgan_lib.config import load_config
-from cmgan_lib.numerics import PRECISIONS
-from cmgan_lib.train import Trainer
+from cmgan_lib.training.config import load_config
+from cmgan_lib.training.numerics import PRECISIONS
+from cmgan_lib.training.train import Trainer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from published_step import PublishedStep  # noqa: E402

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from cmgan_lib.stats import difference_interval, mean_interval
+from cmgan_lib.analysis.stats import difference_interval, mean_interval
 
 TARGETS = {"fp32": 0.5, "bf16": 0.35}  # ours/published step time (issue 21); bf16 also <= 10 GiB peak
 BF16_PEAK_GIB = 10.0

@@ -15,11 +15,11 @@ import torch
 import torch.nn.functional as F
 from joblib import Parallel, delayed
 
-from cmgan_lib.dsp import istft, power_compress, power_uncompress, stft
+from cmgan_lib.core.dsp import istft, power_compress, power_uncompress, stft
 from cmgan_lib.models import Discriminator, TSCNet
 from cmgan_lib.models.conformer import GLU, Attention, Swish
-from cmgan_lib.numerics import autocast_call
-from cmgan_lib.pesq_worker import score_one
+from cmgan_lib.scoring.pesq_worker import score_one
+from cmgan_lib.training.numerics import autocast_call
 
 
 class LiteralAttention(Attention):

@@ -16,7 +16,7 @@ import pandas as pd
 from joblib import Parallel, delayed
 from pesq import pesq
 
-from cmgan_lib.audio import read_wav
+from cmgan_lib.core.audio import read_wav
 from cmgan_lib.data.synthetic import make_dataset
 
 

@@ -1,6 +1,6 @@
 """cmgan_lib: a measured reproducibility study of CMGAN training (Cao, Abdulatif, Yang, Interspeech 2022)."""
 
-from cmgan_lib.allocator import tune_allocator
+from cmgan_lib.core.allocator import tune_allocator
 
 __version__ = "0.1.0"
 

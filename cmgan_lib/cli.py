@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 def _cmd_enhance(a: argparse.Namespace) -> int:
-    from cmgan_lib.enhance import enhance_files
+    from cmgan_lib.scoring.enhance import enhance_files
 
     result = enhance_files(a.checkpoint, a.input, a.output, device=a.device, cut_len=a.cut_len,
                            trust_checkpoint=a.trust_checkpoint, max_chunk_seconds=a.max_chunk_seconds)  # fmt: skip
@@ -37,7 +37,7 @@ def _cmd_validate_data(a: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(a: argparse.Namespace) -> int:
-    from cmgan_lib.evaluate import evaluate
+    from cmgan_lib.analysis.evaluate import evaluate
 
     result = evaluate(checkpoint=a.checkpoint, test_dir=a.test_dir, out_dir=a.out, device=a.device,
                       enhanced_dir=a.enhanced_dir, legacy_float_scale=a.legacy_float_scale, n_jobs=a.jobs,
@@ -53,7 +53,7 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
 
 
 def _cmd_train(argv: list[str]) -> int:
-    from cmgan_lib.train import main as train_main
+    from cmgan_lib.training.train import main as train_main
 
     return train_main(argv)
 
@@ -92,7 +92,7 @@ def _cmd_share_report(a: argparse.Namespace) -> int:
 
 
 def _cmd_audit(a: argparse.Namespace) -> int:
-    from cmgan_lib.folder_audit import audit_folder, folder_audit_summary, write_folder_audit
+    from cmgan_lib.analysis.folder_audit import audit_folder, folder_audit_summary, write_folder_audit
 
     result = audit_folder(a.data_dir, int(round(a.cut_len * 16000)), a.batch_size, a.crops_per_clip, a.seed,
                           a.workers, progress=True)  # fmt: skip

@@ -1,6 +1,6 @@
 """The ablation runner (`cmgan ablate`) and the whole study (`cmgan study`, `make study`).
 
-Each variant x seed trains in its own process (`python -m cmgan_lib.train`), so one failing variant is
+Each variant x seed trains in its own process (`python -m cmgan_lib.training.train`), so one failing variant is
 recorded and the others go on, and so runs can be spread over the GPUs in CUDA_VISIBLE_DEVICES. Finished
 runs (a `done.json`) are skipped and interrupted ones resumed. Notebook 02 then plots all runs, notebook 03
 evaluates them, and `summary.csv` gathers one row per run.
@@ -22,32 +22,10 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from cmgan_lib import runguard
-from cmgan_lib.paths import repo_root, run_config, shown_path
+from cmgan_lib.core.paths import repo_root, run_config, shown_path
+from cmgan_lib.training import runguard
+from cmgan_lib.training.variants import VARIANTS
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-
-
-def shipped_switches(name: str) -> dict[str, Any]:
-    """The switches configs/NAME.yaml sets on top of its base (official.yaml): that file is the one definition
-    of the variant, for `cmgan train --config` and for the grids alike."""
-    data = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text()) or {}
-    return {k: v for k, v in data.items() if k not in ("base", "run_dir")}
-
-
-# Each variant is a set of config overrides on top of the base config; "official" changes nothing.
-SEED_FIXES = shipped_switches("seed_fixes")  # the fix document's proposal; the *_only variants are its parts
-VARIANTS: dict[str, dict[str, Any]] = {
-    "official": {},
-    "masked": shipped_switches("masked"),
-    "seed_fixes": SEED_FIXES,
-    "batch_mean_only": {k: SEED_FIXES[k] for k in ("pesq_strategy",)},
-    "early_stopping_only": {k: SEED_FIXES[k] for k in ("early_stopping", "es_patience", "es_min_delta")},
-    "clipping_only": {k: SEED_FIXES[k] for k in ("grad_clip_norm",)},
-    "reshuffled": {"reshuffle_each_epoch": True},  # this trainer's old order: a new file order every epoch
-    "mpsenet_labels": {"pesq_strategy": "mpsenet"},  # MP-SENet/SEMamba: only the fake term drops on a failure
-    "no_gan": {"loss_weights": [0.1, 0.9, 0.2, 0.0]},  # claim (n): does the fall persist without the GAN term?
-}
 NOTEBOOKS = ("01_pesq_failure_audit", "02_train_baseline_vs_fixed", "03_evaluate")
 
 
@@ -90,14 +68,14 @@ class Grid:
         return [(v, s) for s in self.seeds for v in self.variants]
 
     def resolved_comparisons(self) -> list[list[str]]:
-        from cmgan_lib.training_analysis import default_comparisons
+        from cmgan_lib.analysis.training_analysis import default_comparisons
 
         return [list(c) for c in self.comparisons] if self.comparisons else default_comparisons(list(self.variants))
 
     def data_dir(self, build: bool = False) -> Path:
         """The data every run of the grid trains on (the base config's synthetic corpus when data_dir is null;
         `build`: generate that corpus when it is missing)."""
-        from cmgan_lib.config import load_config, resolve_data_dir
+        from cmgan_lib.training.config import load_config, resolve_data_dir
 
         cfg = load_config(self.base_config, as_overrides(self.overrides))
         return resolve_data_dir(cfg, is_main=build)
@@ -123,7 +101,7 @@ def load_grid(path: str | os.PathLike) -> Grid:
 
 
 def run_dir_for(run_root: str | os.PathLike, variant: str, seed: int) -> Path:
-    from cmgan_lib.runs import run_name
+    from cmgan_lib.training.runs import run_name
 
     return Path(run_root) / run_name(variant, seed)
 
@@ -146,7 +124,7 @@ def train_overrides(variant: str | dict[str, Any], seed: int, run_dir: Path, ext
 def grid_differences(run_dir: Path, wanted: dict[str, Any]) -> list[str]:
     """'key: old -> new' for each key the grid sets that the run's config.yaml holds otherwise (or lacks), both
     read as the trainer reads them. Why: a finished run trained with another recipe must not pass for this one."""
-    from cmgan_lib.config import config_changes
+    from cmgan_lib.training.config import config_changes
 
     if not (run_dir / "config.yaml").is_file():
         return []
@@ -181,9 +159,9 @@ def train_run(base_config: str, variant: str, seed: int, run_root: str | os.Path
     run_dir.mkdir(parents=True, exist_ok=True)
     args = train_overrides(variant_switches, seed, run_dir, overrides or {})
     if (run_dir / "last.pt").is_file():  # interrupted: continue where it stopped
-        cmd = [sys.executable, "-m", "cmgan_lib.train", "--resume", str(run_dir), *args]
+        cmd = [sys.executable, "-m", "cmgan_lib.training.train", "--resume", str(run_dir), *args]
     else:
-        cmd = [sys.executable, "-m", "cmgan_lib.train", "--config", base_config, *args]
+        cmd = [sys.executable, "-m", "cmgan_lib.training.train", "--config", base_config, *args]
     env = runguard.child_env()  # the trainer exits when this process dies (no orphan writing into run_dir)
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu
@@ -287,8 +265,8 @@ def write_summary(run_root: Path, out: Path, status: pd.DataFrame | None = None,
                   test_set: str | os.PathLike | None = None) -> pd.DataFrame:  # fmt: skip
     """summary.csv: one row per run (status, training facts, the split that selected its checkpoint, and test
     metrics with the test set that scored them, when notebook 03 wrote them)."""
-    from cmgan_lib.runs import load_runs
-    from cmgan_lib.training_analysis import load_run_configs, run_summary
+    from cmgan_lib.analysis.training_analysis import load_run_configs, run_summary
+    from cmgan_lib.training.runs import load_runs
 
     epochs, steps = load_runs(run_root)
     summary = run_summary(epochs, steps, load_run_configs(run_root)) if len(epochs) else pd.DataFrame(columns=["run"])
@@ -299,7 +277,7 @@ def write_summary(run_root: Path, out: Path, status: pd.DataFrame | None = None,
         summary["val_split"] = [run_config(run_root / r).get("val_split", "test") for r in summary["run"]]
     per_file = out / "evaluate" / "metrics_per_file.csv"  # written by notebook 03 (evaluate.evaluate_runs)
     if per_file.is_file() and len(summary):
-        from cmgan_lib.metrics import METRIC_NAMES
+        from cmgan_lib.scoring.metrics import METRIC_NAMES
 
         scores = pd.read_csv(per_file)
         if "reason" in scores:
@@ -329,7 +307,7 @@ def notebook_parameters(grid: Grid, out: Path) -> dict[str, dict[str, Any]]:
 def status_of_runs(grid: Grid, run_root: str | os.PathLike) -> pd.DataFrame:
     """What run_grid would report, read from the run folders alone (nothing trains): for runs trained elsewhere,
     e.g. on a lent GPU machine whose logs came back without checkpoints."""
-    from cmgan_lib.runs import EPOCH_LOG, read_log
+    from cmgan_lib.training.runs import EPOCH_LOG, read_log
 
     rows = []
     for variant, seed in grid.jobs():
@@ -348,7 +326,7 @@ def status_of_runs(grid: Grid, run_root: str | os.PathLike) -> pd.DataFrame:
 
 def has_checkpoints(run_root: str | os.PathLike) -> bool:
     """Whether any run folder kept a generator for notebook 03 to evaluate."""
-    from cmgan_lib.runs import find_runs, resolve_checkpoint
+    from cmgan_lib.training.runs import find_runs, resolve_checkpoint
 
     return any(resolve_checkpoint(run, strict=False) for run in find_runs(run_root))
 
@@ -431,7 +409,7 @@ def share_report(out: str | os.PathLike, dest: str | os.PathLike, command: str, 
         raise FileNotFoundError(f"{out}: no summary.csv (run `cmgan ablate` first)")
     dest.mkdir(parents=True, exist_ok=True)
     copied = []
-    from cmgan_lib.report_02_training import COMPARISONS_CSV, PER_SEED_CSV, PER_VARIANT_CSV, runs_data_order
+    from cmgan_lib.reports.report_02_training import COMPARISONS_CSV, PER_SEED_CSV, PER_VARIANT_CSV, runs_data_order
 
     # notebook 02's full tables: its HTML links to them
     for name in ["summary.csv", "grid.yaml", *(f"{nb}.html" for nb in NOTEBOOKS), PER_SEED_CSV, PER_VARIANT_CSV,

@@ -8,7 +8,7 @@ import sys
 
 PROBE = """
 import resource, cmgan_lib, torch
-from cmgan_lib import allocator
+from cmgan_lib.core import allocator
 def faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 counts = []

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from cmgan_lib.audit import (
+from cmgan_lib.analysis.audit import (
     ClipPair,
     crop_pesq,
     failure_rates,
@@ -20,7 +20,7 @@ from cmgan_lib.audit import (
     training_scale,
 )
 from cmgan_lib.data.crops import crop_pair
-from cmgan_lib.pesq_labels import PesqPool
+from cmgan_lib.training.pesq_labels import PesqPool
 
 CUT = 32000
 
@@ -165,7 +165,8 @@ def test_training_scale_of_silence_is_infinite():
 
 
 # ---------------------------------------------------------------- conditions: crop length, estimates, run logs
-from cmgan_lib import audit, audit_logs, runs  # noqa: E402
+from cmgan_lib.analysis import audit, audit_logs  # noqa: E402
+from cmgan_lib.training import runs  # noqa: E402
 
 
 def _speech_after_silence(seconds_silent: float = 1.5, seconds_speech: float = 2.5, seed: int = 0):

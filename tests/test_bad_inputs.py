@@ -28,10 +28,10 @@ import soundfile as sf
 import torch
 
 from cmgan_lib.cli import main as cli_main
-from cmgan_lib.config import RANGES, RESUMABLE_KEYS, TrainConfig, load_config
 from cmgan_lib.models import TSCNet
-from cmgan_lib.train import Trainer
-from cmgan_lib.train import main as train_main
+from cmgan_lib.training.config import RANGES, RESUMABLE_KEYS, TrainConfig, load_config
+from cmgan_lib.training.train import Trainer
+from cmgan_lib.training.train import main as train_main
 
 ROOT = Path(__file__).resolve().parents[1]
 OFFICIAL = str(ROOT / "configs" / "official.yaml")
@@ -358,7 +358,7 @@ def test_config_errors_are_one_line_naming_file_and_key(capsys):
 def test_every_numeric_config_field_has_a_range():
     numeric = {f.name for f in dataclasses.fields(TrainConfig)
                if f.type in ("int", "float", "int | None", "float | None", "list[float]")}  # fmt: skip
-    assert numeric - set(RANGES) == set(), "add a range to cmgan_lib.config.RANGES"
+    assert numeric - set(RANGES) == set(), "add a range to cmgan_lib.training.config.RANGES"
     assert RESUMABLE_KEYS <= {f.name for f in dataclasses.fields(TrainConfig)} | {"checkpoint_every"}
 
 
@@ -420,7 +420,7 @@ def test_a_non_finite_forward_pass_puts_the_buffers_back(trainer, monkeypatch):
 
 
 def test_constant_or_non_finite_output_is_a_failure_never_a_written_file(tmp_path, monkeypatch, capsys):
-    import cmgan_lib.enhance as enhance
+    import cmgan_lib.scoring.enhance as enhance
 
     inp, out = _noisy_folder(tmp_path), tmp_path / "out"
     sf.write(inp / "b.wav", 0.1 * np.random.default_rng(1).standard_normal(SR), SR, subtype="PCM_16")
@@ -496,7 +496,7 @@ def test_pesq_workers_exit_when_their_parent_is_killed(tmp_path):
         textwrap.dedent(f"""
         import sys, time
         sys.path.insert(0, {str(ROOT)!r})
-        from cmgan_lib.pesq_worker import PesqPool
+        from cmgan_lib.scoring.pesq_worker import PesqPool
         if __name__ == "__main__":
             pool = PesqPool(n_workers=2)
             print("ready", flush=True)

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from cmgan_lib.config import load_config
 from cmgan_lib.models import TSCNet
 from cmgan_lib.models.conformer import GLU, Attention, Swish
-from cmgan_lib.train import Trainer
+from cmgan_lib.training.config import load_config
+from cmgan_lib.training.train import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "configs" / "tiny_cpu.yaml")
@@ -32,7 +32,7 @@ from published_step import (  # noqa: E402
 @pytest.fixture(autouse=True)
 def _reset_numerics():
     yield
-    from cmgan_lib.numerics import configure
+    from cmgan_lib.training.numerics import configure
 
     configure("fp32", deterministic=False)
 

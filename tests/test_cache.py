@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cmgan_lib import cache
+from cmgan_lib.analysis import cache
 
 
 @pytest.fixture
@@ -77,7 +77,7 @@ def test_an_unreadable_entry_is_computed_again(tmp_path, counted):
 
 
 def test_crop_sweeps_reads_back_with_a_cache_dir_and_computes_without_one(tmp_path, monkeypatch, capsys):
-    from cmgan_lib import audit
+    from cmgan_lib.analysis import audit
 
     calls = []
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from cmgan_lib import report_01_claims as rc
-from cmgan_lib import report_01_verdict as rv
+from cmgan_lib.reports import report_01_claims as rc
+from cmgan_lib.reports import report_01_verdict as rv
 
 SYNTH, REAL = "synthetic corpus (train)", "real speech (25 VB utterances)"
 

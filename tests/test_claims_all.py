@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from cmgan_lib import report_01_claims as rc
-from cmgan_lib import report_01_verdict as rv
-from cmgan_lib.report_02_training import COMPARISONS_CSV
+from cmgan_lib.reports import report_01_claims as rc
+from cmgan_lib.reports import report_01_verdict as rv
+from cmgan_lib.reports.report_02_training import COMPARISONS_CSV
 
 LETTERS = list("abcdefghijklmn")
 

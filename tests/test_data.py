@@ -78,9 +78,9 @@ def test_list_pairs_natural_order_and_unpaired(corpus: Path) -> None:
 def test_one_pair_finder_serves_training_audit_and_evaluation(corpus: Path) -> None:
     """`match_wavs` is the pair finder behind list_pairs, audit.load_folder_pairs and evaluate.pair_files: the
     same natural order for all three; evaluation also keeps names found in only some folders."""
-    from cmgan_lib.audit import load_folder_pairs
+    from cmgan_lib.analysis.audit import load_folder_pairs
+    from cmgan_lib.analysis.evaluate import pair_files
     from cmgan_lib.data.layout import match_wavs
-    from cmgan_lib.evaluate import pair_files
 
     write_pair(corpus, "train", "p1_10.wav", 100)
     clean, noisy = corpus / "train" / "clean", corpus / "train" / "noisy"

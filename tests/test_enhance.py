@@ -10,8 +10,8 @@ import soundfile as sf
 import torch
 
 from cmgan_lib.cli import main as cli_main
-from cmgan_lib.enhance import _chunk_counts, enhance_track, load_generator
 from cmgan_lib.models import TSCNet
+from cmgan_lib.scoring.enhance import _chunk_counts, enhance_track, load_generator
 
 
 class Identity(torch.nn.Module):
@@ -92,7 +92,7 @@ def test_matches_the_published_algorithm_with_a_real_network():
 def test_chunks_are_fed_as_one_batch_and_oom_retries_with_smaller_chunks(caplog):
     noisy = np.random.default_rng(3).standard_normal(16000 * 3).astype(np.float32) * 0.1
     model = Identity(fail_below=5)
-    with caplog.at_level(logging.WARNING, logger="cmgan_lib.enhance"):
+    with caplog.at_level(logging.WARNING, logger="cmgan_lib.scoring.enhance"):
         out = enhance_track(model, noisy, cut_len=16000)
     assert model.batches[0] == 4  # ceil(48000 / 16000) = 3 raised to 4
     assert model.batches[-1] >= 5

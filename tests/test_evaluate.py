@@ -7,8 +7,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from cmgan_lib.cli import main
-from cmgan_lib.evaluate import (
+from cmgan_lib.analysis.evaluate import (
     PER_FILE_CSV,
     SUMMARY_CSV,
     comparison_table,
@@ -16,7 +15,8 @@ from cmgan_lib.evaluate import (
     resolve_test_dir,
     summarize,
 )
-from cmgan_lib.metrics import METRIC_NAMES
+from cmgan_lib.cli import main
+from cmgan_lib.scoring.metrics import METRIC_NAMES
 
 SR = 16000
 GOOD = ["utt_a", "utt_b", "utt_c"]
@@ -167,7 +167,7 @@ def test_checkpoint_path_calls_enhance_track_per_noisy_file(synthetic_set, tmp_p
     calls = {"load": [], "enhance": 0}
     clean = {n: sf.read(synthetic_set / "data" / "clean" / f"{n}.wav")[0] for n in GOOD}
 
-    from cmgan_lib.enhance import memory_note, output_problem
+    from cmgan_lib.scoring.enhance import memory_note, output_problem
 
     def load_generator(checkpoint, device=None, trust=False):
         calls["load"].append((str(checkpoint), str(device)))
@@ -180,11 +180,11 @@ def test_checkpoint_path_calls_enhance_track_per_noisy_file(synthetic_set, tmp_p
         ref = matches[0] if matches else noisy  # files without a good clean counterpart pass through
         return (ref + 0.5 * (noisy - ref)).astype(np.float32)
 
-    fake = types.ModuleType("cmgan_lib.enhance")
+    fake = types.ModuleType("cmgan_lib.scoring.enhance")
     fake.load_generator, fake.enhance_track, fake.output_problem = load_generator, enhance_track, output_problem
     fake.memory_note = memory_note
     fake.resolve_device = lambda device=None: device or "cpu"
-    monkeypatch.setitem(sys.modules, "cmgan_lib.enhance", fake)
+    monkeypatch.setitem(sys.modules, "cmgan_lib.scoring.enhance", fake)
     out = tmp_path / "out"
     args = ["evaluate", "--checkpoint", "ck.pt", "--test-dir", str(synthetic_set / "data"), "--out", str(out)]
     assert main([*args, "--device", "cpu", "--jobs", "1"]) == 1  # the bad files of the set
@@ -201,7 +201,7 @@ def test_checkpoint_path_calls_enhance_track_per_noisy_file(synthetic_set, tmp_p
 def test_cli_evaluate_with_checkpoint(synthetic_set, tmp_path, capsys):
     torch = pytest.importorskip("torch")
     models = pytest.importorskip("cmgan_lib.models", reason="cmgan_lib.models not merged yet")
-    pytest.importorskip("cmgan_lib.enhance", reason="cmgan_lib.enhance not merged yet")
+    pytest.importorskip("cmgan_lib.scoring.enhance", reason="cmgan_lib.scoring.enhance not merged yet")
     torch.manual_seed(0)
     ckpt = tmp_path / "tiny.pt"
     torch.save(models.TSCNet(num_channel=8).state_dict(), ckpt)

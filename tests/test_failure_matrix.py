@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cmgan_lib import failure_matrix
-from cmgan_lib.audit import load_folder_pairs
+from cmgan_lib.analysis import failure_matrix
+from cmgan_lib.analysis.audit import load_folder_pairs
 
 # (axis, level) -> the cause every crop of real speech must get there; a misclassification fails the test.
 EXPECTED_CAUSE = {
@@ -142,7 +142,7 @@ def test_verdicts_are_generated_per_cause_and_axis():
 
 
 def test_matrix_figure_is_readable(matrix, check_figure):
-    from cmgan_lib import report_01_audit as r01
+    from cmgan_lib.reports import report_01_audit as r01
 
     fig = r01.plot_failure_matrix(failure_matrix.matrix_table(matrix))
     check_figure(fig)

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 import torch
 
-from cmgan_lib.config import load_config
-from cmgan_lib.dsp import rms_normalizer
-from cmgan_lib.grad_share import COLUMNS, adversarial_grads, share_stats
-from cmgan_lib.train import Trainer
+from cmgan_lib.core.dsp import rms_normalizer
+from cmgan_lib.training.config import load_config
+from cmgan_lib.training.grad_share import COLUMNS, adversarial_grads, share_stats
+from cmgan_lib.training.train import Trainer
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -70,7 +70,7 @@ def test_trainer_logs_the_share_of_the_weighted_gan_term(corpus, tmp_path):
 
 
 def test_share_is_logged_every_n_steps_and_off_by_default(corpus, tmp_path):
-    from cmgan_lib.train import main
+    from cmgan_lib.training.train import main
 
     base = [f"data_dir={corpus}", "epochs=1", "batch_size=1", "cut_len=8000", "num_channel=4", "ndf=4",
             "val_max_files=1", "pesq_workers=1"]  # fmt: skip
@@ -85,7 +85,7 @@ def test_share_is_logged_every_n_steps_and_off_by_default(corpus, tmp_path):
 
 
 def test_train_disc_false_never_updates_the_discriminator(corpus, tmp_path):
-    from cmgan_lib.train import main
+    from cmgan_lib.training.train import main
 
     run = tmp_path / "frozen"
     assert main(["--config", str(CONFIGS / "official.yaml"), f"data_dir={corpus}", f"run_dir={run}", "epochs=1",

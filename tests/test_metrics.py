@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from cmgan_lib import metrics as M
-from cmgan_lib.metrics import METRIC_NAMES, MetricsError, compute_metrics, read_reference_log
+from cmgan_lib.scoring import metrics as M
+from cmgan_lib.scoring.metrics import METRIC_NAMES, MetricsError, compute_metrics, read_reference_log
 
 # ------------------------------------------------------------------------------------- 25 shared tracks
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from cmgan_lib import study
-from cmgan_lib.paths import repo_root
+from cmgan_lib.core.paths import repo_root
 
 ROOT = repo_root()
 
@@ -96,7 +96,7 @@ def _tiny_synthetic_corpus(root: Path) -> Path:
     and enhancing those on 2 shared cores takes a minute)."""
     import pandas as pd
 
-    from cmgan_lib.audio import write_wav
+    from cmgan_lib.core.audio import write_wav
     from cmgan_lib.data.synthetic import MANIFEST_COLUMNS
 
     rng = np.random.default_rng(0)
@@ -142,7 +142,7 @@ def test_notebook_01_renders_the_audit_with_a_written_verdict(tmp_path, fake_run
     """Notebook 01 on a tiny corpus with a run's step logs: clean report, a generated verdict, the CSVs."""
     from test_audit import _speech_after_silence
 
-    from cmgan_lib.audio import write_wav
+    from cmgan_lib.core.audio import write_wav
 
     data = tmp_path / "data"
     for i in range(4):

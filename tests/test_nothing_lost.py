@@ -22,13 +22,13 @@ import soundfile as sf
 import torch
 from test_bad_inputs import OFFICIAL, ROOT, SR, corpus, tiny  # noqa: F401 (corpus: the shared module fixture)
 
-from cmgan_lib import runguard
 from cmgan_lib.cli import main as cli_main
 from cmgan_lib.models import TSCNet
-from cmgan_lib.pesq_worker import PesqPool, PesqWorkerDied, serial_scores
-from cmgan_lib.runguard import RunLockedError, run_lock
-from cmgan_lib.train import Trainer
-from cmgan_lib.train import main as train_main
+from cmgan_lib.scoring.pesq_worker import PesqPool, PesqWorkerDied, serial_scores
+from cmgan_lib.training import runguard
+from cmgan_lib.training.runguard import RunLockedError, run_lock
+from cmgan_lib.training.train import Trainer
+from cmgan_lib.training.train import main as train_main
 
 
 def _one_line(err: str) -> str:
@@ -48,7 +48,7 @@ def test_a_second_writer_is_refused_naming_the_holder_and_a_dead_holder_never_bl
                                                                                      monkeypatch):  # fmt: skip
     run = tmp_path / "run"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom cmgan_lib.runguard import run_lock\n"
+        [sys.executable, "-c", "import sys, time\nfrom cmgan_lib.training.runguard import run_lock\n"
          "with run_lock(sys.argv[1]):\n    print('ready', flush=True)\n    time.sleep(120)\n", str(run)],
         stdout=subprocess.PIPE, text=True, cwd=ROOT,
     )  # fmt: skip
@@ -88,12 +88,12 @@ def test_a_refused_run_leaves_no_folder(corpus, tmp_path, capsys):
 def test_a_trainer_started_by_a_runner_dies_with_it(tmp_path):
     """`study.train_run` starts trainers with child_env(); main() calls die_with_parent(): a runner killed with
     SIGKILL takes its trainer with it."""
-    child = "import time\nfrom cmgan_lib import runguard\nrunguard.die_with_parent()\ntime.sleep(120)\n"
+    child = "import time\nfrom cmgan_lib.training import runguard\nrunguard.die_with_parent()\ntime.sleep(120)\n"
     runner = tmp_path / "runner.py"
     runner.write_text(
         textwrap.dedent(f"""
         import subprocess, sys, time
-        from cmgan_lib import runguard
+        from cmgan_lib.training import runguard
         p = subprocess.Popen([sys.executable, "-c", {child!r}], env=runguard.child_env(), cwd={str(ROOT)!r})
         print(p.pid, flush=True)
         time.sleep(120)
@@ -181,8 +181,8 @@ class Identity(torch.nn.Module):
 
 
 def test_a_chunk_never_asks_for_more_than_the_budget_and_overlap_add_is_exact_for_identity():
-    from cmgan_lib.enhance import enhance_track
-    from cmgan_lib.memory import enhance_bytes
+    from cmgan_lib.scoring.enhance import enhance_track
+    from cmgan_lib.scoring.memory import enhance_bytes
 
     noisy = (0.1 * np.random.default_rng(0).standard_normal(30 * SR + 37)).astype(np.float32)
     model = Identity()
@@ -196,8 +196,8 @@ def test_a_chunk_never_asks_for_more_than_the_budget_and_overlap_add_is_exact_fo
 
 
 def test_the_published_chunking_is_kept_where_it_fits_and_run_chunk_by_chunk_where_only_one_fits():
-    from cmgan_lib.enhance import enhance_track
-    from cmgan_lib.memory import enhance_bytes
+    from cmgan_lib.scoring.enhance import enhance_track
+    from cmgan_lib.scoring.memory import enhance_bytes
 
     torch.manual_seed(0)
     model = TSCNet(num_channel=4).eval()
@@ -208,7 +208,7 @@ def test_the_published_chunking_is_kept_where_it_fits_and_run_chunk_by_chunk_whe
 
 
 def test_a_30_s_file_beside_a_short_one_enhances_and_a_failing_file_is_one_line(tmp_path, capsys, monkeypatch):
-    from cmgan_lib import enhance
+    from cmgan_lib.scoring import enhance
 
     torch.manual_seed(0)
     ckpt = tmp_path / "g.pt"
@@ -218,10 +218,10 @@ def test_a_30_s_file_beside_a_short_one_enhances_and_a_failing_file_is_one_line(
     rng = np.random.default_rng(0)
     sf.write(inp / "long.wav", 0.1 * rng.standard_normal(30 * SR), SR, subtype="PCM_16")
     sf.write(inp / "short.wav", 0.1 * rng.standard_normal(SR // 10), SR, subtype="PCM_16")
-    from cmgan_lib.memory import enhance_bytes
+    from cmgan_lib.scoring.memory import enhance_bytes
 
     room = 2 * enhance_bytes(TSCNet(num_channel=4), 1, 2 * SR)  # half of it, the budget, fits one 2 s chunk
-    monkeypatch.setattr("cmgan_lib.memory.free_bytes", lambda device: room)
+    monkeypatch.setattr("cmgan_lib.scoring.memory.free_bytes", lambda device: room)
     argv = ["enhance", "--checkpoint", str(ckpt), "--input", str(inp), "--output", str(tmp_path / "out")]
     assert cli_main(argv) == 0
     assert sf.info(tmp_path / "out" / "long.wav").frames == 30 * SR
@@ -251,8 +251,8 @@ def test_the_memory_estimate_is_an_upper_bound_of_the_measured_peak(tmp_path):
     script = textwrap.dedent("""
         import torch
         from cmgan_lib.models import TSCNet
-        from cmgan_lib.enhance import enhance_batch
-        from cmgan_lib.memory import enhance_bytes
+        from cmgan_lib.scoring.enhance import enhance_batch
+        from cmgan_lib.scoring.memory import enhance_bytes
         def hwm():
             return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]) * 1024
         m = TSCNet(num_channel=8).eval()
@@ -293,7 +293,7 @@ def test_sigint_stops_at_a_step_boundary_and_resume_continues_exactly(corpus, tm
 
 def test_a_real_sigint_ends_in_one_line_and_leaves_a_resumable_run(corpus, tmp_path):
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "cmgan_lib.train", "--config", OFFICIAL, *tiny(corpus, run, "epochs=100")]
+    cmd = [sys.executable, "-m", "cmgan_lib.training.train", "--config", OFFICIAL, *tiny(corpus, run, "epochs=100")]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and not (run / "last.pt").is_file():

@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from cmgan_lib.numerics import autocast_call, configure, loader_generator
+from cmgan_lib.training.numerics import autocast_call, configure, loader_generator
 
 
 @pytest.fixture(autouse=True)

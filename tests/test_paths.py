@@ -1,10 +1,10 @@
-"""cmgan_lib.paths.run_config: the one reader of a run's config.yaml."""
+"""cmgan_lib.core.paths.run_config: the one reader of a run's config.yaml."""
 
 from __future__ import annotations
 
 import pytest
 
-from cmgan_lib.paths import run_config
+from cmgan_lib.core.paths import run_config
 
 
 def test_run_config_reads_the_folder_or_a_file_in_it(tmp_path):
@@ -24,7 +24,7 @@ def test_run_config_is_empty_without_a_config_and_refuses_a_non_mapping(tmp_path
 
 
 def test_shown_path_is_relative_to_the_project_or_a_run_root_never_absolute(tmp_path):
-    from cmgan_lib.paths import repo_root, shown_path
+    from cmgan_lib.core.paths import repo_root, shown_path
 
     root = repo_root()
     assert shown_path(root / "runs" / "STUDY" / "runs") == "runs/STUDY/runs"

@@ -11,11 +11,11 @@ import pytest
 import torch
 from torch import nn
 
-from cmgan_lib import pesq_worker
-from cmgan_lib.audio import read_wav
+from cmgan_lib.core.audio import read_wav
 from cmgan_lib.data.crops import crop_pair
-from cmgan_lib.losses import discriminator_loss
-from cmgan_lib.pesq_labels import PesqPool, batch_pesq, make_labels, normalize_pesq
+from cmgan_lib.scoring import pesq_worker
+from cmgan_lib.training.losses import discriminator_loss
+from cmgan_lib.training.pesq_labels import PesqPool, batch_pesq, make_labels, normalize_pesq
 
 B = 4
 CUT = 32000
@@ -284,8 +284,8 @@ def test_batch_pesq_is_a_drop_in_for_the_published_one(batch, direct):
 
 
 # ---------------------------------------------------------------- failure injection (issue 11)
-from cmgan_lib.pesq_labels import CAUSE_COLUMNS, INJECTED, FailureInjector, cause_counts  # noqa: E402
-from cmgan_lib.stats import batch_rate, wilson  # noqa: E402
+from cmgan_lib.analysis.stats import batch_rate, wilson  # noqa: E402
+from cmgan_lib.training.pesq_labels import CAUSE_COLUMNS, INJECTED, FailureInjector, cause_counts  # noqa: E402
 
 
 def test_injected_skip_rate_matches_the_binomial_prediction():

@@ -1,4 +1,4 @@
-"""Tests of notebook 01's figures and tables (cmgan_lib.report_01_audit) and the audit computations behind them."""
+"""Tests of notebook 01's figures and tables (reports.report_01_audit) and the audit computations behind them."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cmgan_lib import audit, audit_logs
-from cmgan_lib import report_01_audit as r01
+from cmgan_lib.analysis import audit, audit_logs
+from cmgan_lib.reports import report_01_audit as r01
 
 
 def test_skipped_batch_logs_nan_through_the_real_label_path():
@@ -58,8 +58,8 @@ def test_notebook_01_figures_are_readable(check_figure, tmp_path):
     import matplotlib.pyplot as plt
     from test_audit import _run, _speech_after_silence
 
-    from cmgan_lib.audit import crop_length_sweep, crop_pesq
-    from cmgan_lib.audit_logs import observed_rates
+    from cmgan_lib.analysis.audit import crop_length_sweep, crop_pesq
+    from cmgan_lib.analysis.audit_logs import observed_rates
 
     pairs = [_speech_after_silence(seed=s) for s in range(2)]
     crops = crop_length_sweep(pairs, (0.5, 2.0), 2, 0).assign(dataset="synthetic", pair="clean/noisy", model="-")
@@ -97,7 +97,7 @@ def test_failure_sweep_figure_gives_a_line_one_colour_in_every_panel_and_one_leg
 def test_observed_table_writes_rates_with_intervals_and_only_causes_that_occurred(tmp_path):
     from test_audit import _run
 
-    from cmgan_lib.audit_logs import observed_rates
+    from cmgan_lib.analysis.audit_logs import observed_rates
 
     _run(tmp_path, "official_s0", "skip", [1, 0, 1, 0], [1, 0, 2, 0])
     _run(tmp_path, "masked_s0", "masked", [0, 0, 0, 0], [0, 0, 0, 0])

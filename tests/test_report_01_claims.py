@@ -1,4 +1,4 @@
-"""Tests of cmgan_lib.report_01_claims and report_01_verdict: claim verdicts from the numbers, the verdict text."""
+"""Tests of reports.report_01_claims and report_01_verdict: claim verdicts from the numbers, the verdict text."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pandas as pd
 
-from cmgan_lib import audit_logs
-from cmgan_lib import report_01_claims as rc
-from cmgan_lib import report_01_verdict as rv
+from cmgan_lib.analysis import audit_logs
+from cmgan_lib.reports import report_01_claims as rc
+from cmgan_lib.reports import report_01_verdict as rv
 
 
 def _verdicts(table: pd.DataFrame) -> list[str]:
@@ -25,7 +25,7 @@ def test_skip_verdict_flips_with_the_logged_skip_rate(tmp_path):
     below the claim (no hard-coded outcome)."""
     from test_audit import _run
 
-    from cmgan_lib.audit_logs import observed_rates
+    from cmgan_lib.analysis.audit_logs import observed_rates
 
     rng = np.random.default_rng(0)
     high = (rng.random(200) < 0.56).astype(int)

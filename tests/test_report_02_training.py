@@ -7,10 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cmgan_lib import report_02_figures as figs
-from cmgan_lib import report_02_training as tr
-from cmgan_lib import runs, stats
-from cmgan_lib import training_analysis as ta
+from cmgan_lib.analysis import stats
+from cmgan_lib.analysis import training_analysis as ta
+from cmgan_lib.reports import report_02_figures as figs
+from cmgan_lib.reports import report_02_training as tr
+from cmgan_lib.training import runs
 
 matplotlib.use("Agg")
 
@@ -147,7 +148,7 @@ def test_runs_markdown_names_the_split_and_unfinished_runs(tmp_path, fake_run):
 def test_expected_skip_rate_follows_each_strategys_label_path(strategy, tmp_path, fake_run, check_figure):
     """The rate injection alone should give matches what the injector and make_labels really skip, per strategy,
     and the table and the figure both show that number."""
-    from cmgan_lib.pesq_labels import FailureInjector, make_labels
+    from cmgan_lib.training.pesq_labels import FailureInjector, make_labels
 
     p, b, n = 0.5, 4, 4000
     inject = FailureInjector(p, seed=0)

@@ -1,4 +1,4 @@
-"""Tests of notebook 03: scoring runs (cmgan_lib.evaluate), variant aggregation and intervals (report_03_evaluate)."""
+"""Tests of notebook 03: scoring runs (analysis.evaluate), variant aggregation and intervals (report_03_evaluate)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from cmgan_lib import evaluate
-from cmgan_lib import report_03_evaluate as r03
+from cmgan_lib.analysis import evaluate
 from cmgan_lib.data import layout
-from cmgan_lib.metrics import METRIC_NAMES
+from cmgan_lib.reports import report_03_evaluate as r03
+from cmgan_lib.scoring.metrics import METRIC_NAMES
 
 
 def _per_file(values: dict[tuple[str, int], list[float]], noisy: list[float]) -> pd.DataFrame:
@@ -78,7 +78,7 @@ def test_evaluate_runs_end_to_end_with_tiny_checkpoints(tmp_path):
     import torch
 
     from cmgan_lib import models
-    from cmgan_lib.audio import write_wav
+    from cmgan_lib.core.audio import write_wav
 
     rng = np.random.default_rng(1)
     t = np.arange(16000) / 16000
@@ -189,7 +189,7 @@ def test_runs_test_dir_is_the_corpus_the_trainer_built_with_its_valid_split(tmp_
     config predates the synthetic_n_valid key (the trainer's default then applies)."""
     import yaml
 
-    from cmgan_lib.config import config_corpus_path, load_config
+    from cmgan_lib.training.config import config_corpus_path, load_config
 
     cfg = load_config(None, ["synthetic_n_train=48", "synthetic_n_test=16", "synthetic_n_valid=8"]).to_dict()
     old = {k: v for k, v in cfg.items() if k != "synthetic_n_valid"}

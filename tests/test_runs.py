@@ -1,11 +1,11 @@
-"""Tests of cmgan_lib.runs: run names, finding runs (finished or not), checkpoints, run identity."""
+"""Tests of cmgan_lib.training.runs: run names, finding runs (finished or not), checkpoints, run identity."""
 
 from __future__ import annotations
 
 import pytest
 
-from cmgan_lib import runs
-from cmgan_lib.runs import parse_run_name
+from cmgan_lib.training import runs
+from cmgan_lib.training.runs import parse_run_name
 
 
 def test_parse_run_name_and_find_runs(tmp_path):

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from cmgan_lib import stats
+from cmgan_lib.analysis import stats
 
 
 def test_wilson_matches_the_textbook_values():

@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from cmgan_lib import study
-from cmgan_lib.runs import load_runs, parse_run_name
-from cmgan_lib.training_analysis import run_summary
+from cmgan_lib.analysis.training_analysis import run_summary
+from cmgan_lib.training.runs import load_runs, parse_run_name
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,7 +39,7 @@ GRIDS = sorted(p.name for p in (ROOT / "configs").glob("*.yaml") if "variants" i
 @pytest.mark.parametrize("name", GRIDS)
 def test_every_grid_in_configs_gives_valid_training_configs(name, tmp_path):
     """A grid is only run on a GPU machine: a typo in a key or a value out of range must show here, not there."""
-    from cmgan_lib.config import load_config
+    from cmgan_lib.training.config import load_config
 
     grid = study.load_grid(ROOT / "configs" / name)
     for variant in grid.variants:
@@ -190,7 +190,7 @@ def test_ablate_command_passes_seeds_and_no_notebooks(monkeypatch, tmp_path):
 def test_a_finished_run_trained_with_another_recipe_is_reported_not_skipped(tmp_path, monkeypatch):
     """A run folder with done.json whose config.yaml differs from what the grid now asks for (on the keys the grid
     sets) fails in status.csv, naming each difference; one that matches is skipped. Nothing trains here."""
-    from cmgan_lib.config import load_config
+    from cmgan_lib.training.config import load_config
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     base = str(ROOT / "configs" / "tiny_cpu.yaml")

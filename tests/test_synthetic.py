@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from cmgan_lib.audio import read_wav
 from cmgan_lib.cli import main as cli_main
+from cmgan_lib.core.audio import read_wav
 from cmgan_lib.data.dataset import CMGANDataset
 from cmgan_lib.data.synthetic import (
     HARD_KINDS,

@@ -14,10 +14,10 @@ import pandas as pd
 import pytest
 import torch
 
-from cmgan_lib.config import load_config
-from cmgan_lib.enhance import load_generator
-from cmgan_lib.runs import EPOCH_COLUMNS, STEP_COLUMNS
-from cmgan_lib.train import EarlyStopping, Trainer, TrainingDiverged, main
+from cmgan_lib.scoring.enhance import load_generator
+from cmgan_lib.training.config import load_config
+from cmgan_lib.training.runs import EPOCH_COLUMNS, STEP_COLUMNS
+from cmgan_lib.training.train import EarlyStopping, Trainer, TrainingDiverged, main
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
@@ -40,7 +40,7 @@ RESUME_MODES = [
 def _reset_numerics():
     """A Trainer sets process-wide precision/determinism flags: put the defaults back after each test."""
     yield
-    from cmgan_lib.numerics import configure
+    from cmgan_lib.training.numerics import configure
 
     configure("fp32", deterministic=False)
 
@@ -178,7 +178,7 @@ def test_precision_is_one_of_fp32_tf32_bf16_and_fp32_by_default():
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_bf16_autocasts_only_the_networks_and_fp32_is_the_plain_math(corpus, tmp_path, precision):
-    from cmgan_lib.dsp import power_compress, stft
+    from cmgan_lib.core.dsp import power_compress, stft
 
     trainer = Trainer(load_config(CONFIGS / "official.yaml", tiny(corpus, tmp_path / "p", f"precision={precision}")))
     seen = set()
@@ -310,7 +310,7 @@ def test_invalid_data_is_refused_before_anything_starts(tmp_path, capsys):
 def test_ddp_two_gloo_processes_see_different_shards_and_stay_identical(corpus, tmp_path):
     run = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
-           "-m", "cmgan_lib.train", "--config", str(CONFIGS / "official.yaml"),
+           "-m", "cmgan_lib.training.train", "--config", str(CONFIGS / "official.yaml"),
            *tiny(corpus, run, "epochs=2", "max_steps_per_epoch=2", "batch_size=1", "pesq_workers=1",
                  "device=cpu")]  # fmt: skip
     # the package first, then whatever the caller's PYTHONPATH holds (on the GPU machine: the dependencies)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from cmgan_lib.validation import validate
+from cmgan_lib.training.validation import validate
 
 
 def _done(value) -> Future:

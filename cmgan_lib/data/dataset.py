@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from cmgan_lib import SAMPLE_RATE
-from cmgan_lib.audio import read_wav
+from cmgan_lib.core.audio import read_wav
 from cmgan_lib.data.crops import crop_pair
 from cmgan_lib.data.layout import ARCHIVE_NAMES, SPLITS, find_split, list_pairs, natural_key, training_pairs
 

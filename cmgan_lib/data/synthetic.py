@@ -43,7 +43,7 @@ from scipy import fft as sp_fft
 from scipy import signal
 
 from cmgan_lib import SAMPLE_RATE
-from cmgan_lib.audio import resample_poly, write_wav
+from cmgan_lib.core.audio import resample_poly, write_wav
 
 SR = SAMPLE_RATE
 TRAIN_SNRS = (0.0, 5.0, 10.0, 15.0)

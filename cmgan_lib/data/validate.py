@@ -18,7 +18,7 @@ import soundfile as sf
 from tqdm import tqdm
 
 from cmgan_lib import SAMPLE_RATE
-from cmgan_lib.audio import AudioError, read_wav
+from cmgan_lib.core.audio import AudioError, read_wav
 from cmgan_lib.data.layout import has_split, natural_key, split_candidates, wav_names
 
 # Problem kinds in report order, with the heading each group gets.

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from cmgan_lib.audit import CUT_LEN, SR, crop_pesq, load_folder_pairs
-from cmgan_lib.failure_matrix import cause_of
-from cmgan_lib.pesq_worker import KNOWN_REASONS
-from cmgan_lib.stats import wilson
+from cmgan_lib.analysis.audit import CUT_LEN, SR, crop_pesq, load_folder_pairs
+from cmgan_lib.analysis.failure_matrix import cause_of
+from cmgan_lib.analysis.stats import wilson
+from cmgan_lib.scoring.pesq_worker import KNOWN_REASONS
 
 
 @dataclass
@@ -43,7 +43,7 @@ def audit_folder(
     DIR/train/clean + DIR/train/noisy), cut by the published loader's crop, and what they do to batches of B under
     each label rule: `skip` (CMGAN: the update is skipped) and `mpsenet` (MP-SENet, SEMamba: the fake term is
     zeroed) whenever any crop fails, `masked` only when all do; `batch_mean` never."""
-    from cmgan_lib.stats import batch_rate_interval
+    from cmgan_lib.analysis.stats import batch_rate_interval
 
     if batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
@@ -99,7 +99,7 @@ def write_folder_audit(result: FolderAudit, out_dir: str | os.PathLike) -> list[
 
 def folder_audit_summary(result: FolderAudit, top: int = 5) -> str:
     """The one-screen summary `cmgan audit` prints."""
-    from cmgan_lib.stats import format_interval
+    from cmgan_lib.analysis.stats import format_interval
 
     n_files = result.crops["clip"].nunique()
     lines = [f"PESQ-WB of (clean, noisy) training crops: {result.data_dir}",

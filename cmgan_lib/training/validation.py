@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from cmgan_lib.dsp import rms_normalizer
-from cmgan_lib.pesq_worker import PesqPool
+from cmgan_lib.core.dsp import rms_normalizer
+from cmgan_lib.scoring.pesq_worker import PesqPool
 
 
 class ValidationFiles:
@@ -25,7 +25,7 @@ class ValidationFiles:
         self.dropped: list[tuple[str, str]] = []
 
     def audio(self) -> list[tuple[str, np.ndarray, np.ndarray]]:
-        from cmgan_lib.audio import read_wav
+        from cmgan_lib.core.audio import read_wav
 
         if self._audio is None:
             self._audio, self.dropped = [], []

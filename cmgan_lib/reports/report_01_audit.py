@@ -1,5 +1,5 @@
 """Notebook 01 (PESQ-failure audit), sections 1-3: its tables and seaborn figures. Presentation only: the crops,
-rates and logs it shows are computed in `cmgan_lib.audit` and `cmgan_lib.failure_matrix`."""
+rates and logs it shows are computed in `cmgan_lib.analysis.audit` and `cmgan_lib.analysis.failure_matrix`."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cmgan_lib.report_01_claims import CLAIMED_SKIP_BATCH_SIZE, CLAIMED_SKIP_RATE
-from cmgan_lib.runs import TINY_CONFIG
+from cmgan_lib.reports.report_01_claims import CLAIMED_SKIP_BATCH_SIZE, CLAIMED_SKIP_RATE
+from cmgan_lib.training.runs import TINY_CONFIG
 
 
 def default_corpus(config: str | os.PathLike = TINY_CONFIG, build: bool = True, progress: bool = False) -> Path:
     """The synthetic corpus the tiny training config uses (shared with training); built when missing."""
-    from cmgan_lib.config import config_corpus_path, load_config
+    from cmgan_lib.training.config import config_corpus_path, load_config
 
     cfg = load_config(config)
     path = config_corpus_path(cfg)
@@ -30,7 +30,7 @@ def default_corpus(config: str | os.PathLike = TINY_CONFIG, build: bool = True, 
 def failure_sweep_table(sweeps: pd.DataFrame, batch_size: int = CLAIMED_SKIP_BATCH_SIZE) -> pd.DataFrame:
     """Per dataset x pair x model x crop length: failures by cause with Wilson intervals and the implied
     published-rule skip rate at `batch_size` (`audit.rate_table`)."""
-    from cmgan_lib.audit import rate_table
+    from cmgan_lib.analysis.audit import rate_table
 
     return rate_table(sweeps, by=["dataset", "pair", "model", "crop_s"], batch_size=batch_size)
 
@@ -46,7 +46,7 @@ def plot_failure_sweep(table: pd.DataFrame, training_crop_s: float | None = None
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    from cmgan_lib.stats import per_sample_rate_for
+    from cmgan_lib.analysis.stats import per_sample_rate_for
 
     datasets = list(dict.fromkeys(table["dataset"]))
     labels = list(dict.fromkeys(_sweep_label(p, m) for p, m in zip(table["pair"], table["model"], strict=True)))
@@ -88,7 +88,7 @@ def plot_failure_matrix(table: pd.DataFrame):
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    from cmgan_lib.failure_matrix import AXES
+    from cmgan_lib.analysis.failure_matrix import AXES
 
     axes_shown = [a for a in AXES if a != "as is" and a in set(table["axis"])]
     datasets = list(dict.fromkeys(table["dataset"]))
@@ -127,7 +127,7 @@ def cause_table(table: pd.DataFrame) -> pd.DataFrame:
 def observed_table(observed: pd.DataFrame) -> pd.DataFrame:
     """Notebook 01's table of what the runs logged: skipped updates and lost labels as 'k of n = x% (95% CI)',
     and the lost labels per cause, causes that never occurred left out (the full table is observed_rates.csv)."""
-    from cmgan_lib.stats import format_rate, wilson
+    from cmgan_lib.analysis.stats import format_rate, wilson
 
     causes = [c for c in observed.columns if c.startswith("pesq_fail_") and observed[c].fillna(0).any()]
     out = pd.DataFrame({
@@ -150,7 +150,7 @@ def plot_observed_skips(observed: pd.DataFrame, ax=None):
     design, the skip rate the published rule would have had (from the logged label failures)."""
     import matplotlib.pyplot as plt
 
-    from cmgan_lib.stats import batch_rate_interval, wilson
+    from cmgan_lib.analysis.stats import batch_rate_interval, wilson
 
     rows = []
     for _, r in observed.iterrows():

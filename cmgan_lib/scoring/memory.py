@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from cmgan_lib.dsp import HOP, N_FFT
+from cmgan_lib.core.dsp import HOP, N_FFT
 
 HEADS = 4  # TSCB's conformers
 BUDGET_FRACTION = 0.5  # of the free memory: room for the rest of the process and for other processes

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cmgan_lib.paths import shown_path
-from cmgan_lib.runs import step_logs
+from cmgan_lib.core.paths import shown_path
+from cmgan_lib.training.runs import step_logs
 
 # The fix document's numbers, checked by `claims_table`.
 CLAIMED_SKIP_RATE = 0.56
@@ -90,7 +90,7 @@ def claims_table(
     - claim 4: last-epoch disc_loss of batch_mean runs (`fixed`: `last_epoch_disc_loss`) against 0.1-0.2; runs
       with injection are labelled imposed, not evidence.
     """
-    from cmgan_lib.stats import batch_rate_interval, format_interval, format_rate, wilson
+    from cmgan_lib.analysis.stats import batch_rate_interval, format_interval, format_rate, wilson
 
     rows: list[tuple[str, str, str, str]] = []
     c1, c2, c3, c4 = CLAIMS
@@ -205,7 +205,7 @@ _Row = tuple[str, str, str, str]
 def matrix_claims(matrix: pd.DataFrame | None) -> list[_Row]:
     """Claims (b)-(e), the fix document's four causes, from the failure matrix (`failure_matrix.failure_matrix`), per
     dataset; every verdict follows from counts with Wilson intervals."""
-    from cmgan_lib.stats import format_rate, wilson
+    from cmgan_lib.analysis.stats import format_rate, wilson
 
     b, c, d, e = (MORE_CLAIMS[k] for k in "bcde")
     if matrix is None or not len(matrix):
@@ -327,8 +327,8 @@ def _comparison_tables(roots: Sequence[str | os.PathLike]) -> list[tuple[Path, p
     known VARIANTS."""
     import yaml
 
-    from cmgan_lib.report_02_training import COMPARISONS_CSV, build_report
-    from cmgan_lib.study import VARIANTS
+    from cmgan_lib.reports.report_02_training import COMPARISONS_CSV, build_report
+    from cmgan_lib.training.variants import VARIANTS
 
     def grid_of(folder: Path) -> dict:
         grid = folder / "grid.yaml"
@@ -439,7 +439,7 @@ def clipping_claims(run_roots: Sequence[str | os.PathLike] | str | os.PathLike |
                     clip: float = CLAIMED_CLIP_NORM) -> list[_Row]:  # fmt: skip
     """Claim (l): how often the logged pre-clip gradient norms exceed `clip`, per run root and network, over every
     update of its runs (Wilson). Clipping at 5 is inert only where no norm exceeds 5."""
-    from cmgan_lib.stats import format_rate, wilson
+    from cmgan_lib.analysis.stats import format_rate, wilson
 
     claim = MORE_CLAIMS["l"]
     roots = [] if run_roots is None else [run_roots] if isinstance(run_roots, str | os.PathLike) else list(run_roots)
@@ -467,7 +467,7 @@ def committed_reports(spec: str | Sequence[str | os.PathLike] | None = "auto", r
                       ) -> list[Path]:  # fmt: skip
     """Committed run reports whose comparison tables the causal claims read: "auto" = every `reports/*/` holding
     notebook 02's training_comparisons.csv; a list as given; None = none."""
-    from cmgan_lib.report_02_training import COMPARISONS_CSV
+    from cmgan_lib.reports.report_02_training import COMPARISONS_CSV
 
     if spec == "auto":
         return sorted(p.parent for p in Path(root).glob(f"*/{COMPARISONS_CSV}"))

@@ -1,6 +1,6 @@
 """The failure matrix (issue 20): each cause of PESQ failures the fix document names put on its own axis (input
 SNR, estimate level, numeric form, constructed edge cases, speech fraction), on the same training crops as
-`cmgan_lib.audit`, every failure classified by cause and by pesq's own error code; with the tables and verdicts
+`cmgan_lib.analysis.audit`, every failure classified by cause and by pesq's own error code; with the tables and verdicts
 notebook 01 shows from it. Every rate comes with a 95% Wilson interval.
 """
 
@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from cmgan_lib.audit import as_clip_pairs, rate_table, score_reason_pairs
+from cmgan_lib.analysis.audit import as_clip_pairs, rate_table, score_reason_pairs
+from cmgan_lib.analysis.stats import wilson
 from cmgan_lib.data.crops import crop_pair
-from cmgan_lib.pesq_worker import KNOWN_REASONS, PesqPool, score_many
-from cmgan_lib.stats import wilson
+from cmgan_lib.scoring.pesq_worker import KNOWN_REASONS, PesqPool, score_many
 
 # Issue 20: the fix document names four causes of PESQ failures ("silent audio segments, very low SNR samples,
 # numerical precision issues in the PESQ library, edge cases in audio preprocessing"). The matrix puts each on an
@@ -298,7 +298,7 @@ def matrix_causes(matrix: pd.DataFrame) -> list[str]:
 def cause_verdicts(matrix: pd.DataFrame, max_conditions: int = 4) -> pd.DataFrame:
     """One generated verdict per cause: 'causes failures when <axis> is <level> (k of n ...)' for the conditions
     where it occurs (most frequent first), or 'no failure in n (95% upper bound x%)' over every scored pair."""
-    from cmgan_lib.stats import format_rate
+    from cmgan_lib.analysis.stats import format_rate
 
     full = pd.concat([matrix, _speech_fraction_rows(matrix)], ignore_index=True)
     full = full[full["axis"] != "as is"]  # the same crops as the speech-fraction axis
@@ -324,7 +324,7 @@ def cause_verdicts(matrix: pd.DataFrame, max_conditions: int = 4) -> pd.DataFram
 
 def axis_verdicts(matrix: pd.DataFrame) -> pd.DataFrame:
     """Per dataset and axis: the levels where PESQ fails with their causes, or 'no failure in n (95% upper bound)'."""
-    from cmgan_lib.stats import format_rate
+    from cmgan_lib.analysis.stats import format_rate
 
     full = pd.concat([matrix, _speech_fraction_rows(matrix)], ignore_index=True)
     rows = []

@@ -13,9 +13,9 @@ from typing import Any
 
 import yaml
 
-from cmgan_lib.numerics import PRECISIONS
-from cmgan_lib.paths import run_config
-from cmgan_lib.pesq_labels import STRATEGIES
+from cmgan_lib.core.paths import run_config
+from cmgan_lib.training.numerics import PRECISIONS
+from cmgan_lib.training.pesq_labels import STRATEGIES
 
 DEFAULT_CORPUS = "runs/synthetic"
 VAL_SPLITS = ("valid", "test")

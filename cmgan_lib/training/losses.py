@@ -15,8 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cmgan_lib.dsp import istft, power_compress, power_uncompress, stft
-from cmgan_lib.pesq_labels import PesqLabels
+from cmgan_lib.core.dsp import istft, power_compress, power_uncompress, stft
+from cmgan_lib.training.pesq_labels import PesqLabels
 
 Discriminator = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Generator = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]

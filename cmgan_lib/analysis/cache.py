@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cmgan_lib.runs import atomic_save
+from cmgan_lib.training.runs import atomic_save
 
-PACKAGE = Path(__file__).resolve().parent
+PACKAGE = Path(__file__).resolve().parents[1]  # all of cmgan_lib: any of its code changing recomputes
 LIBRARIES = ("torch", "numpy", "pesq", "pystoi", "pandas", "soundfile")
 
 

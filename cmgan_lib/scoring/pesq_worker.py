@@ -1,7 +1,7 @@
 """PESQ of one clean/estimate pair with the failure cause classified, and the persistent pool that runs it.
 
 Kept free of torch on purpose: pool workers import only this module (numpy + pesq), so starting them is
-cheap and safe beside a CUDA/DDP parent. `cmgan_lib.pesq_labels` turns the results into training labels.
+cheap and safe beside a CUDA/DDP parent. `cmgan_lib.training.pesq_labels` turns the results into training labels.
 """
 
 from __future__ import annotations

@@ -22,13 +22,14 @@ import pandas as pd
 import torch
 import yaml
 
-from cmgan_lib import SAMPLE_RATE, runguard
-from cmgan_lib.grad_share import COLUMNS as GRAD_SHARE_COLUMNS
-from cmgan_lib.paths import run_config
-from cmgan_lib.pesq_labels import CAUSE_COLUMNS
+from cmgan_lib import SAMPLE_RATE
+from cmgan_lib.core.paths import run_config
+from cmgan_lib.training import runguard
+from cmgan_lib.training.grad_share import COLUMNS as GRAD_SHARE_COLUMNS
+from cmgan_lib.training.pesq_labels import CAUSE_COLUMNS
 
 if TYPE_CHECKING:
-    from cmgan_lib.config import TrainConfig
+    from cmgan_lib.training.config import TrainConfig
 
 
 # ---- writing: the trainer's run folder
@@ -362,7 +363,7 @@ def runs_crop_seconds(run_root: str | os.PathLike | None, fallback_config: str |
 
     Why: a failure rate means nothing without its crop length; the audit's headline crop is the training one.
     """
-    from cmgan_lib.config import load_config
+    from cmgan_lib.training.config import load_config
 
     runs = find_runs(run_root) if run_root is not None else []
     lengths = sorted({run_crop_seconds(r) for r in runs if (r / "config.yaml").is_file()})

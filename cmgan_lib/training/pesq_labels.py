@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from cmgan_lib.pesq_worker import (
+from cmgan_lib.scoring.pesq_worker import (
     KNOWN_REASONS,
     PesqHandle,
     PesqPool,

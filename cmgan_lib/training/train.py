@@ -3,7 +3,7 @@
 Read top to bottom: `Trainer.train_step` (the generator's losses, then the metric discriminator on PESQ labels
 of the detached estimate; the paper's math is in `losses.py`), `Trainer._update` (how either network steps),
 `Trainer.fit` (epochs: training, then validation, checkpoints and early stopping), and `main` (the
-`cmgan train` / `torchrun -m cmgan_lib.train` entry point). The config is `config.py`, what the run folder
+`cmgan train` / `torchrun -m cmgan_lib.training.train` entry point). The config is `config.py`, what the run folder
 holds `runs.py`, validation `validation.py`, and the distributed helpers `ddp.py`.
 
 Distributed: torchrun sets RANK/WORLD_SIZE; the generator is wrapped in DistributedDataParallel (NCCL on
@@ -33,16 +33,23 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
-from cmgan_lib import runguard
-from cmgan_lib.config import RESUMABLE_KEYS, TrainConfig, load_config, resolve_data_dir, resume_config
-from cmgan_lib.ddp import Ranks
-from cmgan_lib.dsp import rms_normalizer
-from cmgan_lib.grad_share import NOT_MEASURED, adversarial_grads, share_stats
-from cmgan_lib.losses import discriminator_loss, forward_generator_step, generator_losses
+from cmgan_lib.core.dsp import rms_normalizer
 from cmgan_lib.models import Discriminator, TSCNet
-from cmgan_lib.numerics import autocast_call, configure, loader_generator, seed_worker
-from cmgan_lib.pesq_labels import FailureInjector, PesqLabels, PesqPool, PesqWorkerDied, TrainingLabels, cause_counts
-from cmgan_lib.runs import (
+from cmgan_lib.training import runguard
+from cmgan_lib.training.config import RESUMABLE_KEYS, TrainConfig, load_config, resolve_data_dir, resume_config
+from cmgan_lib.training.ddp import Ranks
+from cmgan_lib.training.grad_share import NOT_MEASURED, adversarial_grads, share_stats
+from cmgan_lib.training.losses import discriminator_loss, forward_generator_step, generator_losses
+from cmgan_lib.training.numerics import autocast_call, configure, loader_generator, seed_worker
+from cmgan_lib.training.pesq_labels import (
+    FailureInjector,
+    PesqLabels,
+    PesqPool,
+    PesqWorkerDied,
+    TrainingLabels,
+    cause_counts,
+)
+from cmgan_lib.training.runs import (
     FAIL_COLUMNS,
     LOGS,
     CsvLog,
@@ -58,7 +65,7 @@ from cmgan_lib.runs import (
     save_checkpoints,
     start_run_folder,
 )
-from cmgan_lib.validation import ValidationFiles, validate
+from cmgan_lib.training.validation import ValidationFiles, validate
 
 Buffers = list[tuple[torch.Tensor, torch.Tensor]]
 

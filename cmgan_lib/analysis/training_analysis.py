@@ -15,10 +15,10 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from cmgan_lib.paths import run_config
-from cmgan_lib.pesq_labels import CAUSE_COLUMNS, INJECTED
-from cmgan_lib.runs import run_dirs
-from cmgan_lib.stats import Interval, difference_interval, effect_verdict, mean_interval, wilson
+from cmgan_lib.analysis.stats import Interval, difference_interval, effect_verdict, mean_interval, wilson
+from cmgan_lib.core.paths import run_config
+from cmgan_lib.training.pesq_labels import CAUSE_COLUMNS, INJECTED
+from cmgan_lib.training.runs import run_dirs
 
 REFERENCE = "official"
 
@@ -174,7 +174,7 @@ def expected_skip_rate(p, batch_size, strategy) -> float:
     `strategy`: the binomial weight of every count k of failed labels in a batch of B whose labels `make_labels`
     skips (skip: any failure, 1 - (1 - p)^B; masked: all B, p^B; batch_mean: never). Why the real label path:
     the expectation then follows the strategies as they are, not a formula kept beside them."""
-    from cmgan_lib.pesq_labels import STRATEGIES, make_labels
+    from cmgan_lib.training.pesq_labels import STRATEGIES, make_labels
 
     if not (is_number(p) and is_number(batch_size) and isinstance(strategy, str) and strategy in STRATEGIES):
         return math.nan

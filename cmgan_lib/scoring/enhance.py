@@ -13,10 +13,10 @@ import torch
 from tqdm.auto import tqdm
 
 from cmgan_lib import SAMPLE_RATE
-from cmgan_lib.audio import AudioError, read_wav, write_wav
-from cmgan_lib.dsp import COMPRESS, HOP, N_FFT, power_compress, power_uncompress, rms_normalizer
-from cmgan_lib.dsp import istft as _istft
-from cmgan_lib.dsp import stft as _stft
+from cmgan_lib.core.audio import AudioError, read_wav, write_wav
+from cmgan_lib.core.dsp import COMPRESS, HOP, N_FFT, power_compress, power_uncompress, rms_normalizer
+from cmgan_lib.core.dsp import istft as _istft
+from cmgan_lib.core.dsp import stft as _stft
 from cmgan_lib.models import TSCNet
 
 log = logging.getLogger(__name__)
@@ -149,7 +149,7 @@ def enhance_track(model: torch.nn.Module, noisy: np.ndarray, cut_len: int = SAMP
     smaller chunks and say so.
 
     Memory: the published chunks run as one batch when they fit in `budget` bytes (default: half the free
-    memory of the device, `cmgan_lib.memory`), one after another when only one fits (the same samples), and
+    memory of the device, `cmgan_lib.scoring.memory`), one after another when only one fits (the same samples), and
     otherwise (a chunk longer than fits, or than `max_chunk_seconds`) the track is enhanced in overlapping
     chunks cross-faded together (`_overlap_add`), so a long recording never asks for more than the machine has.
 
@@ -157,7 +157,7 @@ def enhance_track(model: torch.nn.Module, noisy: np.ndarray, cut_len: int = SAMP
     padded_len / k is not a multiple of the hop (e.g. 40,100 samples in 4 chunks) it returns fewer samples
     than the input and fails its own length assertion; wherever it works, both give the same samples.
     """
-    from cmgan_lib.memory import enhance_bytes, longest_chunk, memory_budget
+    from cmgan_lib.scoring.memory import enhance_bytes, longest_chunk, memory_budget
 
     noisy = np.asarray(noisy, dtype=np.float32)
     if noisy.ndim != 1 or noisy.size == 0:
@@ -227,7 +227,7 @@ def _overlap_add(model, x: torch.Tensor, chunk: int, budget: int | None) -> torc
     """Enhance normalized audio `x` (samples,) in chunks of `chunk` samples that overlap by OLA_OVERLAP seconds,
     each weighted by a window that rises and falls linearly over its overlaps (never reaching 0), the sum
     divided by the summed weights: every sample is a convex mix of the chunks that saw it."""
-    from cmgan_lib.memory import enhance_bytes
+    from cmgan_lib.scoring.memory import enhance_bytes
 
     length = x.shape[-1]
     chunk = min(chunk, length)

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from cmgan_lib.enhance import resolve_device
+from cmgan_lib.scoring.enhance import resolve_device
 
 
 @dataclass(frozen=True)

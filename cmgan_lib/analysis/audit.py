@@ -3,9 +3,9 @@
 Measured under the conditions a claim talks about: the crop length a run trained on (from its config, never a
 silent 2 s default), (clean, noisy) pairs and (clean, estimate) pairs from the run's own generator checkpoints,
 and the failures the runs actually logged. Crops are drawn with `crop_pair`, the training loader's own crop,
-from one seeded generator, so an audit reproduces. Every rate comes with a 95% interval (`cmgan_lib.stats`).
-Everything returns pandas DataFrames. The failure matrix is `cmgan_lib.failure_matrix`, what the runs logged
-`cmgan_lib.audit_logs`, `cmgan audit` on a folder `cmgan_lib.folder_audit`.
+from one seeded generator, so an audit reproduces. Every rate comes with a 95% interval (`cmgan_lib.analysis.stats`).
+Everything returns pandas DataFrames. The failure matrix is `cmgan_lib.analysis.failure_matrix`, what the runs logged
+`cmgan_lib.analysis.audit_logs`, `cmgan audit` on a folder `cmgan_lib.analysis.folder_audit`.
 """
 
 from __future__ import annotations
@@ -21,14 +21,14 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from cmgan_lib.audio import read_wav
-from cmgan_lib.cache import cached_frame
+from cmgan_lib.analysis.cache import cached_frame
+from cmgan_lib.analysis.stats import batch_rate_interval, wilson
+from cmgan_lib.core.audio import read_wav
+from cmgan_lib.core.paths import run_config
 from cmgan_lib.data.crops import crop_pair
 from cmgan_lib.data.layout import manifest_rows, match_wavs, split_dir, unpaired
-from cmgan_lib.paths import run_config
-from cmgan_lib.pesq_worker import KNOWN_REASONS, PesqPool, score_many
-from cmgan_lib.runs import find_runs, parse_run_name, run_checkpoints
-from cmgan_lib.stats import batch_rate_interval, wilson
+from cmgan_lib.scoring.pesq_worker import KNOWN_REASONS, PesqPool, score_many
+from cmgan_lib.training.runs import find_runs, parse_run_name, run_checkpoints
 
 CUT_LEN = 32000  # the published 2 s training crop at 16 kHz
 SR = 16000
@@ -375,9 +375,9 @@ def make_estimator(checkpoint: str | os.PathLike | None, config: dict, batch_siz
     """
     import torch
 
-    from cmgan_lib.dsp import rms_normalizer
-    from cmgan_lib.enhance import enhance_batch, generator_state_dict
+    from cmgan_lib.core.dsp import rms_normalizer
     from cmgan_lib.models import TSCNet
+    from cmgan_lib.scoring.enhance import enhance_batch, generator_state_dict
 
     n_fft, hop, compress = (
         int(config.get("n_fft", 400)),
@@ -413,7 +413,7 @@ def rate_table(crops: pd.DataFrame, by: Sequence[str], batch_size: int = 4, reas
 
     Zero failures read "0 of n (95% upper bound x%)" in the `failures` column.
     """
-    from cmgan_lib.stats import format_interval, format_rate
+    from cmgan_lib.analysis.stats import format_interval, format_rate
 
     causes = _cause_columns(crops[reason_col])
     rows = []

@@ -19,10 +19,10 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from cmgan_lib import SAMPLE_RATE
-from cmgan_lib.audio import AudioError, read_wav, write_wav
+from cmgan_lib.core.audio import AudioError, read_wav, write_wav
 from cmgan_lib.data.layout import manifest_rows, match_wavs
-from cmgan_lib.metrics import METRIC_NAMES, MetricsError, compute_metrics
-from cmgan_lib.runs import resolve_checkpoint, run_identity
+from cmgan_lib.scoring.metrics import METRIC_NAMES, MetricsError, compute_metrics
+from cmgan_lib.training.runs import resolve_checkpoint, run_identity
 
 # Table 1 of Cao, Abdulatif & Yang (Interspeech 2022): PESQ, CSIG, CBAK, COVL, SSNR, STOI.
 PUBLISHED: dict[str, tuple[float, ...]] = {
@@ -229,7 +229,7 @@ def enhance_all(
     A file that cannot be enhanced (silent, too short, non-finite or constant output) keeps its Pair with a
     reason and detail; one bad file never stops the others.
     """
-    from cmgan_lib.enhance import enhance_track, load_generator, memory_note, output_problem, resolve_device
+    from cmgan_lib.scoring.enhance import enhance_track, load_generator, memory_note, output_problem, resolve_device
 
     model = load_generator(checkpoint, device=resolve_device(device), trust=trust_checkpoint)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -340,7 +340,7 @@ def select_test_pairs(test_dir: str | os.PathLike, max_files: int | None = None)
 
 def snr_table(test_dir: str | os.PathLike, pairs) -> pd.DataFrame:
     """Per file: input_snr_db from the manifest (snr_db) when the test set has one, else measured."""
-    from cmgan_lib.audio import read_wav
+    from cmgan_lib.core.audio import read_wav
 
     names = [p.name for p in pairs]
     root = Path(test_dir)

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from cmgan_lib.plotting import EPOCH_LABEL, STEP_LABEL, integer_ticks, legend_outside, plain_log_ticks
-from cmgan_lib.training_analysis import (
+from cmgan_lib.reports.plotting import EPOCH_LABEL, STEP_LABEL, integer_ticks, legend_outside, plain_log_ticks
+from cmgan_lib.analysis.training_analysis import (
     GRAD_COS,
     GRAD_RATIO,
     REFERENCE,

@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cmgan_lib.paths import run_config, shown_path
-from cmgan_lib.plotting import left_aligned
-from cmgan_lib.runs import find_runs, load_runs
-from cmgan_lib.stats import plus_minus
-from cmgan_lib.training_analysis import (
+from cmgan_lib.core.paths import run_config, shown_path
+from cmgan_lib.reports.plotting import left_aligned
+from cmgan_lib.training.runs import find_runs, load_runs
+from cmgan_lib.analysis.stats import plus_minus
+from cmgan_lib.analysis.training_analysis import (
     ALONG_COS,
     MIN_SMOOTH_EPOCHS,
     MIXED,
@@ -132,7 +132,7 @@ def verdict_markdown(comparisons: pd.DataFrame, per_variant: pd.DataFrame, refer
         lines += [f"- {v}" for v in g.verdict]
         lines.append("")
     lines.append("Differences are means over seeds with Welch 95% intervals; a difference is called higher or lower "
-                 "only when its interval excludes zero (`cmgan_lib.stats.effect_verdict`). A positive drop means "
+                 "only when its interval excludes zero (`cmgan_lib.analysis.stats.effect_verdict`). A positive drop means "
                  "validation PESQ fell further after its peak; best - final is positive even for a flat noisy curve "
                  "(the maximum of the noise), the smoothed drop (peak of the centred 5-epoch rolling mean - mean of "
                  "the last 5 epochs) much less so (`collapse_table` measures the rest).")  # fmt: skip

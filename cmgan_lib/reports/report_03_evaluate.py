@@ -1,5 +1,5 @@
 """Notebook 03 (evaluation per variant): its tables, figures, audio examples and generated verdict. Presentation
-only: enhancing and scoring the test files is `cmgan_lib.evaluate`, finding the runs `cmgan_lib.runs`."""
+only: enhancing and scoring the test files is `cmgan_lib.analysis.evaluate`, finding the runs `cmgan_lib.training.runs`."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ import numpy as np
 import pandas as pd
 
 from cmgan_lib.data.layout import split_dir
-from cmgan_lib.evaluate import COMPOSITES, LEGACY_SUFFIX, evaluate_runs, score_noisy
-from cmgan_lib.metrics import METRIC_NAMES
-from cmgan_lib.paths import run_config, shown_path
-from cmgan_lib.runs import find_finished_runs, run_identity
-from cmgan_lib.stats import plus_minus, t_half_width
+from cmgan_lib.analysis.evaluate import COMPOSITES, LEGACY_SUFFIX, evaluate_runs, score_noisy
+from cmgan_lib.scoring.metrics import METRIC_NAMES
+from cmgan_lib.core.paths import run_config, shown_path
+from cmgan_lib.training.runs import find_finished_runs, run_identity
+from cmgan_lib.analysis.stats import plus_minus, t_half_width
 
 VARIANT_CSV = "metrics_by_variant.csv"
 
@@ -63,7 +63,7 @@ def variant_table(per_file: pd.DataFrame, confidence: float = 0.95, include_nois
         for variant, df in kept[kept["variant"].fillna("") != ""].groupby("variant", sort=True):
             add(str(variant), df, "", "seed")
     if include_noisy:
-        from cmgan_lib.evaluate import NOISY_PREFIX
+        from cmgan_lib.analysis.evaluate import NOISY_PREFIX
 
         add("noisy", kept.drop_duplicates("name"), NOISY_PREFIX, None)
     return pd.DataFrame(records, columns=VARIANT_COLUMNS)
@@ -74,7 +74,7 @@ def display_table(vtable: pd.DataFrame, synthetic: bool = False) -> pd.DataFrame
 
     The published rows are Voice Bank + DEMAND; on the synthetic corpus their labels say it is another dataset.
     """
-    from cmgan_lib.evaluate import published_table
+    from cmgan_lib.analysis.evaluate import published_table
 
     pub = published_table()
     other = ", Voice Bank + DEMAND: a different dataset" if synthetic else ""
@@ -105,7 +105,7 @@ def legacy_difference(vtable: pd.DataFrame) -> pd.DataFrame:
 
 def metric_vs_snr_long(per_file: pd.DataFrame, metric: str = "pesq") -> pd.DataFrame:
     """Long table (variant, name, input_snr_db, value) with the noisy input as variant "noisy"."""
-    from cmgan_lib.evaluate import NOISY_PREFIX
+    from cmgan_lib.analysis.evaluate import NOISY_PREFIX
 
     kept = per_file[per_file["reason"].isna()] if "reason" in per_file else per_file
     parts = []
@@ -127,7 +127,7 @@ def plot_metric_vs_snr(per_file: pd.DataFrame, metric: str = "pesq", ax=None):
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    from cmgan_lib.plotting import legend_outside
+    from cmgan_lib.reports.plotting import legend_outside
 
     long = metric_vs_snr_long(per_file, metric)
     ax = ax or plt.subplots(figsize=(9, 4.5))[1]
@@ -164,7 +164,7 @@ def show_examples(per_file: pd.DataFrame, n: int = 2, one_seed_per_variant: bool
     variant, its lowest seed: a 15-run grid would otherwise list 15 players per file)."""
     from IPython.display import HTML, Audio, display
 
-    from cmgan_lib.audio import read_wav
+    from cmgan_lib.core.audio import read_wav
 
     rows = example_rows(per_file, n)
     if one_seed_per_variant and "seed" in rows and rows["seed"].notna().any():
@@ -186,7 +186,7 @@ def runs_test_dir(runs: Sequence[str | os.PathLike]) -> Path:
     their config names), never built here: scoring another corpus than the training one would be a mistake."""
     import dataclasses
 
-    from cmgan_lib.config import TrainConfig, synthetic_corpus_path
+    from cmgan_lib.training.config import TrainConfig, synthetic_corpus_path
 
     default = {f.name: f.default for f in dataclasses.fields(TrainConfig)}  # what the trainer uses for a missing key
     dirs = set()
@@ -217,7 +217,7 @@ def is_synthetic_corpus(test_dir: str | os.PathLike) -> bool:
 
 def checkpoint_split_markdown(runs: Sequence[str | os.PathLike]) -> str:
     """Which split selected each run's checkpoint (its config's val_split; no key: the published test split)."""
-    from cmgan_lib.report_02_training import selection_split
+    from cmgan_lib.reports.report_02_training import selection_split
 
     notes: dict[str, list[str]] = {}
     for run in runs:
@@ -232,7 +232,7 @@ def checkpoint_split_markdown(runs: Sequence[str | os.PathLike]) -> str:
 
 def _data_order_sentence(runs: Sequence[str | os.PathLike]) -> str:
     """The runs' data order (issue 20), as notebook 02 states it."""
-    from cmgan_lib.report_02_training import data_order_markdown
+    from cmgan_lib.reports.report_02_training import data_order_markdown
 
     folders = [Path(r).parent if Path(r).is_file() else Path(r) for r in runs]
     configs = pd.DataFrame([{"reshuffle_each_epoch": run_config(f).get("reshuffle_each_epoch", np.nan)}
@@ -243,8 +243,8 @@ def _data_order_sentence(runs: Sequence[str | os.PathLike]) -> str:
 def improvement_table(per_file: pd.DataFrame) -> pd.DataFrame:
     """Enhanced minus noisy input per variant and metric, with a 95% t interval: over the seed means when the
     variant has two or more seeds, else paired over the files; `verdict` by the study's one rule."""
-    from cmgan_lib.evaluate import NOISY_PREFIX
-    from cmgan_lib.stats import effect_verdict, mean_interval, paired_difference_interval
+    from cmgan_lib.analysis.evaluate import NOISY_PREFIX
+    from cmgan_lib.analysis.stats import effect_verdict, mean_interval, paired_difference_interval
 
     kept = per_file[per_file["reason"].isna()] if "reason" in per_file else per_file
     kept = kept[kept["variant"].fillna("") != ""] if "variant" in kept else kept.iloc[:0]
@@ -300,7 +300,7 @@ def legacy_display(legacy: pd.DataFrame) -> pd.DataFrame:
 def variant_differences(per_file: pd.DataFrame, metric: str = "pesq", reference: str = "official") -> pd.DataFrame:
     """Each variant minus `reference` on one metric: over seed means (Welch) when both have two or more seeds,
     else paired over the files both scored; `verdict` by the study's one rule."""
-    from cmgan_lib.stats import difference_interval, effect_verdict, paired_difference_interval
+    from cmgan_lib.analysis.stats import difference_interval, effect_verdict, paired_difference_interval
 
     kept = per_file[per_file["reason"].isna()] if "reason" in per_file else per_file
     rows = []
@@ -330,8 +330,8 @@ def evaluation_verdict(
     n_files: int,
 ) -> str:
     """The verdict that ends notebook 03, generated from the tables above (it changes when the scores do)."""
-    from cmgan_lib.evaluate import published_table
-    from cmgan_lib.stats import effect_verdict, paired_difference_interval
+    from cmgan_lib.analysis.evaluate import published_table
+    from cmgan_lib.analysis.stats import effect_verdict, paired_difference_interval
 
     data = "the synthetic test split" if synthetic else "the test split"
     lines = ["## Verdict (generated from the scores above)", "",
@@ -375,7 +375,7 @@ def evaluation_verdict(
         lines.append("The published rows are the paper's Voice Bank + DEMAND test set (824 files); compare only when "
                      "these files are that test set and the training was the published one.")  # fmt: skip
     lines.append("A difference is called higher or lower only when its 95% interval excludes zero "
-                 "(`cmgan_lib.stats.effect_verdict`).")  # fmt: skip
+                 "(`cmgan_lib.analysis.stats.effect_verdict`).")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -421,7 +421,7 @@ def score_for_report(inputs: EvaluationInputs, out_dir: str | os.PathLike, max_f
                      device: str | None = "cpu") -> pd.DataFrame:  # fmt: skip
     """Notebook 03's scores: each run's enhancement of the test files (or the noisy input alone when there are
     no runs), written to OUT/metrics_per_file.csv with paths relative to OUT."""
-    from cmgan_lib.evaluate import PER_FILE_CSV, relative_paths
+    from cmgan_lib.analysis.evaluate import PER_FILE_CSV, relative_paths
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -12,10 +12,10 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from cmgan_lib.audit import CUT_LEN, SR
-from cmgan_lib.paths import run_config
-from cmgan_lib.runs import config_crop_seconds, find_runs, parse_run_name, runs_at, step_logs
-from cmgan_lib.stats import wilson
+from cmgan_lib.analysis.audit import CUT_LEN, SR
+from cmgan_lib.analysis.stats import wilson
+from cmgan_lib.core.paths import run_config
+from cmgan_lib.training.runs import config_crop_seconds, find_runs, parse_run_name, runs_at, step_logs
 
 
 def observed_rates(run_root_or_dirs: str | os.PathLike | Sequence[str | os.PathLike], per: str = "run") -> pd.DataFrame:
@@ -72,8 +72,8 @@ def skipped_batch_logged_value() -> float:
     """
     import torch
 
-    from cmgan_lib.losses import discriminator_loss
-    from cmgan_lib.pesq_labels import make_labels
+    from cmgan_lib.training.losses import discriminator_loss
+    from cmgan_lib.training.pesq_labels import make_labels
 
     labels = make_labels(np.array([np.nan, np.nan]), ["silent_reference", "pesq_failed"], strategy="skip")
     mag = torch.zeros(2, 1, 4, 4)
@@ -114,7 +114,7 @@ def last_epoch_disc_loss(run_root: str | os.PathLike, strategy: str = "batch_mea
     """Per run trained with `strategy` (read from config.yaml): mean disc_loss of the last epoch's updates with a
     95% t interval over its steps (claim 4 is about disc_loss 'after the fix'), with the run's crop length and
     injected failure rate (`inject_p`: a loss under imposed failures is no evidence about the fix)."""
-    from cmgan_lib.stats import mean_interval
+    from cmgan_lib.analysis.stats import mean_interval
 
     rows = []
     for run in find_runs(run_root):
