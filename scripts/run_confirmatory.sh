@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Issue 33's runs in the order docs/analysis_plan.md fixes: the main grid, then the replications. Each grid resumes
+# where it stopped (finished runs are kept, interrupted ones continue from last.pt), so run this again after any
+# stop. Hours of CPU: start it in the background and keep the log,
+#   setsid nohup bash scripts/run_confirmatory.sh > runs/confirmatory.log 2>&1 < /dev/null &
+# CPU_RUNS runs share the cores (one thread each); OUT is where the grids' folders go.
+set -u
+cd "$(dirname "$0")/.."
+CMGAN=${CMGAN:-.venv/bin/cmgan}
+OUT=${OUT:-runs}
+CPU_RUNS=${CPU_RUNS:-2}
+grids="confirmatory_cpu:CONFIRMATORY_CPU replication_syn1_cpu:REPLICATION_SYN1_CPU replication_syn2_cpu:REPLICATION_SYN2_CPU"
+grids="$grids replication_vb_cpu:REPLICATION_VB_CPU replication_width32_cpu:REPLICATION_W32_CPU"
+for g in $grids; do
+  grid=configs/${g%%:*}.yaml
+  if [ ! -f "$grid" ]; then echo "=== $grid: not in this checkout, left out"; continue; fi
+  echo "=== $(date -u +%FT%TZ) start $grid"
+  $CMGAN ablate --grid "$grid" --out "$OUT/${g##*:}" --cpu-runs "$CPU_RUNS" --no-notebooks
+  echo "=== $(date -u +%FT%TZ) end $grid (exit $?)"
+done
