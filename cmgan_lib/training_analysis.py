@@ -291,10 +291,10 @@ def compare_variants(per_seed: pd.DataFrame, comparisons: Sequence[Sequence[str]
                 pa, pb = _paired_values(a, b, q)
                 diff = paired_difference_interval(pa, pb)
                 n_a = n_b = len(pa)
-                verdict = effect_verdict(diff, what) + (f"; {method} ({reason})" if diff.n else "")
+                verdict = effect_verdict(diff, what) + (f"; {reason}" if diff.n else "")  # says paired / replay
             else:
                 diff, n_a, n_b = welch, int(np.isfinite(va).sum()), int(np.isfinite(vb).sum())
-                verdict = effect_verdict(diff, what) + (f"; Welch ({reason})" if diff.n else "")
+                verdict = effect_verdict(diff, what) + (f"; Welch: {reason}" if diff.n else "")
             rows.append(dict(variant=variant, reference=reference, quantity=q, difference=diff.mean,
                              ci95_low=diff.low, ci95_high=diff.high, n_variant=n_a, n_reference=n_b, method=method,
                              pairing=reason, welch_low=welch.low, welch_high=welch.high,
