@@ -24,6 +24,16 @@ def _cmd_make_synthetic(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_make_vb_regime(a: argparse.Namespace) -> int:
+    from cmgan_lib.data.vb_regime import make_vb_regime
+
+    table = make_vb_regime(a.source, a.out, arm=a.arm, overwrite=a.overwrite)
+    counts = ", ".join(f"{s}: {n}" for s, n in table.groupby("split", sort=False).size().items())
+    crops = ", ".join(f"{r.file} from {int(r.crop_start)}" for r in table[table.split == "train"].itertuples())
+    print(f"wrote arm {a.arm!r} to {a.out} ({counts}; crops {crops}; manifest: {a.out}/manifest.csv)")
+    return 0
+
+
 def _cmd_validate_data(a: argparse.Namespace) -> int:
     from cmgan_lib.data.validate import DataValidationError, validate_dataset
 
@@ -138,6 +148,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--espeak", action="store_true", help="use espeak-ng speech when the binary is on PATH")
     s.add_argument("--overwrite", action="store_true", help="replace a corpus already in OUT (its WAVs and manifest)")
     s.set_defaults(func=_cmd_make_synthetic)
+
+    vb = sub.add_parser("make-vb-regime", help="lay out the real-speech regime (analysis plan R-vb) from the "
+                        "Voice Bank + DEMAND samples")  # fmt: skip
+    vb.add_argument("--source", required=True, help="folder with clean/ and noisy/ (../shared/data/"
+                    "voicebank_demand_samples)")  # fmt: skip
+    vb.add_argument("--out", required=True, help="output corpus, e.g. runs/vb_regime/speech")
+    vb.add_argument("--arm", choices=("speech", "lead"), default="speech",
+                    help="speech: both training crops at the highest clean energy; lead: p232_003's crop from the "
+                         "file's start (its leading silence)")  # fmt: skip
+    vb.add_argument("--overwrite", action="store_true", help="replace a corpus already in OUT")
+    vb.set_defaults(func=_cmd_make_vb_regime)
 
     v = sub.add_parser("validate-data", help="check a Voice Bank + DEMAND style folder before training")
     v.add_argument("data_dir")

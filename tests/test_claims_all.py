@@ -110,3 +110,35 @@ def test_causal_claims_read_the_smoothed_drop_where_the_table_has_it(tmp_path):
     pd.concat([table, smoothed]).to_csv(path, index=False)
     claims = rc.full_claims_table(causal_roots=[tmp_path / "R"])
     assert _verdicts(claims, "h")[0].startswith("refuted")  # ... the smoothed drop says the opposite, and decides
+
+
+def _claim_table(folder, rows, variants) -> None:
+    """A comparison table (notebook 02's CSV) with the given (variant, reference, quantity, low, high) rows."""
+    folder.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame([dict(variant=v, reference=r, quantity=q, difference=(lo + hi) / 2, ci95_low=lo, ci95_high=hi,
+                       n_variant=3, n_reference=3, verdict=f"{q}, {v} - {r}: measured")
+                  for v, r, q, lo, hi in rows]).to_csv(folder / COMPARISONS_CSV, index=False)  # fmt: skip
+    (folder / "grid.yaml").write_text(yaml.safe_dump({"variants": variants}))
+
+
+NO_DISC = {"loss_weights": [0.1, 0.9, 0.2, 0.0], "train_disc": False}
+
+
+@pytest.mark.parametrize("low, high", [(-0.1, 0.2), (float("nan"), float("nan"))])  # undecided; one-seed preview
+def test_claim_n_never_reads_consistent_from_an_inconclusive_comparison(tmp_path, low, high):
+    _claim_table(tmp_path / "R", [("no_disc", "official", "drop_after_peak", low, high)],
+                 {"official": {}, "no_disc": NO_DISC})  # fmt: skip
+    v = _verdicts(rc.full_claims_table(causal_roots=[tmp_path / "R"]), "n")
+    assert v[0].startswith("inconclusive") and not v[0].startswith("consistent")
+
+
+def test_claim_i_compares_batch_mean_with_skip_at_the_same_failure_rate(tmp_path):
+    """batch_mean_p56 against official (no failures) says nothing about the fix; against official_p56 it does."""
+    _claim_table(tmp_path / "R", [("batch_mean_p56", "official", "drop_after_peak", -0.3, -0.1),
+                                  ("batch_mean_p56", "official_p56", "drop_after_peak", 0.1, 0.3)],
+                 {"official": {}, "official_p56": {"pesq_fail_inject": 0.337},
+                  "batch_mean_p56": {"pesq_strategy": "batch_mean", "pesq_fail_inject": 0.337}})  # fmt: skip
+    table = rc.full_claims_table(causal_roots=[tmp_path / "R"])
+    rows = table[(table.letter == "i") & (table.verdict != rc.NOT_MEASURABLE)]
+    assert len(rows) == 1 and "batch_mean_p56 vs official_p56" in rows.condition.iloc[0]
+    assert rows.verdict.iloc[0].startswith("refuted")

@@ -123,14 +123,30 @@ def test_figures_are_readable_with_one_seed(tmp_path, fake_run, check_figure):
 
 def test_figures_show_seed_bands_and_early_stopping_when_they_occur(tmp_path, fake_run, check_figure):
     for seed in (0, 1):
-        fake_run(tmp_path, f"seed_fixes_s{seed}", [2.0, 2.4 + seed / 10, 2.3], 0, early_stop_at=2)
+        fake_run(tmp_path, f"seed_fixes_s{seed}", [2.0, 2.4 + seed / 10, 2.3], 0, early_stop_at=2,
+                 config={"early_stopping": True})  # fmt: skip
     epochs, steps, per_seed = _load(tmp_path)
-    fig = figs.plot_val_pesq(epochs)
+    fig = figs.plot_val_pesq(epochs, configs=ta.load_run_configs(tmp_path))
     check_figure(fig)
     labels = {t.get_text() for leg in fig.legends for t in leg.get_texts()}
-    assert "band = range over 2 seeds" in labels and "early stopping fired" in labels
+    assert "band = range over 2 seeds" in labels and figs.FIRED in labels and figs.WOULD_HAVE not in labels
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()][:3] == ["1", "2", "3"] or set(
         fig.axes[0].get_xticks()) >= {1.0, 2.0, 3.0}  # fmt: skip
+
+
+def test_a_run_without_early_stopping_is_marked_would_have_stopped(tmp_path, fake_run, check_figure):
+    """The trainer tracks patience with early stopping off: a run that trained on after its monitor ran out of
+    patience (or one with early stopping off that ended there) did not stop early; it only would have."""
+    fake_run(tmp_path, "official_s0", [2.0, 2.4, 2.3, 2.2, 2.1], 0, early_stop_at=2)  # trained on past epoch 3
+    fake_run(tmp_path, "official_s1", [2.0, 2.4, 2.3], 0, early_stop_at=2)  # ended there, but the flag is off
+    epochs, _, _ = _load(tmp_path)
+    configs = ta.load_run_configs(tmp_path)
+    marks = figs.stop_marks(epochs, configs)
+    assert list(marks.label) == [figs.WOULD_HAVE] * 2 and list(marks.epoch) == [3, 3]
+    fig = figs.plot_val_pesq(epochs, configs=configs)
+    check_figure(fig)
+    labels = {t.get_text() for leg in fig.legends for t in leg.get_texts()}
+    assert figs.WOULD_HAVE in labels and figs.FIRED not in labels
 
 
 def test_runs_markdown_names_the_split_and_unfinished_runs(tmp_path, fake_run):
@@ -194,7 +210,9 @@ def test_intervals_report_the_seeds_they_used_when_validation_gave_nan(tmp_path,
         fake_run(tmp_path, f"masked_s{seed}", [2.0, np.nan if seed == 2 else 2.5 + seed / 10], 0)
     per_seed = _load(tmp_path)[2]
     table = ta.compare_variants(per_seed, [["masked", "official"]]).set_index("quantity")
-    assert (table.loc["final_val_pesq", "n_variant"], table.loc["final_val_pesq", "n_reference"]) == (2, 3)
+    # paired by seed: the interval uses the 2 seeds with a value in both variants (Welch would use 2 and 3)
+    assert table.loc["final_val_pesq", "method"] == "paired"
+    assert (table.loc["final_val_pesq", "n_variant"], table.loc["final_val_pesq", "n_reference"]) == (2, 2)
     assert table.loc["best_val_pesq", "n_variant"] == 3
     per_variant = ta.variant_summary(per_seed).set_index("variant")
     assert per_variant.loc["masked", "final_val_pesq_n"] == 2 and per_variant.loc["masked", "best_val_pesq_n"] == 3
@@ -344,7 +362,8 @@ def test_seed_spread_is_the_gap_between_seeds(tmp_path, fake_run):
     assert r.curve_gap_mean == pytest.approx((0.02 + 0.04 + 0.02) / 3) and r.curve_gap_max == pytest.approx(0.04)
     assert spread.loc["no_disc", "n_seeds"] == 1 and np.isnan(spread.loc["no_disc", "final_val_pesq_sd"])
     text = tr.seed_spread_markdown(spread.reset_index())
-    assert "differ by up to 0.040 in final validation PESQ" in text and "a comparison must exceed that" in text
+    assert "have an SD of 0.020 in final validation PESQ" in text and "must exceed" not in text
+    assert "single-seed comparison" in text and f"about {0.02 * np.sqrt(2):.3f}" in text
     assert "`no_disc`" not in text  # one seed: no spread to state
     assert "not measured" in tr.seed_spread_markdown(spread.loc[["no_disc"]].reset_index())
 

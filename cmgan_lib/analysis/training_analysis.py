@@ -15,10 +15,18 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from cmgan_lib.analysis.stats import Interval, difference_interval, effect_verdict, mean_interval, wilson
+from cmgan_lib.analysis.pairing import as_bool, check_pairing, check_truncation, kept_epoch
 from cmgan_lib.core.paths import run_config
 from cmgan_lib.training.pesq_labels import CAUSE_COLUMNS, INJECTED
 from cmgan_lib.training.runs import run_dirs
+from cmgan_lib.analysis.stats import (
+    Interval,
+    difference_interval,
+    effect_verdict,
+    mean_interval,
+    paired_difference_interval,
+    wilson,
+)
 
 REFERENCE = "official"
 
@@ -31,7 +39,7 @@ DATA_FAIL_COLUMNS = tuple(c for cause, c in CAUSE_COLUMNS.items() if cause != IN
 
 
 CONFIG_KEYS = ("pesq_strategy", "pesq_fail_inject", "grad_clip_norm", "batch_size", "val_split", "cut_len",
-               "reshuffle_each_epoch")  # fmt: skip
+               "reshuffle_each_epoch", "early_stopping")  # fmt: skip
 
 
 # further config keys that name the regime a verdict holds under (issue 18: `regime_markdown`)
@@ -121,7 +129,10 @@ def run_summary(epochs: pd.DataFrame, steps: pd.DataFrame, configs: pd.DataFrame
         c = cfg.loc[run] if run in cfg.index else pd.Series(dtype=object)
         valid = e.val_pesq.notna().any()
         best = e.loc[e.val_pesq.idxmax()] if valid else None
-        final = e.val_pesq.iloc[-1]
+        kept = kept_epoch(e)
+        stops = as_bool(c.get("early_stopping"))
+        # an early-stopping run ends with the checkpoint it kept (best.pt), not with its last epoch's weights
+        final = float(e.loc[e.epoch == kept, "val_pesq"].iloc[0]) if stops else e.val_pesq.iloc[-1]
         drop_s, peak_s = smoothed_drop(e.epoch.to_numpy(), e.val_pesq.to_numpy())
         fired = e.loc[e.early_stop == 1, "epoch"] if "early_stop" in e else pd.Series(dtype=float)
         row = dict(run=run, variant=e.variant.iloc[0], seed=e.seed.iloc[0], epochs=len(e))
@@ -131,7 +142,8 @@ def run_summary(epochs: pd.DataFrame, steps: pd.DataFrame, configs: pd.DataFrame
             final_val_pesq=final, drop_after_peak=best.val_pesq - final if valid else np.nan,
             drop_smoothed=drop_s, peak_epoch_smoothed=peak_s,
             final_val_stoi=e.val_stoi.iloc[-1] if "val_stoi" in e else np.nan,
-            early_stop_epoch=int(fired.iloc[0]) if len(fired) else np.nan,
+            early_stop_epoch=int(fired.iloc[0]) if len(fired) else np.nan, kept_epoch=kept,
+            stopped_early=bool(stops and len(fired) and int(fired.iloc[0]) == int(e.epoch.iloc[-1])),
             nonfinite_steps=int(e.nonfinite_steps.sum()) if "nonfinite_steps" in e else np.nan,
         )  # fmt: skip
         if len(s):
@@ -200,7 +212,8 @@ def variant_summary(per_seed: pd.DataFrame) -> pd.DataFrame:
             if q in g:
                 iv = mean_interval(g[q].to_numpy(dtype=float))
                 row.update({q: iv.mean, f"{q}_low": iv.low, f"{q}_high": iv.high, f"{q}_n": iv.n})
-        for total in ("injected_failures", "data_failures"):
+        for total in ("injected_failures", "data_failures", *(f"clip_{w}_{net}" for w in ("exceeded", "checked")
+                                                             for net in ("g", "d"))):  # fmt: skip
             if total in g:
                 row[f"{total}_total"] = g[total].sum(min_count=1)
         if "steps" in g and g.steps.notna().any():
@@ -217,21 +230,76 @@ def default_comparisons(variants: Sequence[str], reference: str = REFERENCE) -> 
     return [[v, reference] for v in variants if v != reference] if reference in variants else []
 
 
-def compare_variants(per_seed: pd.DataFrame, comparisons: Sequence[Sequence[str]]) -> pd.DataFrame:
-    """For each (variant, reference): the difference of each COMPARED quantity over seeds (Welch 95%) and its
-    verdict by the study's one rule (`stats.effect_verdict`): no direction unless the interval excludes 0.
-    n_variant / n_reference count the seeds with a value (a final validation PESQ can be NaN), as the interval."""
+COMPARISON_COLUMNS = ["variant", "reference", "quantity", "difference", "ci95_low", "ci95_high", "n_variant",
+                      "n_reference", "method", "pairing", "welch_low", "welch_high", "verdict"]  # fmt: skip
+
+
+PAIRED, WELCH, REPLAY = "paired", "Welch", "replay"
+
+
+REPLAY_QUANTITIES = ("best_val_pesq", "final_val_pesq")  # a truncation's drop is not a training outcome
+
+
+def _paired_values(a: pd.DataFrame, b: pd.DataFrame, q: str) -> tuple[np.ndarray, np.ndarray]:
+    """The two variants' values of `q`, matched by seed, over the seeds where both are finite."""
+    m = a[["seed", q]].merge(b[["seed", q]], on="seed", suffixes=("_a", "_b"))
+    m = m[np.isfinite(m[f"{q}_a"].astype(float)) & np.isfinite(m[f"{q}_b"].astype(float))]
+    return m[f"{q}_a"].to_numpy(dtype=float), m[f"{q}_b"].to_numpy(dtype=float)
+
+
+def _is_replay(a: pd.DataFrame, b: pd.DataFrame) -> bool:
+    """The variant stops early and the reference does not (`early_stopping` in their configs)."""
+    flag = "early_stopping"
+    return (flag in a and flag in b and len(a) and len(b) and all(as_bool(x) for x in a[flag])
+            and not any(as_bool(x) for x in b[flag]))  # fmt: skip
+
+
+def compare_variants(per_seed: pd.DataFrame, comparisons: Sequence[Sequence[str]], steps: pd.DataFrame | None = None,
+                     epochs: pd.DataFrame | None = None) -> pd.DataFrame:  # fmt: skip
+    """For each (variant, reference): the difference of each COMPARED quantity over seeds with a 95% interval and
+    its verdict by the study's one rule (`stats.effect_verdict`): no direction unless the interval excludes 0.
+
+    The interval (`method`) is **paired** by seed when the pairing holds (`pairing.check_pairing`: the same seeds,
+    identical step-1 losses where the step logs have them), **Welch** otherwise, with the reason in `pairing`;
+    Welch's interval is kept beside it (`welch_low`, `welch_high`) so the effect of pairing shows. A variant that
+    only stops early is a **replay** of its reference when its logs are the reference's until it stops
+    (`pairing.check_truncation`): its final is the kept checkpoint's PESQ (`run_summary`), compared paired; its
+    drops are not compared. n_variant / n_reference count the values each interval used."""
     rows = []
     for variant, reference in comparisons:
         a, b = per_seed[per_seed.variant == variant], per_seed[per_seed.variant == reference]
+        pairing = check_pairing(per_seed, variant, reference, steps)
+        replay = None
+        if _is_replay(a, b) and epochs is not None and len(epochs):
+            replay = check_truncation(per_seed, epochs, variant, reference)
+            replay = replay if replay.holds else None
         for q, words in COMPARED.items():
-            diff: Interval = difference_interval(a[q].to_numpy(dtype=float), b[q].to_numpy(dtype=float))
+            va, vb = a[q].to_numpy(dtype=float), b[q].to_numpy(dtype=float)
+            welch: Interval = difference_interval(va, vb)
+            what = f"{words}, {variant} - {reference}"
+            method, reason = (PAIRED if pairing.holds else WELCH), pairing.reason
+            if replay is not None:
+                method, reason = REPLAY, replay.reason
+                stops = ", ".join(f"{e:g}" for e in replay.stop_epochs)
+                kept = ", ".join(f"{e:g}" for e in replay.kept_epochs)
+                reason += f"; stopped at epoch(s) {stops}, kept the checkpoint of epoch(s) {kept}"
+            if method == REPLAY and q not in REPLAY_QUANTITIES:
+                diff = Interval(math.nan, math.nan, math.nan, 0)
+                verdict = f"{what}: not compared ({variant} is {reference} cut short: a replay, no drop of its own)"
+                n_a = n_b = 0
+            elif method in (PAIRED, REPLAY):
+                pa, pb = _paired_values(a, b, q)
+                diff = paired_difference_interval(pa, pb)
+                n_a = n_b = len(pa)
+                verdict = effect_verdict(diff, what) + (f"; {reason}" if diff.n else "")  # says paired / replay
+            else:
+                diff, n_a, n_b = welch, int(np.isfinite(va).sum()), int(np.isfinite(vb).sum())
+                verdict = effect_verdict(diff, what) + (f"; Welch: {reason}" if diff.n else "")
             rows.append(dict(variant=variant, reference=reference, quantity=q, difference=diff.mean,
-                             ci95_low=diff.low, ci95_high=diff.high, n_variant=int(np.isfinite(a[q]).sum()),
-                             n_reference=int(np.isfinite(b[q]).sum()),
-                             verdict=effect_verdict(diff, f"{words}, {variant} - {reference}")))  # fmt: skip
-    return pd.DataFrame(rows, columns=["variant", "reference", "quantity", "difference", "ci95_low", "ci95_high",
-                                       "n_variant", "n_reference", "verdict"])  # fmt: skip
+                             ci95_low=diff.low, ci95_high=diff.high, n_variant=n_a, n_reference=n_b, method=method,
+                             pairing=reason, welch_low=welch.low, welch_high=welch.high,
+                             verdict=verdict))  # fmt: skip
+    return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
 
 
 def variant_order(variants, reference: str = REFERENCE) -> list[str]:
@@ -343,6 +411,13 @@ def seed_spread(per_seed: pd.DataFrame, epochs: pd.DataFrame, reference: str = R
                    curve_gap_max=float(np.max(gaps)) if gaps else math.nan)  # fmt: skip
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def pooled_sd(spread: pd.DataFrame, q: str) -> float:
+    """The seed SD of `q` pooled over the variants of `seed_spread` (variances weighted by seeds - 1)."""
+    sd, n = spread[f"{q}_sd"].to_numpy(dtype=float), spread["n_seeds"].to_numpy(dtype=float)
+    ok = np.isfinite(sd) & (n >= 2)
+    return float(np.sqrt(np.sum((n[ok] - 1) * sd[ok] ** 2) / np.sum(n[ok] - 1))) if ok.any() else math.nan
 
 
 LOSS_COLUMNS = ("loss", "val_loss")  # epoch log: training loss (mean over the epoch's steps), validation loss

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from cmgan_lib.analysis.pairing import as_bool
 from cmgan_lib.reports.plotting import EPOCH_LABEL, STEP_LABEL, integer_ticks, legend_outside, plain_log_ticks
 from cmgan_lib.analysis.training_analysis import (
     GRAD_COS,
@@ -39,9 +40,30 @@ def _finish_panels(axes: np.ndarray, used: int, xlabel: str, ylabel: str) -> dic
     return handles
 
 
-def plot_val_pesq(epochs: pd.DataFrame, reference: str = REFERENCE, ncols: int = 3):
+FIRED, WOULD_HAVE = "early stopping fired", "would have stopped (early stopping off)"
+
+
+def stop_marks(e: pd.DataFrame, configs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The first epoch each run's monitor ran out of patience (`early_stop` = 1), labelled FIRED where early
+    stopping was on and the run ended there, WOULD_HAVE otherwise. The trainer tracks the patience even when early
+    stopping is off, so a run that went on training only would have stopped."""
+    if "early_stop" not in e or not len(e):
+        return e.iloc[:0].assign(label=pd.Series(dtype=str))
+    first = e[e.early_stop == 1].sort_values("epoch").groupby("run").head(1)
+    last = e.groupby("run").epoch.max()
+    on = {}
+    if configs is not None and "early_stopping" in configs:
+        on = {r: as_bool(x) for r, x in zip(configs.run, configs.early_stopping, strict=True)}
+    fired = [bool(on.get(r, False)) and ep == last[r] for r, ep in zip(first.run, first.epoch, strict=True)]
+    return first.assign(label=[FIRED if f else WOULD_HAVE for f in fired])
+
+
+def plot_val_pesq(epochs: pd.DataFrame, reference: str = REFERENCE, ncols: int = 3,
+                  configs: pd.DataFrame | None = None):  # fmt: skip
     """One panel per variant: validation PESQ per epoch (mean over seeds, band = range over seeds when there are
-    several), its peak, and the reference variant's mean in grey; returns the Figure."""
+    several), its peak, and the reference variant's mean in grey; where a run's early-stopping monitor ran out of
+    patience, a cross: "fired" only for runs with early stopping on (`configs`' `early_stopping`), "would have
+    stopped" for the others. Returns the Figure."""
     import matplotlib.pyplot as plt
 
     variants = variant_order(epochs.variant.unique(), reference)
@@ -68,10 +90,10 @@ def plot_val_pesq(epochs: pd.DataFrame, reference: str = REFERENCE, ncols: int =
             drop = curve.loc[peak, "mean"] - curve["mean"].iloc[-1]
             subtitle = f"\npeak at epoch {peak}, then {'down' if drop > 0 else 'no drop'}" + (
                 f" by {drop:.3f}" if drop > 0 else "")  # fmt: skip
-        fired = e[e.early_stop == 1].groupby("run").head(1) if "early_stop" in e else e.iloc[:0]
-        if len(fired):
-            ax.scatter(fired.epoch, fired.val_pesq, marker="x", s=70, color="black", zorder=5,
-                       label="early stopping fired")  # fmt: skip
+        marks = stop_marks(e, configs)
+        for label, m in marks.groupby("label", sort=True):
+            ax.scatter(m.epoch, m.val_pesq, marker="x", s=70, color="black" if label == FIRED else "grey", zorder=5,
+                       label=label)  # fmt: skip
         ax.set_title(f"{variant} ({n} seed{'s' if n != 1 else ''}){subtitle}", fontsize=10)
         integer_ticks(ax)
         ax.set(xlabel="", ylabel="")

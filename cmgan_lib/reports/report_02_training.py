@@ -34,6 +34,7 @@ from cmgan_lib.analysis.training_analysis import (
     default_comparisons,
     is_number,
     load_run_configs,
+    pooled_sd,
     run_summary,
     variant_summary,
 )
@@ -130,13 +131,39 @@ def verdict_markdown(comparisons: pd.DataFrame, per_variant: pd.DataFrame, refer
         lines.append(f"**{variant} against {ref}**: {_describe(per_variant, variant)} against "
                      f"{_describe(per_variant, ref)}.")  # fmt: skip
         lines += [f"- {v}" for v in g.verdict]
+        clip = clip_acts_sentence(per_variant, variant)
+        if clip:
+            lines.append(f"- {clip}")
         lines.append("")
-    lines.append("Differences are means over seeds with Welch 95% intervals; a difference is called higher or lower "
-                 "only when its interval excludes zero (`cmgan_lib.analysis.stats.effect_verdict`). A positive drop means "
-                 "validation PESQ fell further after its peak; best - final is positive even for a flat noisy curve "
-                 "(the maximum of the noise), the smoothed drop (peak of the centred 5-epoch rolling mean - mean of "
-                 "the last 5 epochs) much less so (`collapse_table` measures the rest).")  # fmt: skip
+    lines.append("Each difference is a mean over seeds with a 95% interval: **paired** by seed (t over the per-seed "
+                 "differences) where both variants ran the same seeds from the same start (identical step-1 losses "
+                 "where the step logs have them), **Welch** otherwise, the reason given after each verdict; "
+                 "`training_comparisons.csv` keeps Welch's interval beside every paired one. An early-stopping "
+                 "variant whose logs are its reference's until it stops is a **replay** of it: its final is the "
+                 "checkpoint it kept, compared paired with the reference's final; its drop is not compared. A "
+                 "difference is called higher or lower only when its interval excludes zero "
+                 "(`cmgan_lib.analysis.stats.effect_verdict`); otherwise it is undecided, not 'no effect'. A positive drop "
+                 "means validation PESQ fell further after its peak; best - final is positive even for a flat noisy "
+                 "curve (the maximum of the noise), the smoothed drop (peak of the centred 5-epoch rolling mean - "
+                 "mean of the last 5 epochs) much less so (`collapse_table` measures the rest).")  # fmt: skip
     return "\n".join(lines)
+
+
+def clip_acts_sentence(per_variant: pd.DataFrame, variant: str) -> str:
+    """How often a clipping variant's clip acted, on G and on D (pre-clip norm above the clip value, Wilson 95%
+    over all its seeds' steps); '' for a variant without clipping."""
+    from cmgan_lib.analysis.stats import format_rate, wilson
+
+    r = per_variant[per_variant.variant == variant]
+    if r.empty or not is_number(r.iloc[0].get("grad_clip_norm")) or r.iloc[0].get("grad_clip_norm") <= 0:
+        return ""
+    r = r.iloc[0]
+    parts = []
+    for net, name, unit in (("g", "generator", "steps"), ("d", "discriminator", "updates")):
+        k, n = r.get(f"clip_exceeded_{net}_total", np.nan), r.get(f"clip_checked_{net}_total", np.nan)
+        parts.append(f"on the {name} on {format_rate(wilson(int(k), int(n)))} {unit}" if is_number(n) and n > 0
+                     else f"on the {name}: not logged")  # fmt: skip
+    return f"Clipping at {r.grad_clip_norm:g} acted (pre-clip norm above it) {'; '.join(parts)}."
 
 
 def selection_split(val_split) -> str:
@@ -245,7 +272,7 @@ def build_report(run_root: str | os.PathLike, comparisons: Sequence[Sequence[str
     if comparisons is None:
         comparisons = default_comparisons(list(per_variant.variant), reference)
     return TrainingReport(Path(run_root), epochs, steps, configs, per_seed, per_variant,
-                          compare_variants(per_seed, comparisons))  # fmt: skip
+                          compare_variants(per_seed, comparisons, steps, epochs))  # fmt: skip
 
 
 def runs_markdown(run_root: str | os.PathLike, rep: TrainingReport | None) -> str:
@@ -314,13 +341,23 @@ def grad_share_markdown(table: pd.DataFrame) -> str:
 
 
 def seed_spread_markdown(spread: pd.DataFrame) -> str:
-    """The seed-to-seed spread in words: the size a difference between variants has to exceed."""
+    """The seed-to-seed spread in words: its SD, and what it means for a comparison of one seed per variant.
+    Why not "a comparison must exceed the range": a difference of means over n seeds varies far less than two
+    single runs do (and a paired one less again); those comparisons are judged by their own intervals."""
     multi = spread[spread.n_seeds >= 2] if len(spread) else spread
-    if multi.empty or not np.isfinite(multi.final_val_pesq_range).any():
+    if multi.empty or not np.isfinite(multi.final_val_pesq_sd).any():
         return "**Seed spread: not measured** (no variant has two seeds)."
-    worst = multi.loc[multi.final_val_pesq_range.idxmax()]
-    lines = [f"**Seed spread**: two seeds of the same variant differ by up to {worst.final_val_pesq_range:.3f} in "
-             f"final validation PESQ (`{worst.variant}`): a comparison must exceed that.", ""]  # fmt: skip
+    sd = pooled_sd(multi, "final_val_pesq")
+    worst = multi.loc[multi.final_val_pesq_sd.idxmax()]
+    one = math.sqrt(2) * sd
+    lines = [f"**Seed spread**: seeds of the same variant have an SD of {sd:.3f} in final validation PESQ (pooled "
+             f"over {len(multi)} variant{'s' if len(multi) != 1 else ''}; the largest, `{worst.variant}`, "
+             f"{worst.final_val_pesq_sd:.3f}). For a **single-seed comparison** (one run of each variant, unpaired) "
+             f"this means a difference varies by chance with an SD of about {one:.3f} (√2 × {sd:.3f}): one seed "
+             f"cannot tell apart variants closer than about {1.96 * one:.3f}. It is no threshold for the "
+             "comparisons over seeds in the verdict below: a mean over n seeds varies √n times less, a paired "
+             "difference by the spread of the per-seed differences, and each verdict's own interval decides.",
+             ""]  # fmt: skip
     for r in multi.itertuples():
         parts = [f"{words} SD {getattr(r, f'{q}_sd'):.3f}, range {getattr(r, f'{q}_range'):.3f}"
                  for q, words in SPREAD_QUANTITIES.items() if np.isfinite(getattr(r, f"{q}_sd"))]  # fmt: skip
