@@ -14,6 +14,13 @@ grids="$grids replication_vb_cpu:REPLICATION_VB_CPU replication_width32_cpu:REPL
 for g in $grids; do
   grid=configs/${g%%:*}.yaml
   if [ ! -f "$grid" ]; then echo "=== $grid: not in this checkout, left out"; continue; fi
+  if [ "${g%%:*}" = replication_vb_cpu ]; then  # the real-speech corpora of the plan's rule (section 2, R-vb)
+    src=${VB_SOURCE:-../shared/data/voicebank_demand_samples}
+    if [ ! -d "$src" ]; then echo "=== $grid: no $src (the 25 real pairs), left out"; continue; fi
+    for arm in speech lead; do
+      [ -d runs/vb_regime/$arm ] || $CMGAN make-vb-regime --source "$src" --out runs/vb_regime/$arm --arm $arm || exit 1
+    done
+  fi
   echo "=== $(date -u +%FT%TZ) start $grid"
   $CMGAN ablate --grid "$grid" --out "$OUT/${g##*:}" --cpu-runs "$CPU_RUNS" --no-notebooks
   echo "=== $(date -u +%FT%TZ) end $grid (exit $?)"

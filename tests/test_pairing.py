@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 
 from cmgan_lib.analysis import pairing
-
-from cmgan_lib.training import runs
-from cmgan_lib.reports import report_02_training as tr
 from cmgan_lib.analysis import training_analysis as ta
+from cmgan_lib.reports import report_02_training as tr
+from cmgan_lib.training import runs
 
 matplotlib.use("Agg")
 

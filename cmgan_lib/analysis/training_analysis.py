@@ -16,9 +16,6 @@ import numpy as np
 import pandas as pd
 
 from cmgan_lib.analysis.pairing import as_bool, check_pairing, check_truncation, kept_epoch
-from cmgan_lib.core.paths import run_config
-from cmgan_lib.training.pesq_labels import CAUSE_COLUMNS, INJECTED
-from cmgan_lib.training.runs import run_dirs
 from cmgan_lib.analysis.stats import (
     Interval,
     difference_interval,
@@ -27,6 +24,9 @@ from cmgan_lib.analysis.stats import (
     paired_difference_interval,
     wilson,
 )
+from cmgan_lib.core.paths import run_config
+from cmgan_lib.training.pesq_labels import CAUSE_COLUMNS, INJECTED
+from cmgan_lib.training.runs import run_dirs
 
 REFERENCE = "official"
 
