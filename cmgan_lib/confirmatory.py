@@ -202,11 +202,11 @@ class Pairing:
     reason: str
 
 
-def first_step(steps: pd.DataFrame, variant: str, seed: int) -> pd.Series | None:
-    s = steps[(steps.variant == variant) & (steps.seed == seed)] if len(steps) else steps
-    if not len(s):
-        return None
-    return s.sort_values(["epoch", "step"]).iloc[0]
+def first_steps(steps: pd.DataFrame) -> pd.DataFrame:
+    """The first logged step of each run (one row per run; idempotent, so a caller may pass either)."""
+    if not len(steps) or "step" not in steps:
+        return steps
+    return steps.sort_values(["run", "epoch", "step"]).groupby("run", sort=False).head(1)
 
 
 def pairing_check(steps: pd.DataFrame, treatment: str, reference: str, seeds: Sequence[int],
@@ -214,10 +214,12 @@ def pairing_check(steps: pd.DataFrame, treatment: str, reference: str, seeds: Se
     """Plan section 4: for every seed both variants have, the first step's `columns` must agree to relative `rtol`
     (same initial generator, same first batch). The first seed/column that fails is the reason for Welch."""
     seeds = tuple(sorted(int(s) for s in seeds))
+    firsts = first_steps(steps)
+    rows = {(v, int(sd)): r for v, sd, r in zip(firsts.variant, firsts.seed, firsts.to_dict("records"), strict=True)}
     if len(seeds) < 2:
         return Pairing(False, seeds, f"{len(seeds)} seed(s) in common: nothing to pair")
     for seed in seeds:
-        a, b = first_step(steps, treatment, seed), first_step(steps, reference, seed)
+        a, b = rows.get((treatment, seed)), rows.get((reference, seed))
         if a is None or b is None:
             missing = treatment if a is None else reference
             return Pairing(False, seeds, f"seed {seed}: `{missing}` has no step log to check the pairing")
@@ -384,7 +386,7 @@ def _adjusted(df: pd.DataFrame, plan: Plan, adjust: bool = True) -> pd.DataFrame
 
 def pairings(ep: pd.DataFrame, steps: pd.DataFrame, contrasts: Sequence[Sequence[str]], plan: Plan) -> dict:
     """The pairing check of each contrast, once (it does not depend on the endpoint): on the seeds both have."""
-    out = {}
+    out, steps = {}, first_steps(steps)
     for t, r in contrasts:
         seeds = set(ep[ep.variant == t].seed) & set(ep[ep.variant == r].seed)
         out[(t, r)] = pairing_check(steps, t, r, sorted(seeds), plan.pairing_columns, plan.rtol)
@@ -484,9 +486,16 @@ def dose_response(ep: pd.DataFrame, plan: Plan) -> pd.DataFrame:
 
 
 def _smoothed_rows(curves: np.ndarray) -> np.ndarray:
-    """`training_analysis.smoothed` of every row at once."""
-    rolled = pd.DataFrame(curves.T).rolling(SMOOTH_WINDOW, center=True, min_periods=SMOOTH_MIN_PERIODS)
-    return rolled.mean().to_numpy().T
+    """`training_analysis.smoothed` of every row (complete curves) at once: the centred 5-epoch mean, over 3 or
+    more epochs at the ends (its min_periods), by cumulative sums (pandas' rolling over 2000 columns is slow)."""
+    n, half = curves.shape[1], SMOOTH_WINDOW // 2
+    c = np.concatenate([np.zeros((curves.shape[0], 1)), np.cumsum(curves, axis=1)], axis=1)
+    lo = np.clip(np.arange(n) - half, 0, n)
+    hi = np.clip(np.arange(n) + half + 1, 0, n)
+    count = (hi - lo).astype(float)
+    out = (c[:, hi] - c[:, lo]) / count
+    out[:, count < SMOOTH_MIN_PERIODS] = np.nan
+    return out
 
 
 def smoothed_drops(curves: np.ndarray) -> np.ndarray:
