@@ -50,7 +50,7 @@ def test_late_pesq_is_the_mean_of_the_last_five_epochs(tmp_path, fake_run):
 
 def test_a_live_run_without_done_json_does_not_count(tmp_path, fake_run):
     fake_run(tmp_path, "official_s1", [2.0] * 12, 0, config={"epochs": 12})
-    live = fake_run(tmp_path, "official_s2", [2.0] * 12, 0, config={"epochs": 40}, finished=False)
+    live = fake_run(tmp_path, "official_s2", [2.0] * 12, 0, config={"epochs": 12}, finished=False)  # done.json next
     (live / "last.pt").write_bytes(b"")
     copied = fake_run(tmp_path, "official_s3", [2.0] * 12, 0, config={"epochs": 12}, finished=False)  # a report's copy
     assert [d.name for d in cf.finished_runs(tmp_path)] == ["official_s1", copied.name]
