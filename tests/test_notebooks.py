@@ -10,8 +10,13 @@ import pytest
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 
 
-def test_the_three_study_notebooks_exist():
-    assert [p.stem for p in NOTEBOOKS] == ["01_pesq_failure_audit", "02_train_baseline_vs_fixed", "03_evaluate"]
+def test_the_study_notebooks_exist():
+    assert [p.stem for p in NOTEBOOKS] == [
+        "01_pesq_failure_audit",
+        "02_train_baseline_vs_fixed",
+        "03_evaluate",
+        "04_confirmatory",
+    ]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

@@ -1,0 +1,225 @@
+"""The confirmatory analysis (issue 33, docs/analysis_plan.md) on synthetic logs chosen to make each rule decide."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cmgan_lib.analysis import confirmatory as cf
+
+ROOT = Path(__file__).resolve().parents[1]
+EPOCHS = 12
+
+
+@pytest.fixture(scope="module")
+def plan() -> cf.Plan:
+    return cf.load_plan(ROOT / cf.PLAN_YAML)
+
+
+def write_grid(root: Path, fake_run, levels: dict[tuple[str, int], float], first_loss=None, epochs: int = EPOCHS):
+    """One flat run per (variant, seed) at validation PESQ `level` (a tiny wiggle); the first step's losses are
+    the seed's own (identical across variants) unless `first_loss[(variant, seed)]` overrides loss_ri."""
+    for (variant, seed), level in levels.items():
+        curve = level + 0.001 * np.sin(np.arange(epochs) + seed)
+        ri = (first_loss or {}).get((variant, seed), 1.0 + seed / 100)
+        fake_run(root, f"{variant}_s{seed}", curve, 0, steps_per_epoch=2,
+                 step_columns={"loss_ri": ri, "loss_mag": 0.5 + seed / 100, "loss_time": 0.3},
+                 config={"epochs": epochs})  # fmt: skip
+    return root
+
+
+def test_the_plan_is_read_as_committed(plan):
+    assert plan.alpha == 0.05 and plan.margin == 0.1 and plan.primary == "late_val_pesq"
+    assert len(plan.contrasts) == 8 and ("batch_mean_p56", "official_p56") in plan.contrasts
+    assert plan.seeds == tuple(range(100, 108)) and plan.dose[0.56] == "official_p56" and plan.phi == 0.8
+    assert plan.replay_rules["document"] == ("val_loss", 15, 1e-4)
+
+
+def test_late_pesq_is_the_mean_of_the_last_five_epochs(tmp_path, fake_run):
+    curve = np.r_[np.linspace(2.0, 3.0, 7), [2.1, 2.2, 2.3, 2.4, 2.5]]
+    fake_run(tmp_path, "official_s1", curve, 0, config={"epochs": 12})
+    runs = cf.load_finished(tmp_path)
+    ep = cf.endpoints(runs.epochs, runs.steps)
+    assert ep.late_val_pesq.iloc[0] == pytest.approx(2.3)
+    assert ep.best_val_pesq.iloc[0] == pytest.approx(3.0) and ep.best_epoch.iloc[0] == 7
+
+
+def test_a_live_run_without_done_json_does_not_count(tmp_path, fake_run):
+    fake_run(tmp_path, "official_s1", [2.0] * 12, 0, config={"epochs": 12})
+    live = fake_run(tmp_path, "official_s2", [2.0] * 12, 0, config={"epochs": 12}, finished=False)  # done.json next
+    (live / "last.pt").write_bytes(b"")
+    copied = fake_run(tmp_path, "official_s3", [2.0] * 12, 0, config={"epochs": 12}, finished=False)  # a report's copy
+    assert [d.name for d in cf.finished_runs(tmp_path)] == ["official_s1", copied.name]
+
+
+def test_holm_levels_and_adjusted_p_on_a_known_family():
+    rejected, adjusted, level = cf.holm([0.01, 0.5, 0.02, 0.03], 0.05)
+    assert list(rejected) == [True, False, False, False]
+    assert adjusted == pytest.approx([0.04, 0.5, 0.06, 0.06])
+    assert level == pytest.approx([1 - 0.05 / 4, 1 - 0.05 / 3, 1 - 0.05 / 3, 1 - 0.05 / 3])
+
+
+def frames(levels: dict[tuple[str, int], float]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(endpoints, first steps) in memory: the late PESQ of each (variant, seed); step 1 identical per seed."""
+    ep = pd.DataFrame([dict(run=f"{v}_s{s}", variant=v, seed=s, late_val_pesq=x) for (v, s), x in levels.items()])
+    steps = ep[["run", "variant", "seed"]].assign(epoch=1, step=1, loss_ri=1.0 + ep.seed, loss_mag=0.5, loss_time=0.3)
+    return ep, steps
+
+
+def test_holm_adjusted_intervals_exclude_zero_exactly_when_rejected(plan):
+    rng = np.random.default_rng(3)
+    seen = []
+    for _ in range(20):
+        levels = {}
+        effects = {v: rng.choice([0.0, 0.04, 0.2]) for v in ("official_p82", "frozen_disc", "no_disc", "clip5")}
+        for seed in range(5):
+            base = 2.5 + rng.normal(0, 0.2)
+            levels[("official", seed)] = base
+            levels[("official_p56", seed)] = base + rng.normal(0, 0.3)
+            for v, effect in effects.items():  # effects from none to clear
+                levels[(v, seed)] = base + effect + rng.normal(0, 0.05)
+        ep, steps = frames(levels)
+        fam = cf.family_table(ep, steps, plan.contrasts, "late_val_pesq", plan)
+        excludes = (fam.adj_low > 0) | (fam.adj_high < 0)
+        assert list(excludes) == list(fam.differs), fam[["treatment", "p", "p_holm", "adj_low", "adj_high"]]
+        assert list(fam.differs) == list(fam.p_holm < plan.alpha) and fam.family_m.iloc[0] == 5
+        seen += list(fam.differs)
+    assert 5 < sum(seen) < len(seen) - 5  # both outcomes, many times
+
+
+def test_paired_interval_decides_where_welch_is_inconclusive(tmp_path, fake_run, plan):
+    levels = {}
+    for seed, base in enumerate([2.0, 2.4, 2.8, 3.2, 2.6]):  # seeds far apart, the effect the same in each
+        levels[("official", seed)] = base
+        levels[("no_disc", seed)] = base - 0.3 + 0.01 * (seed % 2)
+    runs = cf.load_finished(write_grid(tmp_path, fake_run, levels))
+    ep = cf.endpoints(runs.epochs, runs.steps)
+    row = cf.family_table(ep, runs.steps, [("no_disc", "official")], "late_val_pesq", plan).iloc[0]
+    assert row.welch_low < 0 < row.welch_high  # unpaired: no verdict
+    assert row.method == "paired" and row.verdict == "differs" and row.adj_high < -0.25
+    assert row.pairing_reason == ""
+
+
+def test_a_failed_pairing_falls_back_to_welch_with_the_reason(tmp_path, fake_run, plan):
+    levels = {(v, s): 2.5 + 0.1 * s for v in ("official", "no_disc") for s in range(4)}
+    write_grid(tmp_path, fake_run, levels, first_loss={("no_disc", 2): 1.5})
+    runs = cf.load_finished(tmp_path)
+    ep = cf.endpoints(runs.epochs, runs.steps)
+    row = cf.family_table(ep, runs.steps, [("no_disc", "official")], "late_val_pesq", plan).iloc[0]
+    assert row.method == "welch"
+    assert "seed 2" in row.pairing_reason and "loss_ri" in row.pairing_reason
+    assert "1.5" in row.pairing_reason and "1.02" in row.pairing_reason
+    ok = cf.pairing_check(runs.steps, "no_disc", "official", [0, 1, 3], plan.pairing_columns, plan.rtol)
+    assert ok.paired and ok.seeds == (0, 1, 3)
+
+
+def test_tost_says_equivalent_only_inside_the_margin(tmp_path, fake_run, plan):
+    levels = {}
+    for seed, base in enumerate([2.0, 2.4, 2.8, 3.2, 2.6, 2.2]):
+        levels[("official", seed)] = base
+        levels[("clip5", seed)] = base + (0.02 if seed % 2 else -0.01)  # small, consistent within 0.1
+        levels[("official_p82", seed)] = base - 0.3 + (0.02 if seed % 2 else -0.01)
+    runs = cf.load_finished(write_grid(tmp_path, fake_run, levels))
+    ep = cf.endpoints(runs.epochs, runs.steps)
+    fam = cf.family_table(ep, runs.steps, [("clip5", "official"), ("official_p82", "official")], "late_val_pesq", plan)
+    clip, p82 = fam.iloc[0], fam.iloc[1]
+    assert clip.verdict == "equivalent within 0.1" and clip.equivalent_unadjusted
+    assert p82.verdict == "differs" and not p82.equivalent
+    # p_TOST < alpha exactly when the (1 - 2 alpha) interval lies inside the margin
+    for mean, se in [(0.02, 0.02), (0.05, 0.03), (0.08, 0.01), (-0.09, 0.02), (0.0, 0.07)]:
+        t = cf.TStat(mean, se, 5.0, 6, "paired")
+        lo, hi = t.interval(0.9)
+        assert (t.p_tost(0.1) < 0.05) == (lo > -0.1 and hi < 0.1)
+
+
+def test_differs_by_less_than_the_margin():
+    assert cf.verdict(True, True, True, 0.1) == "differs, by less than 0.1"
+    assert cf.verdict(False, False, True, 0.1) == "inconclusive"
+    assert cf.advice("inconclusive", -0.3) == "not settled"  # never "no effect" from an inconclusive contrast
+    assert cf.advice("differs", -0.2) == "it hurts" and cf.advice("differs", 0.2) == "apply it"
+
+
+def test_dose_slope_recovers_a_planted_slope():
+    rng = np.random.default_rng(0)
+    xs, ys, gs = [], [], []
+    for seed in range(8):
+        offset = rng.normal(0, 0.5)  # seeds far apart: only seed fixed effects give a narrow interval
+        for x in (0.0, 0.56, 0.82, 1.0):
+            xs.append(x), ys.append(2.5 + offset - 0.2 * x + rng.normal(0, 0.02)), gs.append(seed)
+    r = cf.fixed_effects_slope(xs, ys, gs, margin=0.1)
+    assert r["df"] == 32 - 8 - 1
+    assert r["ci95_low"] < -0.2 < r["ci95_high"] and r["ci95_high"] - r["ci95_low"] < 0.06
+    assert r["significant"] and not r["flat"]
+    flat = cf.fixed_effects_slope(xs, [y + 0.2 * x for x, y in zip(xs, ys, strict=True)], gs, margin=0.1)
+    assert flat["flat"] and not flat["significant"]
+
+
+def test_smoothed_drops_match_training_analysis():
+    from cmgan_lib.analysis.training_analysis import smoothed_drop
+
+    curves = np.random.default_rng(1).normal(0, 1, (6, 15)).cumsum(axis=1)
+    expected = [smoothed_drop(np.arange(15), c)[0] for c in curves]
+    assert cf.smoothed_drops(curves) == pytest.approx(expected)
+
+
+def _epochs(curves: dict[str, np.ndarray]) -> pd.DataFrame:
+    rows = [dict(run=f"{v}_s0", variant=v, seed=0, epoch=i + 1, val_pesq=x) for v, c in curves.items()
+            for i, x in enumerate(c)]  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_ar1_null_flags_a_planted_collapse_and_mostly_not_a_flat_curve(plan):
+    rng = np.random.default_rng(5)
+    n = 40
+    noise = 0.03 * cf.ar1_curves(n, 0.8, 60, rng) * math.sqrt(1 - 0.8**2)
+    trend = np.r_[np.linspace(2.0, 3.0, 10), np.linspace(3.0, 2.5, 30)]
+    curves = {"collapse": trend + noise[0]} | {f"flat{i}": 2.5 + noise[i] for i in range(1, 60)}
+    per_run = cf.collapse_runs(_epochs(curves), [0.8], 2000, 0.95)
+    flags = per_run.set_index("variant").collapsed
+    assert flags["collapse"]
+    assert flags.drop("collapse").mean() < 0.15  # about 5% of flat AR(1) curves exceed the 95th percentile
+    white = cf.collapse_runs(_epochs(curves), [0.0], 2000, 0.95).set_index("variant").collapsed
+    assert white.drop("collapse").mean() > flags.drop("collapse").mean()  # the white-noise floor is optimistic
+
+
+def test_replay_keeps_the_best_epoch_on_its_monitor_and_stops_after_patience():
+    pesq = [1.0, 2.0, 3.0, 2.9, 2.8, 2.7, 2.6, 2.5, 3.5]
+    assert cf.replay_rule(pesq, "max", 3, 1e-4) == (6, 3, True)
+    assert cf.replay_rule(pesq, "max", 15, 1e-4) == (9, 9, False)  # never stops: trains to the end
+    loss = [0.5, 0.4, 0.41, 0.3999, 0.39, 0.395, 0.396]
+    assert cf.replay_rule(loss, "min", 2, 1e-3) == (4, 2, True)  # 0.3999 improves by less than min_delta
+    from cmgan_lib.training.train import EarlyStopping
+
+    seq = list(np.random.default_rng(2).normal(0, 1, 30).cumsum())
+    stopper, stop = EarlyStopping(4, 0.1, "max"), None
+    for i, x in enumerate(seq, start=1):
+        stopper.update(x, i)
+        if stopper.should_stop:
+            stop = i
+            break
+    assert cf.replay_rule(seq, "max", 4, 0.1)[:2] == (stop, stopper.best_epoch)
+
+
+def test_replay_table_reads_the_kept_epoch_against_late_and_best():
+    curve = np.r_[np.linspace(2.0, 3.0, 6), np.linspace(2.9, 2.0, 14)]
+    table = cf.replay(_epochs({"official": curve}), {"pesq5": ("val_pesq", 5, 1e-4)}).iloc[0]
+    assert table.kept_epoch == 6 and table.stop_epoch == 11 and table.saved == pytest.approx(9 / 20)
+    assert table.kept_minus_best == 0 and table.kept_minus_late == pytest.approx(3.0 - curve[-5:].mean())
+
+
+def test_bottom_line_is_interim_with_seed_counts(tmp_path, fake_run, plan):
+    variants = ("official", "official_p56", "batch_mean_p56", "clip5")  # the others not finished yet
+    levels = {(v, s): 2.5 + 0.1 * s - (0.2 if v != "official" else 0) for v in variants for s in (100, 101, 102)}
+    write_grid(tmp_path, fake_run, levels)
+    a = cf.analyse(tmp_path, plan, planned_seeds=plan.seeds)
+    lines = cf.bottom_line(a, denormalized="measured: 0.000 PESQ apart")
+    assert a.interim and lines[0].startswith("**INTERIM**") and "`official` 3" in lines[0] and "`no_disc` 0" in lines[0]
+    skip = next(x for x in lines if x.startswith("**Skipped"))
+    assert "it hurts" in skip and "Holm-adjusted" in skip and "per 100% skipped" in skip
+    assert any(x.startswith("**Batch-mean labels**: it does not matter") or "not settled" in x for x in lines)
+    assert lines[-1].endswith("measured: 0.000 PESQ apart")
+    assert cf.interim_label(cf.analyse(tmp_path, plan)) == ""  # no plan of seeds (the exploration): no label
