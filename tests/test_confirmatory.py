@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from cmgan_lib.analysis import confirmatory as cf
+from cmgan_lib.reports import report_confirmatory as rc  # the words of the bottom line (plan section 9)
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 12
@@ -139,8 +140,8 @@ def test_tost_says_equivalent_only_inside_the_margin(tmp_path, fake_run, plan):
 def test_differs_by_less_than_the_margin():
     assert cf.verdict(True, True, True, 0.1) == "differs, by less than 0.1"
     assert cf.verdict(False, False, True, 0.1) == "inconclusive"
-    assert cf.advice("inconclusive", -0.3) == "not settled"  # never "no effect" from an inconclusive contrast
-    assert cf.advice("differs", -0.2) == "it hurts" and cf.advice("differs", 0.2) == "apply it"
+    assert rc.advice("inconclusive", -0.3) == "not settled"  # never "no effect" from an inconclusive contrast
+    assert rc.advice("differs", -0.2) == "it hurts" and rc.advice("differs", 0.2) == "apply it"
 
 
 def test_dose_slope_recovers_a_planted_slope():
@@ -216,10 +217,10 @@ def test_bottom_line_is_interim_with_seed_counts(tmp_path, fake_run, plan):
     levels = {(v, s): 2.5 + 0.1 * s - (0.2 if v != "official" else 0) for v in variants for s in (100, 101, 102)}
     write_grid(tmp_path, fake_run, levels)
     a = cf.analyse(tmp_path, plan, planned_seeds=plan.seeds)
-    lines = cf.bottom_line(a, denormalized="measured: 0.000 PESQ apart")
+    lines = rc.bottom_line(a, denormalized="measured: 0.000 PESQ apart")
     assert a.interim and lines[0].startswith("**INTERIM**") and "`official` 3" in lines[0] and "`no_disc` 0" in lines[0]
     skip = next(x for x in lines if x.startswith("**Skipped"))
     assert "it hurts" in skip and "Holm-adjusted" in skip and "per 100% skipped" in skip
     assert any(x.startswith("**Batch-mean labels**: it does not matter") or "not settled" in x for x in lines)
     assert lines[-1].endswith("measured: 0.000 PESQ apart")
-    assert cf.interim_label(cf.analyse(tmp_path, plan)) == ""  # no plan of seeds (the exploration): no label
+    assert rc.interim_label(cf.analyse(tmp_path, plan)) == ""  # no plan of seeds (the exploration): no label

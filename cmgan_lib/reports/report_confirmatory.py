@@ -11,7 +11,16 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from cmgan_lib.analysis.confirmatory import PLAN_DOC, REFERENCE, Analysis, dose_data
+from cmgan_lib.analysis.confirmatory import (
+    DIFFERS,
+    INCONCLUSIVE,
+    NOT_MEASURED,
+    PLAN_DOC,
+    REFERENCE,
+    Analysis,
+    dose_data,
+)
+from cmgan_lib.analysis.stats import mean_interval
 from cmgan_lib.core.paths import shown_path
 from cmgan_lib.reports.plotting import EPOCH_LABEL, integer_ticks, legend_outside
 
@@ -299,3 +308,146 @@ def replication_display(rep: pd.DataFrame) -> pd.DataFrame:
         .assign(replication=rep.replication.to_numpy())
         .pipe(lambda d: d[["replication", *d.columns[:-1]]])
     )
+
+
+# ------------------------------------------------------------------------------------- the bottom line (section 9)
+
+SCOPE = "this regime (collapse_cpu: synthetic speech, 2 training clips, 16 channels, lr x4, {epochs} epochs)"
+FIX_CONTRASTS = {  # proposal -> (treatment, reference) of family F
+    "batch-mean labels": ("batch_mean_p56", "official_p56"),
+    "clipping at 5": ("clip5", "official"),
+}
+SKIP_CONTRAST = ("official_p56", "official")
+ES_RULE = "document"  # the fix document's rule (validation loss, patience 15)
+
+
+def advice(verdict_text: str, difference: float, good: str = "apply it", bad: str = "it hurts") -> str:
+    """Plan section 9's words for a verdict: apply it / it does not matter / it hurts / not settled."""
+    if verdict_text == NOT_MEASURED or not np.isfinite(difference):
+        return "not measured yet"
+    if verdict_text == INCONCLUSIVE:
+        return "not settled"
+    direction = good if difference > 0 else bad
+    if verdict_text.startswith(DIFFERS) and "less than" in verdict_text:
+        return f"{direction}, but by less than the margin (it does not matter in practice)"
+    if verdict_text.startswith(DIFFERS):
+        return direction
+    return "it does not matter"
+
+
+def _interval_words(lo: float, hi: float) -> str:
+    return f"{lo:+.3f} to {hi:+.3f}" if np.isfinite(lo) and np.isfinite(hi) else "no interval"
+
+
+def contrast_words(row: pd.Series) -> str:
+    """'t - r: +0.012 late validation PESQ (paired 95% CI .., Holm-adjusted .., n seeds; verdict)'."""
+    how = "paired" if row.method == "paired" else "Welch (pairing failed)"
+    return (f"`{row.treatment}` - `{row.reference}`: {row.difference:+.3f} late validation PESQ ({how} 95% CI "
+            f"{_interval_words(row.ci95_low, row.ci95_high)}; Holm-adjusted {_interval_words(row.adj_low, row.adj_high)}; "
+            f"n = {row.n} seeds; {row.verdict})")  # fmt: skip
+
+
+def replication_words(rep: pd.DataFrame | None, contrast: tuple[str, str], main: pd.Series | None) -> str:
+    """Which replications agree with the main grid's verdict (same verdict and, for differs, the same sign)."""
+    if rep is None or not len(rep) or main is None:
+        return ""
+    r = rep[(rep.treatment == contrast[0]) & (rep.reference == contrast[1])]
+    if not len(r):
+        return ""
+
+    def key(v, d):
+        return (v.split(",")[0], np.sign(d) if v.startswith(DIFFERS) else 0)
+
+    same = key(main.verdict, main.difference)
+    parts = [f"{x.replication} {'agrees' if key(x.verdict, x.difference) == same else 'does not agree'} "
+             f"({x.difference:+.3f}, {x.verdict}, {x.seeds} seeds)" for x in r.itertuples()]  # fmt: skip
+    return " Replications (family R, Holm): " + "; ".join(parts) + "."
+
+
+def scope_words(a: Analysis) -> str:
+    """SCOPE with the runs' own length."""
+    return SCOPE.format(epochs=int(a.endpoints.epochs.max()) if len(a.endpoints) else "?")
+
+
+def interim_label(a: Analysis) -> str:
+    """'INTERIM (...)' with the finished seeds per variant when fewer than planned finished; '' otherwise."""
+    if not a.interim:
+        return ""
+    done = ", ".join(f"`{v}` {n}" for v, n in a.seeds_done.items())
+    return f"**INTERIM**: fewer than the planned {len(a.planned_seeds)} seeds finished ({done}); not the verdict."
+
+
+def early_stopping_words(a: Analysis, rule: str = ES_RULE, variant: str = REFERENCE) -> str:
+    """The replay of the fix document's rule on `official`: kept checkpoint's validation PESQ - late PESQ over
+    seeds (95% interval; equivalence by the 90% interval inside the margin; unadjusted) and the compute saved."""
+    r = a.replay_runs
+    g = r[(r.rule == rule) & (r.variant == variant)] if len(r) else r
+    if not len(g):
+        return f"**Early stopping** (`{rule}` rule): not measured yet."
+    scope = scope_words(a)
+    iv95, iv90 = mean_interval(g.kept_minus_late), mean_interval(g.kept_minus_late, 1 - 2 * a.plan.alpha)
+    m = a.plan.margin
+    if not np.isfinite(iv95.low):
+        words = "not settled"
+    elif iv95.low > 0 or iv95.high < 0:
+        words = "apply it" if iv95.mean > 0 else "it hurts"
+        if iv90.low > -m and iv90.high < m:
+            words += ", but by less than the margin (it does not matter in practice)"
+    elif iv90.low > -m and iv90.high < m:
+        words = "it does not matter"
+    else:
+        words = "not settled"
+    monitor, patience, _ = a.plan.replay_rules[rule]
+    best = mean_interval(g.kept_minus_best)
+    return (f"**Early stopping** ({monitor}, patience {patience}, replayed over the logs of `{variant}`): {words}. "
+            f"The checkpoint it keeps minus training to the end: {iv95.mean:+.3f} validation PESQ (95% CI "
+            f"{_interval_words(iv95.low, iv95.high)}, n = {iv95.n} runs, unadjusted); minus the best epoch: {best.mean:+.3f}; "
+            f"it stops {int(g.stopped.sum())} of {len(g)} runs, saving {100 * g.saved.mean():.0f}% of the epochs "
+            f"on average. Scope: {scope}; the kept PESQ is read on the validation split that chose it.")  # fmt: skip
+
+
+def bottom_line(a: Analysis, replications: pd.DataFrame | None = None, denormalized: str | None = None) -> list[str]:
+    """Plan section 9: one sentence per proposal of the fix document and for skipping itself, each with its
+    interval and scope; INTERIM with seed counts first when fewer than the planned seeds finished.
+    `denormalized`: the measured sentence of notebook 01's scale audit, when the caller has it."""
+    out = [label] if (label := interim_label(a)) else []
+    scope = scope_words(a)
+    skip = a.contrast(*SKIP_CONTRAST)
+    if skip is not None:
+        words = advice(skip.verdict, skip.difference, good="it helps", bad="it hurts")
+        dose = a.dose[(a.dose.endpoint == a.plan.primary) & (a.dose.x == "designed_skip")] if len(a.dose) else a.dose
+        slope = ""
+        if len(dose) and np.isfinite(dose.slope.iloc[0]):
+            d = dose.iloc[0]
+            slope = (f" Dose-response over 0/56/82/100% skipped (seed fixed effects): {d.slope:+.3f} late PESQ per "
+                     f"100% skipped (95% CI {_interval_words(d.ci95_low, d.ci95_high)}, {d.n} runs)"
+                     + ("; flat within the margin" if d.flat else "; excludes 0" if d.significant else "")
+                     + ".")  # fmt: skip
+        p82 = a.contrast("official_p82", "official")
+        rep = replication_words(replications, ("official_p82", "official"), p82)
+        out.append(f"**Skipped discriminator updates** (56% skipped against none): {words}. {contrast_words(skip)}."
+                   f"{slope}{rep} Scope: {scope}.")  # fmt: skip
+    for what, (t, r) in FIX_CONTRASTS.items():
+        row = a.contrast(t, r)
+        if row is None:
+            out.append(f"**{what.capitalize()}**: not measured yet (`{t}` - `{r}` has no finished runs).")
+            continue
+        extra = ""
+        if t == "clip5" and len(a.clipping):
+            c = a.clipping
+            extra = (
+                f" The clip acts on {100 * c.clip_exceeded_g_frac.mean():.0f}% of G's steps and "
+                f"{100 * c.clip_exceeded_d_frac.mean():.0f}% of D's updates (mean over {len(c)} runs)."
+            )
+        out.append(f"**{what.capitalize()}**: {advice(row.verdict, row.difference)}. {contrast_words(row)}.{extra} "
+                   f"Scope: {scope}.")  # fmt: skip
+    out.append(early_stopping_words(a))
+    out.append(
+        "**Denormalized PESQ**: "
+        + (
+            denormalized
+            or "not a training arm: PESQ is scale-invariant, and "
+            "notebook 01's scale audit measures it (its claims table)."
+        )
+    )
+    return out
