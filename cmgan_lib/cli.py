@@ -131,6 +131,17 @@ CHUNK_HELP = ("longest piece of a recording enhanced at once, in seconds (defaul
 TRUST_HELP = "load a checkpoint that needs unpickling (can run arbitrary code: only for files you trust)"
 
 
+def _cmd_tb_export(a: argparse.Namespace) -> int:
+    from cmgan_lib.tensorboard_log import INSTALL_HINT, available, export_runs
+
+    if not available():
+        print(f"error: {INSTALL_HINT}", file=sys.stderr)
+        return 2
+    written = export_runs(a.run_root, out=a.out)
+    print(f"wrote TensorBoard events of {len(written)} run(s); view: tensorboard --logdir {a.out or a.run_root}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cmgan", description="CMGAN reproducibility study tools.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -233,7 +244,15 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("study", help="the whole study on the embedded synthetic default")
     st.add_argument("--out", default="runs/STUDY")
     st.set_defaults(func=_cmd_study)
+    _add_tb_export(sub)
     return p
+
+
+def _add_tb_export(sub: argparse._SubParsersAction) -> None:
+    tb = sub.add_parser("tb-export", help="TensorBoard event files from existing runs' CSV logs (tb extra)")
+    tb.add_argument("run_root", help="a folder of runs (e.g. runs/X/runs, reports/DATE_name/runs) or one run")
+    tb.add_argument("--out", default=None, help="write OUT/<run>/ instead of RUN/tensorboard/ (read-only runs)")
+    tb.set_defaults(func=_cmd_tb_export)
 
 
 def main(argv: list[str] | None = None) -> int:
