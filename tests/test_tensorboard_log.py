@@ -115,9 +115,11 @@ def test_a_resumed_run_rewrites_its_events_from_the_repaired_csvs(tmp_path):
     epochs = pd.read_csv(src / EPOCH_LOG)
     epochs.to_csv(run / EPOCH_LOG, index=False)
     tensorboard_log.EventLog.open(run).close()
+    stale = next((run / TB_DIR).glob("events.out.tfevents.*")).rename(run / TB_DIR / "events.out.tfevents.1.old")
     epochs.head(2).to_csv(run / EPOCH_LOG, index=False)  # what repair_csv leaves after a resume at epoch 1
     tensorboard_log.EventLog.open(run).close()
     assert list(tensorboard_log.read_scalars(run / TB_DIR)["epoch/val_pesq"].index) == [0, 1]
+    assert not stale.exists()  # the old events are gone, not merely shadowed by newer steps
 
 
 def test_without_the_extra_training_writes_csvs_only(tmp_path, monkeypatch, capsys):
