@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 STUDY ?= runs/STUDY
 LAB_STAMP := $(VENV)/.lab-stamp
 LAB_ARGS ?=
-LAB_SCREENSHOT ?= /tmp/cmgan_lab_check.png
+LAB_SCREENSHOT ?= runs/lab_check.png
 
 .PHONY: setup study test test-fast lint strip clean lab lab-check
 

@@ -37,6 +37,8 @@ def _cmd_make_vb_regime(a: argparse.Namespace) -> int:
 def _cmd_validate_data(a: argparse.Namespace) -> int:
     from cmgan_lib.data.validate import DataValidationError, validate_dataset
 
+    if a.reference:
+        return _validate_against_reference(a)
     try:
         report = validate_dataset(a.data_dir, resample=a.resample)
     except DataValidationError as exc:
@@ -44,6 +46,21 @@ def _cmd_validate_data(a: argparse.Namespace) -> int:
         return 2
     print(report)  # "DIR: OK (train: N pairs, test: M pairs)"
     return 0
+
+
+def _validate_against_reference(a: argparse.Namespace) -> int:
+    from cmgan_lib.scoring.reference_check import check_against_reference
+
+    try:
+        tolerance = {} if a.tolerance is None else {"tolerance": a.tolerance}
+        report = check_against_reference(a.data_dir, n_jobs=a.jobs, **tolerance)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if a.out:
+        report.table.to_csv(a.out, float_format="%.4f")
+    print(report, file=sys.stdout if report.ok else sys.stderr)
+    return 0 if report.ok else 2
 
 
 def _cmd_evaluate(a: argparse.Namespace) -> int:
@@ -124,6 +141,17 @@ CHUNK_HELP = ("longest piece of a recording enhanced at once, in seconds (defaul
 TRUST_HELP = "load a checkpoint that needs unpickling (can run arbitrary code: only for files you trust)"
 
 
+def _cmd_tb_export(a: argparse.Namespace) -> int:
+    from cmgan_lib.training.tensorboard_log import INSTALL_HINT, available, export_runs
+
+    if not available():
+        print(f"error: {INSTALL_HINT}", file=sys.stderr)
+        return 2
+    written = export_runs(a.run_root, out=a.out)
+    print(f"wrote TensorBoard events of {len(written)} run(s); view: tensorboard --logdir {a.out or a.run_root}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cmgan", description="CMGAN reproducibility study tools.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -163,6 +191,20 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate-data", help="check a Voice Bank + DEMAND style folder before training")
     v.add_argument("data_dir")
     v.add_argument("--resample", action="store_true", help="accept other sample rates (resampled on load)")
+    v.add_argument(
+        "--reference",
+        action="store_true",
+        help="score every noisy test file against its clean one and compare with the published per-track "
+        "values of the Voice Bank + DEMAND noisy test set (DIR: clean/ + noisy/, or a data folder)",
+    )
+    v.add_argument("--jobs", type=int, default=-1, help="--reference: processes scoring files (-1: every core)")
+    v.add_argument(
+        "--tolerance",
+        type=float,
+        default=None,
+        help="--reference: allowed |ours - published| per metric (default 1e-3: twice the log's rounding)",
+    )
+    v.add_argument("--out", default=None, help="--reference: also write the per-file table to this CSV")
     v.set_defaults(func=_cmd_validate_data)
 
     ev = sub.add_parser("evaluate", help="enhance a test set and compute PESQ, CSIG, CBAK, COVL, SSNR, STOI")
@@ -223,7 +265,15 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("study", help="the whole study on the embedded synthetic default")
     st.add_argument("--out", default="runs/STUDY")
     st.set_defaults(func=_cmd_study)
+    _add_tb_export(sub)
     return p
+
+
+def _add_tb_export(sub: argparse._SubParsersAction) -> None:
+    tb = sub.add_parser("tb-export", help="TensorBoard event files from existing runs' CSV logs (tb extra)")
+    tb.add_argument("run_root", help="a folder of runs (e.g. runs/X/runs, reports/DATE_name/runs) or one run")
+    tb.add_argument("--out", default=None, help="write OUT/<run>/ instead of RUN/tensorboard/ (read-only runs)")
+    tb.set_defaults(func=_cmd_tb_export)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,6 +17,7 @@ import torch
 from cmgan_lib.scoring.enhance import load_generator
 from cmgan_lib.training.config import load_config
 from cmgan_lib.training.runs import EPOCH_COLUMNS, STEP_COLUMNS
+from cmgan_lib.training.tensorboard_log import available as tensorboard_available
 from cmgan_lib.training.train import EarlyStopping, Trainer, TrainingDiverged, main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -123,6 +124,7 @@ def test_one_epoch_writes_logs_and_atomic_checkpoints(corpus, tmp_path):
     assert {p.name for p in run.iterdir()} >= {"config.yaml", "training_step_log.csv", "training_epoch_log.csv",
                                               "last.pt", "best.pt"}  # fmt: skip
     assert not list(run.glob("*.tmp"))
+    assert (run / "tensorboard").is_dir() == tensorboard_available()  # the same rows as events, with the tb extra
     steps = pd.read_csv(run / "training_step_log.csv")
     epochs = pd.read_csv(run / "training_epoch_log.csv")
     assert list(steps.columns) == STEP_COLUMNS and len(steps) == 3

@@ -22,12 +22,13 @@ from cmgan_lib import SAMPLE_RATE
 from cmgan_lib.core.audio import AudioError, read_wav, write_wav
 from cmgan_lib.data.layout import manifest_rows, match_wavs
 from cmgan_lib.scoring.metrics import METRIC_NAMES, MetricsError, compute_metrics
+from cmgan_lib.scoring.reference_check import PUBLISHED_NOISY
 from cmgan_lib.training.runs import resolve_checkpoint, run_identity
 
 # Table 1 of Cao, Abdulatif & Yang (Interspeech 2022): PESQ, CSIG, CBAK, COVL, SSNR, STOI.
 PUBLISHED: dict[str, tuple[float, ...]] = {
     "CMGAN": (3.41, 4.63, 3.94, 4.12, 11.10, 0.96),
-    "Noisy": (1.97, 3.35, 2.44, 2.63, 1.68, 0.91),
+    "Noisy": tuple(PUBLISHED_NOISY.values()),  # one source: the reference check prints it too
 }
 NOISY_PREFIX = "noisy_"
 PER_FILE_CSV = "metrics_per_file.csv"

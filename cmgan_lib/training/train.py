@@ -65,6 +65,7 @@ from cmgan_lib.training.runs import (
     save_checkpoints,
     start_run_folder,
 )
+from cmgan_lib.training.tensorboard_log import EventLog
 from cmgan_lib.training.validation import ValidationFiles, validate
 
 Buffers = list[tuple[torch.Tensor, torch.Tensor]]
@@ -211,6 +212,8 @@ class Trainer:
         if self.is_main:
             self.logs = {name: CsvLog(self.run_dir / name, columns) for name, columns in LOGS.items()
                          if self.cfg.log_steps or name != "training_step_log.csv"}  # fmt: skip
+        # TensorBoard (tb extra): the same rows as the CSVs; None without tensorboardX
+        self.events = EventLog.open(self.run_dir) if self.is_main else None
         try:
             for epoch in range(self.start_epoch, self.cfg.epochs):
                 t0 = time.perf_counter()
@@ -220,12 +223,16 @@ class Trainer:
         finally:
             for log in self.logs.values():
                 log.close()
+            if self.events is not None:
+                self.events.close()
             self.pool.close()
         return self.run_dir
 
     def _log(self, name: str, row: dict[str, Any]) -> None:
         if name in self.logs:
             self.logs[name].write(row)
+            if self.events is not None:
+                self.events.write(name, row)
 
     def _train_epoch(self, epoch: int) -> list[dict[str, Any]]:
         """One pass over the training data (at most cfg.max_steps_per_epoch steps); returns the step rows."""
