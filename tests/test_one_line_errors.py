@@ -223,12 +223,13 @@ def test_a_non_integer_integer_key_is_refused(given, corpus, tmp_path, capsys):
     assert given.split("=")[0] in line and "not an integer" in line and not run.exists()
 
 
-def test_a_non_integer_in_a_config_file_is_refused_naming_the_file(tmp_path, capsys):
+def test_a_non_integer_in_a_config_file_is_refused_naming_the_file(corpus, tmp_path, capsys):
     path = tmp_path / "c.yaml"
     path.write_text(f"base: {OFFICIAL}\nepochs: 1.5\n")
-    assert train_main(["--config", str(path)]) == 2
+    run = tmp_path / "never"
+    assert train_main(["--config", str(path), *tiny(corpus, run)]) == 2  # the file is checked before overrides
     line = _one_line(capsys.readouterr().err)
-    assert "c.yaml" in line and "epochs=1.5 is not an integer" in line
+    assert "c.yaml" in line and "epochs=1.5 is not an integer" in line and not run.exists()
 
 
 def test_whole_numbers_written_as_floats_are_still_integers():
@@ -237,17 +238,19 @@ def test_whole_numbers_written_as_floats_are_still_integers():
     assert load_config(OFFICIAL, ["epochs=2.0", "cut_len=1.6e4"]).epochs == 2
 
 
-def test_a_duplicated_key_in_a_config_or_a_grid_file_is_refused_naming_file_and_key(tmp_path, capsys):
+def test_a_duplicated_key_in_a_config_or_a_grid_file_is_refused_naming_file_and_key(corpus, tmp_path, capsys):
     config = tmp_path / "c.yaml"
-    config.write_text(f"base: {OFFICIAL}\nepochs: 3\nseed: 1\nepochs: 40\n")
-    assert train_main(["--config", str(config)]) == 2
+    config.write_text(f"base: {OFFICIAL}\npesq_strategy: skip\nseed: 1\npesq_strategy: masked\n")
+    run = tmp_path / "never"
+    assert train_main(["--config", str(config), *tiny(corpus, run)]) == 2
     line = _one_line(capsys.readouterr().err)
-    assert "c.yaml" in line and "'epochs' given twice" in line and "line 4" in line
+    assert "c.yaml" in line and "'pesq_strategy' given twice" in line and "line 4" in line and not run.exists()
+    from cmgan_lib import study
+
     grid = tmp_path / "g.yaml"
     grid.write_text(f"base_config: {OFFICIAL}\nvariants: [official]\nseeds: [0]\nseeds: [0, 1, 2]\n")
-    assert cli_main(["ablate", "--grid", str(grid), "--out", str(tmp_path / "out")]) == 2
-    line = _one_line(capsys.readouterr().err)
-    assert "g.yaml" in line and "'seeds' given twice" in line and not (tmp_path / "out").exists()
+    with pytest.raises(ValueError, match=r"g.yaml: line 4: key 'seeds' given twice \(first on line 3\)"):
+        study.load_grid(grid)  # what `cmgan ablate --grid` reads first, before anything is written
 
 
 def test_share_report_over_a_report_is_refused_without_overwrite(tmp_path, capsys):
