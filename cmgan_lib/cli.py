@@ -9,9 +9,15 @@ from pathlib import Path
 
 def _cmd_enhance(a: argparse.Namespace) -> int:
     from cmgan_lib.scoring.enhance import enhance_files
+    from cmgan_lib.training.runs import resolve_checkpoint
 
-    result = enhance_files(a.checkpoint, a.input, a.output, device=a.device, cut_len=a.cut_len,
-                           trust_checkpoint=a.trust_checkpoint, max_chunk_seconds=a.max_chunk_seconds)  # fmt: skip
+    checkpoint = Path(a.checkpoint)
+    if checkpoint.is_dir():  # a run folder: its best.pt (else last.pt)
+        checkpoint = resolve_checkpoint(checkpoint)
+        print(f"checkpoint: {checkpoint}", file=sys.stderr)
+    result = enhance_files(checkpoint, a.input, a.output, device=a.device, cut_len=a.cut_len,
+                           trust_checkpoint=a.trust_checkpoint, max_chunk_seconds=a.max_chunk_seconds,
+                           resample=a.resample)  # fmt: skip
     return 0 if not result.failed else 1
 
 
@@ -113,7 +119,8 @@ def _cmd_share_report(a: argparse.Namespace) -> int:
     if a.note and not Path(a.note).is_file():
         raise FileNotFoundError(f"{a.note}: --note file does not exist")
     note = Path(a.note).read_text() if a.note else ""
-    dest = share_report(a.src, a.dest, a.command, a.device, a.wall_minutes * 60 if a.wall_minutes else None, note)
+    dest = share_report(a.src, a.dest, a.command, a.device, a.wall_minutes * 60 if a.wall_minutes else None, note,
+                        overwrite=a.overwrite)  # fmt: skip
     print(f"shared report written to {dest}")
     return 0
 
@@ -157,7 +164,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     e = sub.add_parser("enhance", help="enhance WAV files with a CMGAN generator checkpoint")
-    e.add_argument("--checkpoint", required=True, help="official raw state dict or this project's last.pt/best.pt")
+    e.add_argument(
+        "--checkpoint",
+        required=True,
+        help="official raw state dict, this project's last.pt/best.pt, or a run folder (its best.pt)",
+    )
+    e.add_argument(
+        "--resample",
+        action="store_true",
+        help="accept inputs at other sample rates (converted to 16 kHz on load; the output is 16 kHz)",
+    )
     e.add_argument("--input", required=True, help="a WAV file or a folder of WAV files")
     e.add_argument("--output", required=True, help="folder for the enhanced WAV files")
     e.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: best available)")
@@ -250,6 +266,11 @@ def build_parser() -> argparse.ArgumentParser:
     sr.add_argument("--device", required=True, help="the machine, e.g. '2-core CPU, no GPU'")
     sr.add_argument("--wall-minutes", type=float, default=None)
     sr.add_argument("--note", default=None, help="a markdown file appended to the README (the findings)")
+    sr.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into a DEST holding a report (its README is rewritten; notes added are lost)",
+    )
     sr.set_defaults(func=_cmd_share_report)
 
     au = sub.add_parser("audit", help="PESQ failures of a folder's training crops: causes, batches affected, files")
@@ -281,11 +302,23 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "train":  # the trainer owns its arguments (also run by torchrun)
         return _cmd_train(argv[1:])
     args = build_parser().parse_args(argv)
+    from cmgan_lib.study import AblationInterrupted
+    from cmgan_lib.training.runguard import DiskFullError
+
     try:
         return int(args.func(args) or 0)
     except (FileNotFoundError, FileExistsError, ValueError) as exc:  # bad files, folders or arguments
         print(f"error: {exc}", file=sys.stderr)  # one line, no traceback
         return 2
+    except DiskFullError as exc:  # names the file and what was kept
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except AblationInterrupted as exc:  # Ctrl-C on ablate: trainers stopped cleanly, status.csv written
+        print(exc, file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:  # Ctrl-C anywhere else: Python's traceback says nothing the user needs
+        print(f"interrupted (Ctrl-C): cmgan {args.command} stopped", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

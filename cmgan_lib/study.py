@@ -13,6 +13,7 @@ import os
 import queue
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ import pandas as pd
 import yaml
 
 from cmgan_lib.core.paths import repo_root, run_config, shown_path
+from cmgan_lib.core.strict_yaml import load_unique
 from cmgan_lib.training import runguard
 from cmgan_lib.training.variants import VARIANTS
 
@@ -91,7 +93,7 @@ def load_grid(path: str | os.PathLike) -> Grid:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: grid file does not exist")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = load_unique(path.read_text(), path) or {}  # a key given twice is refused, naming it
     except yaml.YAMLError as exc:
         raise ValueError(f"{path}: not valid YAML: {exc}") from None
     try:
@@ -139,14 +141,59 @@ def grid_differences(run_dir: Path, wanted: dict[str, Any]) -> list[str]:
             if k not in raw or k in old]  # fmt: skip
 
 
+class AblationInterrupted(Exception):
+    """Ctrl-C during `cmgan ablate`: the trainers stopped at a step boundary and status.csv says what ran."""
+
+    exit_code = 130  # what a shell reports for a process ended by SIGINT
+
+
+class Trainers:
+    """The trainer processes a grid started, so that Ctrl-C stops each at its next step boundary (SIGTERM; a
+    trainer that already got the terminal's SIGINT ignores it) and starts no more."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.running: set[subprocess.Popen] = set()
+        self.stopping = False
+
+    def start(self, cmd: list[str], **kwargs: Any) -> subprocess.Popen | None:
+        """Popen(cmd), or None once a stop was asked for (checked under the lock: none starts after `stop`)."""
+        with self.lock:
+            if self.stopping:
+                return None
+            proc = subprocess.Popen(cmd, **kwargs)
+            self.running.add(proc)
+            return proc
+
+    def wait(self, proc: subprocess.Popen) -> int:
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:  # waiting in the main thread (no grid): stop it cleanly, not by SIGKILL
+            proc.terminate()
+            proc.wait()
+            raise
+        finally:
+            with self.lock:
+                self.running.discard(proc)
+
+    def stop(self) -> None:
+        with self.lock:
+            self.stopping = True
+            for proc in self.running:
+                proc.terminate()
+
+
 def train_run(base_config: str, variant: str, seed: int, run_root: str | os.PathLike,
               overrides: dict[str, Any] | None = None, gpu: str | None = None,
-              switches: dict[str, Any] | None = None, threads: int | None = None) -> dict[str, Any]:  # fmt: skip
+              switches: dict[str, Any] | None = None, threads: int | None = None,
+              trainers: Trainers | None = None) -> dict[str, Any]:  # fmt: skip
     """Train one variant x seed in a subprocess (resuming an interrupted run); log to RUN/train.log.
 
     `switches`: the variant's overrides (default: VARIANTS[variant]). A finished run is skipped only when its
     config.yaml holds what the grid asks for; otherwise its status is 'failed: config differs from the grid'.
-    `threads`: the trainer's intra-op threads (OMP_NUM_THREADS), when several runs share the CPU."""
+    `threads`: the trainer's intra-op threads (OMP_NUM_THREADS), when several runs share the CPU. `trainers`: the
+    grid's running trainers (a stopped grid starts none and names its stopped runs 'interrupted')."""
+    trainers = trainers if trainers is not None else Trainers()
     run_dir = run_dir_for(run_root, variant, seed)
     status = dict(run=run_dir.name, variant=variant, seed=seed, run_dir=str(run_dir))
     variant_switches = switches if switches is not None else variant
@@ -171,13 +218,18 @@ def train_run(base_config: str, variant: str, seed: int, run_root: str | os.Path
     with open(run_dir / "train.log", "a") as log:
         log.write("$ " + " ".join(cmd) + "\n")
         log.flush()
-        rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=repo_root())
+        proc = trainers.start(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=repo_root())
+        if proc is None:
+            log.write("not started: the grid was interrupted\n")
+            return {**status, "status": "not started: interrupted", "seconds": 0.0}
+        rc = trainers.wait(proc)
     seconds = time.perf_counter() - t0
     if rc == 0:
         (run_dir / "done.json").write_text(json.dumps({"seconds": seconds, "cmd": cmd}))
         return {**status, "status": "done", "seconds": seconds}
     tail = (run_dir / "train.log").read_text().strip().splitlines()[-1:] or [""]
-    return {**status, "status": f"failed (exit {rc}): {tail[0][:200]}", "seconds": seconds}
+    how = "interrupted" if trainers.stopping else "failed"
+    return {**status, "status": f"{how} (exit {rc}): {tail[0][:200]}", "seconds": seconds}
 
 
 def visible_gpus() -> list[str]:
@@ -216,19 +268,24 @@ def run_grid(grid: Grid, run_root: str | os.PathLike, progress: bool = True, run
     bar = tqdm(total=len(jobs), desc="ablation runs", unit="run", disable=not progress)
     deadline = None if time_limit is None else time.monotonic() + time_limit
     longest = 0.0  # seconds of the longest run finished so far (shared by the worker threads)
+    trainers = Trainers()
 
     def work(job):
         nonlocal longest
         variant, seed = job
         gpu = slots.get()  # a free place on a GPU (None on CPU): no two runs more than runs_per_gpu per card
         try:
-            if deadline is not None and time.monotonic() + longest > deadline:
-                name = run_dir_for(run_root, variant, seed)
+            name = run_dir_for(run_root, variant, seed)
+            skipped = dict(run=name.name, variant=variant, seed=seed, run_dir=str(name), seconds=0.0)
+            if trainers.stopping:
+                result = {**skipped, "status": "not started: interrupted"}
+            elif deadline is not None and time.monotonic() + longest > deadline:
                 why = f"not started: time limit ({time_limit:.0f} s; longest run {longest:.0f} s)"
-                result = dict(run=name.name, variant=variant, seed=seed, run_dir=str(name), seconds=0.0, status=why)
+                result = {**skipped, "status": why}
             else:
                 result = train_run(grid.base_config, variant, seed, run_root, grid.overrides, gpu=gpu,
-                                   switches=grid.variant_overrides(variant), threads=threads)  # fmt: skip
+                                   switches=grid.variant_overrides(variant), threads=threads,
+                                   trainers=trainers)  # fmt: skip
                 longest = max(longest, result["seconds"])
         finally:
             slots.put(gpu)
@@ -237,11 +294,23 @@ def run_grid(grid: Grid, run_root: str | os.PathLike, progress: bool = True, run
         return result
 
     with ThreadPoolExecutor(max_workers=slots.qsize()) as ex:
-        results = list(ex.map(work, jobs))
+        futures = [ex.submit(work, job) for job in jobs]
+        try:
+            results = [f.result() for f in futures]
+        except KeyboardInterrupt:  # Ctrl-C: the running trainers stop at a step boundary, the rest never start
+            trainers.stop()
+            results = [f.result() for f in futures]
     bar.close()
     status = pd.DataFrame(results)
     Path(run_root).mkdir(parents=True, exist_ok=True)
     status.to_csv(Path(run_root) / "status.csv", index=False)
+    if trainers.stopping:
+        counts = status.status.str.extract(r"^(done|interrupted|not started)")[0].value_counts()
+        raise AblationInterrupted(
+            f"interrupted: {counts.get('interrupted', 0)} run(s) stopped at a step boundary, "
+            f"{counts.get('not started', 0)} not started, {counts.get('done', 0)} finished (status: "
+            f"{Path(run_root) / 'status.csv'}); the same command resumes them"
+        )
     return status
 
 
@@ -398,15 +467,22 @@ REPORT_LIMIT_BYTES = 8 * 2**20  # a shared report is small: HTML, CSV logs; neve
 
 
 def share_report(out: str | os.PathLike, dest: str | os.PathLike, command: str, device: str,
-                 wall_seconds: float | None = None, note: str = "") -> Path:  # fmt: skip
+                 wall_seconds: float | None = None, note: str = "", overwrite: bool = False) -> Path:  # fmt: skip
     """Copy what others need from an ablation folder into reports/<dest>: the rendered notebooks (HTML),
     summary.csv, grid.yaml, every run's config and step/epoch logs, and a README naming device, command, commit
-    and wall time. Checkpoints and audio never go in (they are large and can be regenerated)."""
+    and wall time. Checkpoints and audio never go in (they are large and can be regenerated).
+
+    A `dest` that already holds files is refused unless `overwrite`: its README may hold findings added by hand
+    since, which writing it again would drop. With `overwrite` the copied files and README.md are written again;
+    other files in `dest` stay."""
     import shutil
 
     out, dest = Path(out), Path(dest)
     if not (out / "summary.csv").is_file():
         raise FileNotFoundError(f"{out}: no summary.csv (run `cmgan ablate` first)")
+    if dest.is_dir() and any(dest.iterdir()) and not overwrite:
+        raise FileExistsError(f"{dest}: already holds a shared report; writing it again would replace its README "
+                              "(and any notes added to it): pass --overwrite, or choose another folder")  # fmt: skip
     dest.mkdir(parents=True, exist_ok=True)
     copied = []
     from cmgan_lib.reports.report_02_training import COMPARISONS_CSV, PER_SEED_CSV, PER_VARIANT_CSV, runs_data_order

@@ -126,11 +126,14 @@ def test_ablate_starts_trainers_that_die_with_it(monkeypatch, tmp_path):
 
     seen = {}
 
-    def call(cmd, **kw):
-        seen.update(kw["env"])
-        return 1
+    class Popen:  # the trainer's process, as train_run starts it
+        def __init__(self, cmd, **kw):
+            seen.update(kw["env"])
 
-    monkeypatch.setattr(study.subprocess, "call", call)
+        def wait(self):
+            return 1
+
+    monkeypatch.setattr(study.subprocess, "Popen", Popen)
     study.train_run(OFFICIAL, "official", 0, tmp_path)
     assert seen.get(runguard.PARENT_ENV) == str(os.getpid())
 

@@ -83,7 +83,7 @@ def test_runs_per_gpu_never_puts_more_runs_on_a_gpu(monkeypatch, tmp_path):
     peak: dict[str, int] = {}
     lock = threading.Lock()
 
-    def fake_run(base, variant, seed, root, overrides=None, gpu=None, switches=None, threads=None):
+    def fake_run(base, variant, seed, root, overrides=None, gpu=None, switches=None, threads=None, trainers=None):
         with lock:
             active[gpu] = active.get(gpu, 0) + 1
             peak[gpu] = max(peak.get(gpu, 0), active[gpu])
@@ -107,7 +107,7 @@ def test_cpu_runs_train_that_many_at_once_with_the_cores_split(monkeypatch, tmp_
     state = {"active": 0, "peak": 0, "threads": set()}
     lock = threading.Lock()
 
-    def fake_run(base, variant, seed, root, overrides=None, gpu=None, switches=None, threads=None):
+    def fake_run(base, variant, seed, root, overrides=None, gpu=None, switches=None, threads=None, trainers=None):
         with lock:
             state["active"] += 1
             state["peak"] = max(state["peak"], state["active"])
@@ -230,7 +230,7 @@ def test_a_time_limit_starts_only_the_runs_expected_to_end_in_time(monkeypatch, 
     monkeypatch.setattr(study, "visible_gpus", lambda: [])
     started = []
 
-    def fake_run(base, variant, seed, root, overrides=None, gpu=None, switches=None, threads=None):
+    def fake_run(base, variant, seed, root, overrides=None, gpu=None, switches=None, threads=None, trainers=None):
         started.append((variant, seed))
         clock[0] += 10.0 + 2.0 * (variant == "masked")
         return dict(run=f"{variant}_s{seed}", variant=variant, seed=seed, run_dir="", status="done",

@@ -115,6 +115,30 @@ def folder_audit_summary(result: FolderAudit, top: int = 5) -> str:
     lines += ["", f"files whose crops fail most (top {top}):" if len(worst) else "no file has a failed crop"]
     for r in worst.itertuples():
         lines.append(f"  {r.clip:<30} {int(r.failed)} of {int(r.crops)} crops  ({r.causes})")
+    lines += tiled_lines(result, top)
     lines += ["", "Estimates fail for other reasons too (silent or non-finite generator output): notebook 01 audits "
               "those on a run's checkpoints."]  # fmt: skip
     return "\n".join(lines)
+
+
+def tiled_lines(result: FolderAudit, top: int = 5) -> list[str]:
+    """The summary's lines on files shorter than the crop, which the loader tiles (repeats) to fill it: their
+    crops are scored, but on repeated audio that no recording holds, so they are counted and named, not hidden
+    in crops.csv's `tiled` column."""
+    crops = result.crops
+    if not len(crops) or "tiled" not in crops:
+        return []
+    per_file = crops.groupby("clip", sort=False).agg(samples=("clip_samples", "first"), tiled=("tiled", "any"),
+                                                     failed=("cause", lambda c: int(c.notna().sum())))  # fmt: skip
+    tiled = per_file[per_file.tiled].sort_values("samples", kind="stable")
+    if not len(tiled):
+        return []
+    crop_s = result.cut_len / SR
+    lines = ["", f"{len(tiled)} of {len(per_file)} files shorter than the {crop_s:g} s crop, tiled (the file repeated "
+             "to fill the crop; PESQ then scores the repeats):"]  # fmt: skip
+    for clip, r in tiled.head(top).iterrows():
+        cause = "shorter than the crop" + ("; too short for PESQ alone (< 0.25 s)" if r.samples < SR // 4 else "")
+        lines.append(f"  {clip:<30} {r.samples / SR:.2f} s: {cause}; {r.failed} failed crop(s)")
+    if len(tiled) > top:
+        lines.append(f"  ... and {len(tiled) - top} more (tiled=True in crops.csv)")
+    return lines

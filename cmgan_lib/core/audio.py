@@ -10,6 +10,7 @@ import numpy as np
 import soundfile as sf
 
 from cmgan_lib import SAMPLE_RATE
+from cmgan_lib.core.paths import umask_mode
 
 
 class AudioError(ValueError):
@@ -80,6 +81,7 @@ def write_wav(path: str | os.PathLike, audio: np.ndarray, sr: int = SAMPLE_RATE,
     os.close(fd)
     try:
         sf.write(tmp, audio, sr, subtype=subtype, format="WAV")
+        os.chmod(tmp, umask_mode())  # mkstemp's 0600 would make shared audio unreadable to the group
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

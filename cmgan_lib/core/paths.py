@@ -78,3 +78,18 @@ def shown_path(path: str | os.PathLike | None, *bases: str | os.PathLike) -> str
         if root is not None and root.parent in q.parents and _beside(q.relative_to(root.parent), root.parent):
             return Path("..", q.relative_to(root.parent)).as_posix()  # beside the checkout, e.g. ../shared
     return "…/" + "/".join(p.parts[-2:]) if len(p.parts) > 2 else p.name
+
+
+def umask_mode() -> int:
+    """The mode a new file gets from open(): 0o666 less the process umask.
+
+    Why: files written through tempfile.mkstemp and a rename (checkpoints, enhanced WAVs) would keep mkstemp's
+    0600, so a shared report's audio or a run's checkpoints would be unreadable to the group the umask allows.
+    """
+    try:  # Linux: read it without changing it (os.umask sets it, for a moment, for every thread)
+        with open("/proc/self/status") as f:
+            umask = next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        umask = os.umask(0o022)
+        os.umask(umask)
+    return 0o666 & ~umask

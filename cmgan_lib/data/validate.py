@@ -20,6 +20,7 @@ from tqdm import tqdm
 from cmgan_lib import SAMPLE_RATE
 from cmgan_lib.core.audio import AudioError, read_wav
 from cmgan_lib.data.layout import has_split, natural_key, split_candidates, wav_names
+from cmgan_lib.data.wav_header import data_shortfall
 
 # Problem kinds in report order, with the heading each group gets.
 KINDS: dict[str, str] = {
@@ -28,9 +29,10 @@ KINDS: dict[str, str] = {
     "sample_rate": f"Sample rate other than {SAMPLE_RATE} Hz",
     "channels": "Multi-channel files (mono required)",
     "unreadable": "Empty or unreadable files",
+    "truncated": "Truncated files (less audio than the WAV header declares)",
     "length_mismatch": "Clean/noisy length mismatch",
     "non_finite": "NaN or inf samples",
-    "silent": "All-zero (silent) files",
+    "silent": "All-zero or near-silent files",
 }
 WARNING_KINDS: dict[str, str] = {"too_short": "Too short for PESQ (under 0.25 s)"}  # reported; not an error
 PESQ_MIN_SAMPLES = SAMPLE_RATE // 4
@@ -44,6 +46,10 @@ HINTS: dict[str, str] = {
         "hint: the published RMS normalization sqrt(N / sum(x^2)) divides by zero for a silent noisy file, "
         "and PESQ cannot score a silent clean one; remove these pairs"
     ),
+    "truncated": (
+        "hint: the file was cut off (an interrupted copy, download or write); the loader would read only the part "
+        "that is there: copy it again"
+    ),
     "too_short": "hint: PESQ cannot score these; validation and evaluate leave them out; training tiles them",
     "missing_folder": (
         "hint: expected DIR/train/{clean,noisy} and DIR/test/{clean,noisy}, or the archive folders "
@@ -51,6 +57,10 @@ HINTS: dict[str, str] = {
     ),
 }
 FLOAT_SUBTYPES = {"FLOAT", "DOUBLE"}
+# A file whose peak is below this (-120 dBFS) is silence for training: the RMS normalizer sqrt(N / sum(x^2))
+# overflows for it (float32) and the trainer skips its batch, and PESQ cannot score it. PCM_16 cannot hold a
+# non-zero sample this small (1 / 32768 = 3e-5), so for it the check is the all-zero one.
+NEAR_SILENT_PEAK = 1e-6
 
 
 @dataclass(frozen=True)
@@ -138,6 +148,11 @@ def _check_file(path: Path, resample: bool) -> tuple[list[Problem], int | None]:
         problems.append(Problem("channels", str(path), f"has {info.channels} channels; mono is required"))
     if info.samplerate != SAMPLE_RATE and not resample:
         problems.append(Problem("sample_rate", str(path), f"sample rate is {info.samplerate} Hz"))
+    shortfall = data_shortfall(path) if info.format == "WAV" else None
+    if shortfall is not None:
+        declared, held = shortfall
+        problems.append(Problem("truncated", str(path), f"the WAV header declares {declared} bytes of audio, the "
+                                f"file holds {held} ({held / max(declared, 1):.0%})"))  # fmt: skip
     if info.subtype in FLOAT_SUBTYPES:
         try:
             audio, _ = sf.read(str(path), dtype="float64", always_2d=True)
@@ -148,22 +163,37 @@ def _check_file(path: Path, resample: bool) -> tuple[list[Problem], int | None]:
             problems.append(
                 Problem("non_finite", str(path), f"{int(bad.sum())} NaN/inf sample(s), first at {bad.argmax()}")
             )
-        elif not np.any(audio):
-            problems.append(Problem("silent", str(path), f"all {info.frames} samples are zero"))
-    elif _all_zero(path):
-        problems.append(Problem("silent", str(path), f"all {info.frames} samples are zero"))
+        else:
+            problems += _silence(path, float(np.abs(audio).max()), info.frames)
+    else:
+        peak = _quiet_peak(path)
+        if peak is not None:
+            problems += _silence(path, peak, info.frames)
     return problems, _resampled_length(info.frames, info.samplerate)
 
 
-def _all_zero(path: Path, block: int = 16000) -> bool:
-    """True when every sample is zero; stops at the first non-zero block, so speech costs one block's read."""
+def _silence(path: Path, peak: float, frames: int) -> list[Problem]:
+    """An all-zero or near-silent file (peak below NEAR_SILENT_PEAK) as a problem; none for a louder one."""
+    if peak == 0:
+        return [Problem("silent", str(path), f"all {frames} samples are zero")]
+    if peak < NEAR_SILENT_PEAK:
+        return [Problem("silent", str(path), f"near-silent: peak {peak:.3g} (< {NEAR_SILENT_PEAK:g}, -120 dBFS); "
+                        "training would skip its batch")]  # fmt: skip
+    return []
+
+
+def _quiet_peak(path: Path, block: int = 16000) -> float | None:
+    """The peak of a file whose every sample is below NEAR_SILENT_PEAK, else None; stops at the first louder
+    block, so speech costs one block's read."""
+    peak = 0.0
     try:
-        for chunk in sf.blocks(str(path), blocksize=block, dtype="float32", always_2d=True):
-            if np.any(chunk):
-                return False
+        for chunk in sf.blocks(str(path), blocksize=block, dtype="float64", always_2d=True):
+            peak = max(peak, float(np.abs(chunk).max(initial=0.0)))
+            if peak >= NEAR_SILENT_PEAK:
+                return None
     except Exception:
-        return False  # unreadable data is reported by the loader; this check is about silence only
-    return True
+        return None  # unreadable data is reported by the loader; this check is about silence only
+    return peak
 
 
 def _check_split(

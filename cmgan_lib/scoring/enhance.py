@@ -22,10 +22,46 @@ from cmgan_lib.models import TSCNet
 log = logging.getLogger(__name__)
 
 
+class DeviceUnavailableError(ValueError):
+    """The requested device does not exist in this torch build or on this machine."""
+
+
+def _checked_device(device: str | torch.device) -> torch.device:
+    """torch.device(device), refused in one line when this torch or this machine cannot use it (torch itself
+    fails later, mid-run, with `AssertionError: Torch not compiled with CUDA enabled`). `gpu` means cuda."""
+    name = str(device)
+    text = name.replace("gpu", "cuda", 1) if name.split(":")[0] == "gpu" else name
+    try:
+        dev = torch.device(text)
+    except RuntimeError:
+        raise DeviceUnavailableError(f"device={name!r}: not a device name (use cpu, cuda, cuda:N or mps)") from None
+    if dev.type == "cuda":
+        if torch.version.cuda is None and getattr(torch.version, "hip", None) is None:
+            raise DeviceUnavailableError(f"device={name!r}: this torch ({torch.__version__}) has no CUDA (a CPU-only "
+                                         "build); use device=cpu, or install a CUDA build of torch")  # fmt: skip
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if dev.index is not None and dev.index >= count or count == 0:
+            visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+            where = f" (CUDA_VISIBLE_DEVICES={visible!r})" if visible is not None else ""
+            raise DeviceUnavailableError(f"device={name!r}: this machine has {count} usable CUDA device(s){where}")
+    elif dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise DeviceUnavailableError(f"device={name!r}: this torch ({torch.__version__}) has no MPS on this machine "
+                                     "(Apple silicon only); use device=cpu")  # fmt: skip
+    elif dev.type != "cpu":
+        try:
+            torch.empty(0, device=dev)
+        except (AssertionError, RuntimeError) as exc:
+            reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+            raise DeviceUnavailableError(f"device={name!r}: this torch ({torch.__version__}) cannot use it "
+                                         f"({reason})") from None  # fmt: skip
+    return dev
+
+
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """The requested device, or the best available one (CUDA, then MPS, then CPU)."""
+    """The requested device (refused in one line when unusable here), or the best available one (CUDA, then MPS,
+    then CPU)."""
     if device is not None:
-        return torch.device(device)
+        return _checked_device(device)
     if torch.cuda.is_available():
         return torch.device("cuda")
     mps = getattr(torch.backends, "mps", None)
@@ -94,11 +130,42 @@ def load_generator(
     `trust=True` allows a checkpoint that needs unpickling (only for files from a source you trust).
     """
     state = generator_state_dict(checkpoint, trust)
-    num_channel = state["dense_encoder.conv_1.0.weight"].shape[0]
-    num_features = state["mask_decoder.prelu_out.weight"].shape[0]
-    model = TSCNet(num_channel=num_channel, num_features=num_features)
+    name = str(checkpoint) if not isinstance(checkpoint, dict) else "<dict>"
+    dev = resolve_device(device)  # an unusable device is refused before the model is built
+    sizes = {key: state[key].shape[0] if torch.is_tensor(state.get(key)) and state[key].dim() else None
+             for key in ("dense_encoder.conv_1.0.weight", "mask_decoder.prelu_out.weight")}  # fmt: skip
+    if None in sizes.values():
+        key = next(k for k, v in sizes.items() if v is None)
+        raise ValueError(f"{name}: not a CMGAN generator this code can load: no tensor {key} (it sets the size)")
+    model = TSCNet(num_channel=sizes["dense_encoder.conv_1.0.weight"],
+                   num_features=sizes["mask_decoder.prelu_out.weight"])  # fmt: skip
+    problem = state_dict_mismatch(model.state_dict(), state)
+    if problem:
+        raise ValueError(f"{name}: not a CMGAN generator this code can load: {problem}")
     model.load_state_dict(state, strict=True)
-    return model.to(resolve_device(device)).eval()
+    return model.to(dev).eval()
+
+
+def state_dict_mismatch(expected: dict[str, torch.Tensor], given: dict[str, torch.Tensor]) -> str | None:
+    """The first difference between a model's state dict and a checkpoint's (a missing or unexpected key, or a
+    tensor of another shape), in words, or None when load_state_dict(strict=True) will take it.
+    Why: torch lists every mismatch in one multi-line RuntimeError; the first one names the problem."""
+    missing = [k for k in expected if k not in given and not k.endswith("num_batches_tracked")]  # BatchNorm fills it
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        return f"missing key {missing[0]}{more}"
+    unexpected = [k for k in given if k not in expected]
+    if unexpected:
+        more = f" and {len(unexpected) - 1} more" if len(unexpected) > 1 else ""
+        return f"unexpected key {unexpected[0]}{more}"
+    for key, want in expected.items():
+        if key not in given:
+            continue
+        got = given[key]
+        if not torch.is_tensor(got) or got.shape != want.shape:
+            shape = tuple(got.shape) if torch.is_tensor(got) else type(got).__name__
+            return f"{key} has shape {shape}, the model built from its other weights expects {tuple(want.shape)}"
+    return None
 
 
 def _chunk_counts(padded_len: int, cut_len: int) -> list[int]:
@@ -303,9 +370,11 @@ def enhance_files(
     cut_len: int = SAMPLE_RATE * 16,
     trust_checkpoint: bool = False,
     max_chunk_seconds: float | None = None,
+    resample: bool = False,
 ) -> EnhanceResult:
     """Enhance a WAV or a folder of WAVs into `output_dir`; bad files get one line each and are skipped (also one
-    that runs out of memory: the others are still enhanced)."""
+    that runs out of memory: the others are still enhanced). `resample`: other sample rates are converted to
+    16 kHz on load (the model's rate; the output is 16 kHz) instead of refused."""
     files = list_wavs(inputs)
     out = Path(output_dir)
     refuse_overwriting_inputs(files, out)
@@ -316,7 +385,7 @@ def enhance_files(
         result.failed.append((Path(inputs), "no .wav files"))
     for f in tqdm(files, desc="enhance", unit="file", disable=len(files) < 2):
         try:
-            noisy = read_wav(f, allow_silent=False)
+            noisy = read_wav(f, allow_silent=False, resample=resample)
             est = enhance_track(model, noisy, cut_len=cut_len, max_chunk_seconds=max_chunk_seconds)
             problem = output_problem(est)
             if problem:

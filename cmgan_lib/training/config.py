@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from cmgan_lib.core.paths import run_config
+from cmgan_lib.core.strict_yaml import load_unique
 from cmgan_lib.training.numerics import PRECISIONS
 from cmgan_lib.training.pesq_labels import STRATEGIES
 
@@ -158,11 +159,27 @@ class TrainConfig:
                     value = [float(v) for v in value]
                 elif f.type == "list[str]":
                     value = [str(v) for v in ([value] if isinstance(value, str) else value)]
+                elif f.type in ("int", "int | None"):
+                    value = _integer(value)
                 else:
                     value = casts[f.type](value)
             except (TypeError, ValueError):
-                raise ValueError(f"invalid training config: {f.name}={value!r} is not a {f.type}") from None
+                kind = {"int": "an integer", "int | None": "an integer or null"}.get(f.type, f"a {f.type}")
+                raise ValueError(f"invalid training config: {f.name}={value!r} is not {kind}") from None
             setattr(self, f.name, value)
+
+
+def _integer(value: Any) -> int:
+    """An int field's value: an int, or a float or string that is a whole number (2.0, "2"); epochs=1.5 or
+    epochs=true is a ValueError (int() would truncate 1.5 to 1 and read true as 1, without a word)."""
+    if isinstance(value, bool):
+        raise ValueError
+    if isinstance(value, int):
+        return value
+    number = float(value)
+    if not number.is_integer():
+        raise ValueError
+    return int(number)
 
 
 def _parse_overrides(overrides: list[str]) -> dict[str, Any]:
@@ -181,11 +198,15 @@ def _parse_overrides(overrides: list[str]) -> dict[str, Any]:
     return out
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The keys of a config file, its `base:` files' first (`chain`: the files that led here, to name a cycle)."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: config file does not exist")
+    if path.resolve() in {p.resolve() for p in chain}:
+        cycle = " -> ".join(str(p) for p in (*chain, path))
+        raise ValueError(f"{chain[-1]}: its base: files form a cycle ({cycle}); a config cannot extend itself")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = load_unique(path.read_text(), path) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark is not None else ""
@@ -195,7 +216,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise ValueError(f"{path}: a config must be a YAML mapping")
     base = data.pop("base", None)
     if base is not None:
-        data = {**_read_yaml(path.parent / base), **data}
+        data = {**_read_yaml(path.parent / base, (*chain, path)), **data}
     return data
 
 

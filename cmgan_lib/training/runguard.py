@@ -164,8 +164,11 @@ def stop_handlers() -> Iterator[None]:
 
 
 # ------------------------------------------------------------------------------------------------ full disk
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
 class DiskFullError(OSError):
-    """A checkpoint could not be written for lack of space; the previous one is untouched."""
+    """A checkpoint or a log row could not be written for lack of space; the message says what was kept."""
 
     def __init__(self, message: str):
         super().__init__(message)
@@ -186,10 +189,13 @@ def write_failure(exc: BaseException, obj: Any, path: Path) -> BaseException:
     and the bytes free when the disk is full (torch reports that as `unexpected pos`), else `exc` itself."""
     free = shutil.disk_usage(path.parent).free
     needed = serialized_size(obj)
-    full = getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) or free < needed
+    full = getattr(exc, "errno", None) in DISK_FULL_ERRNOS or free < needed
     if not full:
         return exc
+    kept = f"the previous {path.name} is untouched" if path.is_file() else f"no {path.name} was written"
+    then = (f"continue with `cmgan train --resume {path.parent}`" if (path.parent / "last.pt").is_file() else
+            "start the run again with --overwrite (no epoch was saved)")  # fmt: skip
     return DiskFullError(
-        f"{path}: disk full: the checkpoint needs {needed} bytes, {free} are free in {path.parent}; the previous "
-        f"{path.name} is untouched: free some space, then continue with `cmgan train --resume {path.parent}`",
+        f"{path}: disk full: the checkpoint needs {needed} bytes, {free} are free in {path.parent}; {kept}: free "
+        f"some space, then {then}",
     )

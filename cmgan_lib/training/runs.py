@@ -6,12 +6,14 @@ it finished."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
 import os
 import pickle
 import re
+import shutil
 import tempfile
 import time
 from collections.abc import Sequence
@@ -23,7 +25,7 @@ import torch
 import yaml
 
 from cmgan_lib import SAMPLE_RATE
-from cmgan_lib.core.paths import run_config
+from cmgan_lib.core.paths import run_config, umask_mode
 from cmgan_lib.training import runguard
 from cmgan_lib.training.grad_share import COLUMNS as GRAD_SHARE_COLUMNS
 from cmgan_lib.training.pesq_labels import CAUSE_COLUMNS
@@ -69,6 +71,7 @@ def atomic_save(obj: Any, path: Path) -> None:
     os.close(fd)
     try:
         torch.save(obj, tmp)
+        os.chmod(tmp, umask_mode())  # as open() would make it, not mkstemp's 0600
         os.replace(tmp, path)
     except BaseException as exc:
         if os.path.exists(tmp):
@@ -87,15 +90,28 @@ class CsvLog:
         self.fh = None  # opened on the first row: a run that logs nothing leaves no empty file
 
     def write(self, row: dict[str, Any]) -> None:
-        if self.fh is None:
-            self.fh = open(self.path, "a", newline="")
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=self.columns)
-        if self.fh.tell() == 0:
-            writer.writeheader()
-        writer.writerow(row)
-        self.fh.write(buf.getvalue())
-        self.fh.flush()
+        try:
+            if self.fh is None:
+                self.fh = open(self.path, "a", newline="")
+            buf = io.StringIO()
+            writer = csv.DictWriter(buf, fieldnames=self.columns)
+            if self.fh.tell() == 0:
+                writer.writeheader()
+            writer.writerow(row)
+            self.fh.write(buf.getvalue())
+            self.fh.flush()
+        except OSError as exc:
+            if exc.errno not in runguard.DISK_FULL_ERRNOS:
+                raise
+            if self.fh is not None:  # drop the row's unwritten bytes (close would try to flush them again)
+                with contextlib.suppress(OSError):
+                    self.fh.close()
+                self.fh = None
+            free = shutil.disk_usage(self.path.parent).free
+            raise runguard.DiskFullError(
+                f"{self.path}: disk full while writing a log row ({free} bytes free); "
+                f"free some space: {interrupted_note(self.path.parent)}"
+            ) from None
 
     def close(self) -> None:
         if self.fh is not None:

@@ -68,9 +68,10 @@ class EventLog:
         if logdir.is_dir():
             shutil.rmtree(logdir)
         log = cls(logdir)
-        for name in AXES:
-            for row in read_log(run_dir / name).to_dict("records"):
-                log.write(name, row)
+        for name in AXES:  # regular files only: a log that is a device or a pipe is not read to its end
+            if (run_dir / name).is_file():
+                for row in read_log(run_dir / name).to_dict("records"):
+                    log.write(name, row)
         log.writer.flush()
         return log
 
