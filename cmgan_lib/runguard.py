@@ -193,3 +193,15 @@ def write_failure(exc: BaseException, obj: Any, path: Path) -> BaseException:
         f"{path}: disk full: the checkpoint needs {needed} bytes, {free} are free in {path.parent}; the previous "
         f"{path.name} is untouched: free some space, then continue with `cmgan train --resume {path.parent}`",
     )
+
+
+def log_write_failure(exc: OSError, path: Path) -> BaseException:
+    """The error to raise when appending a row to the log `path` failed: DiskFullError in one line when the disk
+    is full (the row may be cut: the epoch in progress is not committed, and `--resume` redoes it), else `exc`."""
+    if getattr(exc, "errno", None) not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return exc
+    free = shutil.disk_usage(path.parent).free
+    return DiskFullError(
+        f"{path}: disk full while appending a log row ({free} bytes free in {path.parent}); the epoch in progress "
+        f"is not committed: free some space, then `cmgan train --resume {path.parent}` redoes it from last.pt",
+    )
