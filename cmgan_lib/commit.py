@@ -39,13 +39,18 @@ def commit_epoch(state: dict[str, Any], run_dir: Path, epoch: int, best: bool, e
     for log in logs:
         log.sync()
     best_pt, prev = run_dir / "best.pt", run_dir / PREV_BEST
-    if best:
-        if best_pt.is_file():
-            _keep_copy(best_pt, prev)
-        atomic_save(state, best_pt)
-    if every and (epoch + 1) % every == 0:
-        atomic_save(state, run_dir / epoch_file(epoch))
-    atomic_save(state, run_dir / "last.pt")  # the commit
+    try:
+        if best:
+            if best_pt.is_file():
+                _keep_copy(best_pt, prev)
+            atomic_save(state, best_pt)
+        if every and (epoch + 1) % every == 0:
+            atomic_save(state, run_dir / epoch_file(epoch))
+        atomic_save(state, run_dir / "last.pt")  # the commit
+    except Exception:  # a full disk: not committed, so the previous best.pt goes back at once (a kill: on resume)
+        if prev.exists():
+            os.replace(prev, best_pt)
+        raise
     _remove(prev)
 
 
