@@ -48,8 +48,9 @@ def commit_epoch(state: dict[str, Any], run_dir: Path, epoch: int, best: bool, e
             atomic_save(state, run_dir / epoch_file(epoch))
         atomic_save(state, run_dir / "last.pt")  # the commit
     except Exception:  # a full disk: not committed, so the previous best.pt goes back at once (a kill: on resume)
-        if prev.exists():
+        if prev.exists() and not os.path.samefile(prev, best_pt):
             os.replace(prev, best_pt)
+        _remove(prev)  # (rename does nothing when both names are links to one file)
         raise
     _remove(prev)
 

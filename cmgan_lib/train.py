@@ -475,8 +475,6 @@ class TrainingDiverged(RuntimeError):
 
 def finish_note(run_dir: Path, note: str) -> None:
     """`--resume` of a finished run: only what a stopped commit left is put right (commit.py), then one line."""
-    from cmgan_lib.runs import read_checkpoint
-
     ck = read_checkpoint(run_dir / "last.pt", torch.device("cpu"), mmap=True)
     for line in [*reconcile(run_dir, ck), missing_rows_note(run_dir, ck["epoch"])]:
         if line:
