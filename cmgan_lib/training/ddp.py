@@ -105,4 +105,6 @@ class Ranks:
             path = run_dir / "ddp_ranks.json"
             history = json.loads(path.read_text()) if path.exists() else []
             history.append(gathered)
-            path.write_text(json.dumps(history))
+            tmp = path.with_name(f".{path.name}.tmp")  # renamed into place: a kill never leaves half a file
+            tmp.write_text(json.dumps(history))
+            os.replace(tmp, path)

@@ -6,7 +6,6 @@ it finished."""
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import math
@@ -71,6 +70,7 @@ def atomic_save(obj: Any, path: Path) -> None:
     os.close(fd)
     try:
         torch.save(obj, tmp)
+        fsync_file(tmp)  # on disk before the rename makes it visible: a power cut never leaves an empty file
         os.chmod(tmp, umask_mode())  # as open() would make it, not mkstemp's 0600
         os.replace(tmp, path)
     except BaseException as exc:
@@ -81,37 +81,53 @@ def atomic_save(obj: Any, path: Path) -> None:
         raise
 
 
+def fsync_file(path: str | os.PathLike) -> None:
+    """Flush a written file to the disk (its data, before a rename or a commit relies on it)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class CsvLog:
     """An append-only CSV log whose header goes out in the same write as the first row: a full disk can
-    leave a truncated last line (repaired on resume by `repair_csv`) but never a file of rows with no header."""
+    leave a truncated last line (repaired on resume by `repair_csv`) but never a file of rows with no header.
+    Each row is one unbuffered append (`_append`), so nothing waits in a buffer after a failed write."""
 
     def __init__(self, path: Path, columns: list[str]):
         self.path, self.columns = path, columns
-        self.fh = None  # opened on the first row: a run that logs nothing leaves no empty file
+        self.fh: io.FileIO | None = None  # opened on the first row: a run that logs nothing leaves no empty file
 
     def write(self, row: dict[str, Any]) -> None:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=self.columns)
         try:
             if self.fh is None:
-                self.fh = open(self.path, "a", newline="")
-            buf = io.StringIO()
-            writer = csv.DictWriter(buf, fieldnames=self.columns)
+                self.fh = open(self.path, "ab", buffering=0)  # unbuffered: a row is on its way to disk when written
             if self.fh.tell() == 0:
                 writer.writeheader()
             writer.writerow(row)
-            self.fh.write(buf.getvalue())
-            self.fh.flush()
+            self._append(buf.getvalue().encode())
         except OSError as exc:
             if exc.errno not in runguard.DISK_FULL_ERRNOS:
                 raise
-            if self.fh is not None:  # drop the row's unwritten bytes (close would try to flush them again)
-                with contextlib.suppress(OSError):
-                    self.fh.close()
-                self.fh = None
             free = shutil.disk_usage(self.path.parent).free
             raise runguard.DiskFullError(
-                f"{self.path}: disk full while writing a log row ({free} bytes free); "
-                f"free some space: {interrupted_note(self.path.parent)}"
+                f"{self.path}: disk full while writing a log row ({free} bytes free); the epoch in progress is not "
+                f"committed; free some space: {interrupted_note(self.path.parent)}"
             ) from None
+
+    def _append(self, data: bytes) -> None:
+        """Write all of `data` at the end of the file (a short write goes on where it stopped)."""
+        view = memoryview(data)
+        while view:
+            view = view[self.fh.write(view) :]
+
+    def sync(self) -> None:
+        """Its rows on disk (before the checkpoint that commits them is written)."""
+        if self.fh is not None:
+            os.fsync(self.fh.fileno())
 
     def close(self) -> None:
         if self.fh is not None:
@@ -187,24 +203,20 @@ def start_run_folder(run_dir: Path, cfg: TrainConfig) -> None:
 
 
 def record_resume_changes(run_dir: Path, changes: list[tuple[str, Any, Any]], cfg: TrainConfig, epoch: int) -> None:
-    """Append each change to RUN/resume_overrides.csv and rewrite config.yaml, so the folder says what ran."""
-    if not changes:
-        return
-    log = CsvLog(run_dir / "resume_overrides.csv", RESUME_COLUMNS)
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    for key, old, new in changes:
-        log.write(dict(time=stamp, resumed_after_epoch=epoch, key=key, old=old, new=new))
-    log.close()
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-
-
-def save_checkpoints(state: dict[str, Any], run_dir: Path, epoch: int, best: bool, every: int) -> None:
-    """last.pt always, best.pt on a new best, epoch_NNN.pt every `every` epochs (0: never)."""
-    atomic_save(state, run_dir / "last.pt")
-    if best:
-        atomic_save(state, run_dir / "best.pt")
-    if every and (epoch + 1) % every == 0:
-        atomic_save(state, run_dir / f"epoch_{epoch + 1:03d}.pt")  # named as the console counts
+    """Append each change to RUN/resume_overrides.csv and rewrite config.yaml (when it does not say it already),
+    so the folder says what ran."""
+    if changes:
+        log = CsvLog(run_dir / "resume_overrides.csv", RESUME_COLUMNS)
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        for key, old, new in changes:
+            log.write(dict(time=stamp, resumed_after_epoch=epoch, key=key, old=old, new=new))
+        log.close()
+    text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    path = run_dir / "config.yaml"
+    if not path.is_file() or path.read_text() != text:
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
 
 
 def checkpoint_state(parts: dict[str, Any], epoch: int, step: int, config: dict[str, Any],
@@ -230,13 +242,14 @@ def restore_checkpoint(parts: dict[str, Any], ck: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all([s.cpu() for s in ck["rng_cuda"]])
 
 
-def read_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
-    """A checkpoint this trainer can resume, or an error saying what the file is and what to do instead."""
+def read_checkpoint(path: Path, device: torch.device, mmap: bool = False) -> dict[str, Any]:
+    """A checkpoint this trainer can resume, or an error saying what the file is and what to do instead.
+    `mmap`: map the tensors instead of reading them (to look at the counters and the config only)."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no checkpoint to resume from (the run never finished an epoch; "
                                 "start it again with --config FILE --overwrite)")  # fmt: skip
     try:
-        ck = torch.load(path, map_location=device, weights_only=True)
+        ck = torch.load(path, map_location=device, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError:
         raise ValueError(f"{path}: not a checkpoint of this trainer (it needs unpickling, which can run "
                          "code; this trainer's checkpoints never do)") from None  # fmt: skip
@@ -343,16 +356,23 @@ def find_finished_runs(run_root: str | os.PathLike) -> list[Path]:
 
 
 def resolve_checkpoint(path: str | os.PathLike, strict: bool = True) -> Path | None:
-    """A checkpoint file itself, or a run folder's best.pt (else last.pt)."""
+    """A checkpoint file itself, or a run folder's best.pt (else, while the run is unfinished, last.pt).
+
+    A finished run (done.json) without best.pt has no best model (no epoch improved on the validation metric,
+    or best.pt was lost): its last.pt is never taken in its place without being asked for by name."""
     path = Path(path)
     if path.is_file():
         return path
-    for name in ("best.pt", "last.pt"):
-        if (path / name).is_file():
-            return path / name
-    if strict:
-        raise FileNotFoundError(f"{path}: neither a checkpoint nor a run folder with best.pt/last.pt")
-    return None
+    if (path / "best.pt").is_file():
+        return path / "best.pt"
+    if (path / "last.pt").is_file() and not (path / "done.json").is_file():
+        return path / "last.pt"
+    if not strict:
+        return None
+    if (path / "last.pt").is_file():
+        raise FileNotFoundError(f"{path}: a finished run without best.pt (no epoch improved on the validation "
+                                f"metric, or it was lost); pass {path / 'last.pt'} to use its last epoch")  # fmt: skip
+    raise FileNotFoundError(f"{path}: neither a checkpoint nor a run folder with best.pt/last.pt")
 
 
 def run_identity(path: str | os.PathLike) -> tuple[str, str, int | None]:

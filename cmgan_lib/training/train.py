@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from cmgan_lib.core.dsp import rms_normalizer
 from cmgan_lib.models import Discriminator, TSCNet
 from cmgan_lib.training import runguard
+from cmgan_lib.training.commit import commit_epoch, missing_rows_note, reconcile
 from cmgan_lib.training.config import RESUMABLE_KEYS, TrainConfig, load_config, resolve_data_dir, resume_config
 from cmgan_lib.training.ddp import Ranks
 from cmgan_lib.training.grad_share import NOT_MEASURED, adversarial_grads, share_stats
@@ -49,6 +50,7 @@ from cmgan_lib.training.pesq_labels import (
     TrainingLabels,
     cause_counts,
 )
+from cmgan_lib.training.resume_check import check_resume
 from cmgan_lib.training.runs import (
     FAIL_COLUMNS,
     LOGS,
@@ -62,7 +64,6 @@ from cmgan_lib.training.runs import (
     remove_stale_temporaries,
     repair_logs,
     restore_checkpoint,
-    save_checkpoints,
     start_run_folder,
 )
 from cmgan_lib.training.tensorboard_log import EventLog
@@ -274,7 +275,10 @@ class Trainer:
         return rows
 
     def _end_epoch(self, epoch: int, rows: list[dict[str, Any]], t0: float) -> bool:
-        """Validation, learning-rate decay, the epoch row, checkpoints and early stopping; True: stop."""
+        """Validation, learning-rate decay, the epoch row, checkpoints and early stopping; True: stop.
+
+        One commit (commit.py): everything the epoch produces is written before last.pt, renamed into place
+        last; a kill or a full disk before that rename leaves an epoch that `--resume` redoes."""
         cfg = self.cfg
         val = self.validate() if self.is_main else {}
         for name, reason in val.pop("val_dropped", []):
@@ -282,23 +286,24 @@ class Trainer:
         lr_g, lr_d = self.opt_g.param_groups[0]["lr"], self.opt_d.param_groups[0]["lr"]  # before the decay
         self.sched_g.step()
         self.sched_d.step()
-        stop = False
+        stop = improved = False
         if self.is_main:
             improved = self.stopper.update(val[cfg.es_monitor], epoch)
             row = epoch_row(epoch, rows, val, lr_g, lr_d, time.perf_counter() - t0)
             row.update(best=int(improved), patience_counter=self.stopper.counter,
                        early_stop=int(self.stopper.should_stop))  # fmt: skip
-            state = checkpoint_state(self._parts(), epoch, self.global_step, cfg.to_dict(), self.nonfinite.in_a_row)
-            save_checkpoints(state, self.run_dir, epoch, improved, cfg.checkpoint_every)
             self._log("training_epoch_log.csv", row)
             stop = bool(cfg.early_stopping and self.stopper.should_stop)
+        self.ranks.record(self.run_dir, epoch, {"gen": self.gen, "disc": self.disc}, self.indices)
+        if self.is_main:
+            state = checkpoint_state(self._parts(), epoch, self.global_step, cfg.to_dict(), self.nonfinite.in_a_row)
+            commit_epoch(state, self.run_dir, epoch, improved, cfg.checkpoint_every, self.logs.values())
             tqdm.write(
                 f"epoch {epoch + 1}/{cfg.epochs}: loss {row['loss']:.4f} val_pesq {val['val_pesq']:.3f} "
                 f"val_stoi {val['val_stoi']:.3f} disc_skip {row['disc_skip_rate']:.1%}"
                 + (" (best)" if improved else "")
                 + (" -> early stop" if stop else "")
             )
-        self.ranks.record(self.run_dir, epoch, {"gen": self.gen, "disc": self.disc}, self.indices)
         return self.ranks.broadcast({"stop": stop})["stop"]
 
     def validate(self) -> dict[str, Any]:
@@ -323,8 +328,13 @@ class Trainer:
         restore_checkpoint(self._parts(), ck)
         self.start_epoch, self.global_step = ck["epoch"] + 1, ck["step"]
         self.nonfinite.in_a_row = int(ck.get("nonfinite_in_a_row", 0))
-        if self.is_main:
+        if self.is_main:  # undo what an uncommitted epoch wrote (commit.py); it is redone
+            for note in reconcile(self.run_dir, ck):
+                tqdm.write(note)
             repair_logs(self.run_dir, ck["epoch"])
+            missing = missing_rows_note(self.run_dir, ck["epoch"])
+            if missing:
+                tqdm.write(missing)
 
 
 def training_data(cfg: TrainConfig, ranks: Ranks) -> tuple[Any, DistributedSampler, DataLoader, list]:
@@ -477,6 +487,15 @@ class TrainingDiverged(RuntimeError):
     """Too many non-finite losses in a row."""
 
 
+def finish_note(run_dir: Path, note: str) -> None:
+    """`--resume` of a finished run: only what a stopped commit left is put right (commit.py), then one line."""
+    ck = read_checkpoint(run_dir / "last.pt", torch.device("cpu"), mmap=True)
+    for line in [*reconcile(run_dir, ck), missing_rows_note(run_dir, ck["epoch"])]:
+        if line:
+            print(line)
+    print(note)
+
+
 def main(argv: list[str] | None = None) -> int:
     """`cmgan train --config FILE [key=value ...]` or `cmgan train --resume RUN_DIR [key=value ...]`."""
     from cmgan_lib.data.validate import DataValidationError
@@ -502,6 +521,12 @@ def main(argv: list[str] | None = None) -> int:
             cfg = load_config(a.config, a.overrides)
         main_rank = int(os.environ.get("RANK", 0)) == 0
         with runguard.run_lock(cfg.run_dir) if main_rank else contextlib.nullcontext(), runguard.stop_handlers():
+            if a.resume:
+                changes, finished = check_resume(Path(cfg.run_dir), cfg, changes)
+                if finished:
+                    if main_rank:
+                        finish_note(Path(cfg.run_dir), finished)
+                    return 0
             trainer = Trainer(cfg, resume=bool(a.resume), overwrite=a.overwrite)
             if trainer.is_main:
                 record_resume_changes(trainer.run_dir, changes, cfg, trainer.start_epoch - 1)
