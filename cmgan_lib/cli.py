@@ -213,8 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "finished so far); the others are recorded as not started")  # fmt: skip
     cl = ab.add_argument_group("cluster (docs/cluster.md); options also from the grid YAML's `slurm:` mapping")
     cl.add_argument("--executor", choices=["local", "slurm", "submitit-local"], default="local",
-                    help="local (default): train here; slurm: submit one job array through submitit and return "
-                         "at once (pip install -e '.[cluster]'); submitit-local: the same tasks on this machine")  # fmt: skip
+                    help="local (default): train here; slurm: one job array through submitit, returns at once "
+                         "(pip install -e '.[cluster]'); submitit-local: the same tasks on this machine")  # fmt: skip
     cl.add_argument("--status", metavar="OUT", help="per run of OUT: queued/running/done/failed, epochs done, Slurm "
                     "state and the last log line; nothing trains")  # fmt: skip
     cl.add_argument("--emit-sbatch", metavar="FILE", help="write a plain sbatch array script for the grid (no "
