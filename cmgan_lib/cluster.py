@@ -172,7 +172,12 @@ def grid_tasks(grid: Grid, run_root: Path, nproc: int = 1) -> list[tuple[int, Gr
 
 def make_executor(submitit: Any, folder: Path, options: SlurmOptions, cluster: str, name: str) -> Any:
     """A submitit executor with the options: one node, one task, `gpus_per_run` GPUs per array task."""
-    executor = submitit.AutoExecutor(folder=folder, cluster=cluster, slurm_max_num_timeout=options.max_timeouts)
+    try:
+        executor = submitit.AutoExecutor(folder=folder, cluster=cluster, slurm_max_num_timeout=options.max_timeouts)
+    except RuntimeError as exc:  # e.g. no srun: not on a Slurm login node
+        raise ValueError(
+            f"--executor {cluster}: {exc} (`--emit-sbatch FILE` writes a script to submit there)"
+        ) from None
     params: dict[str, Any] = dict(name=name, timeout_min=options.time_min, nodes=1, tasks_per_node=1,
                                   gpus_per_node=options.gpus_per_run, cpus_per_task=options.cpus_per_run,
                                   mem_gb=options.mem_gb)  # fmt: skip
