@@ -24,7 +24,8 @@ def _logs(run: Path) -> dict[str, pd.DataFrame]:
     return {n: pd.read_csv(run / n).drop(columns=["seconds"]) for n in names}
 
 
-@pytest.mark.parametrize("sig", runguard.REQUEUE_SIGNALS, ids=lambda s: signal.Signals(s).name)
+@pytest.mark.parametrize("sig", [signal.SIGUSR1, pytest.param(signal.SIGUSR2, marks=pytest.mark.slow)],
+                         ids=lambda s: signal.Signals(s).name)  # fmt: skip
 def test_a_requeue_signal_stops_at_a_step_boundary_exits_75_and_resume_continues_exactly(corpus, tmp_path, capsys,
                                                                                          monkeypatch, sig):  # fmt: skip
     whole = tmp_path / "whole"
