@@ -123,8 +123,9 @@ class GridTask:
 
         result = train_run(self.base_config, self.variant, self.seed, self.run_root, self.overrides,
                            switches=self.switches, started=self._started, nproc=self.nproc)  # fmt: skip
-        if not result["status"].startswith("done"):
-            raise RuntimeError(f"{result['run']}: {result['status']}")  # the task (and its Slurm state) fails
+        if not result["status"].startswith("done"):  # the task (and its Slurm state) fails; a run stopped by
+            # SIGTERM (preemption without the signal, scancel) is requeued by Slurm itself where it preempts so
+            raise RuntimeError(f"{result['run']}: {result['status']}")
         return result
 
     def _started(self, proc: subprocess.Popen) -> None:
@@ -299,12 +300,12 @@ def run_state(run_dir: Path, job: dict[str, str] | None, slurm_state: str | None
     """queued / running / done / failed (or 'not submitted' / 'unknown') for one run, from its folder and job."""
     if (run_dir / "done.json").is_file():
         return "done"
-    if job is not None and _result_error(log_dir, job["job_id"]):
-        return "failed"
-    if slurm_state in RUNNING:
+    if slurm_state in RUNNING:  # before submitit's result: a task requeued by Slurm may have left an error behind
         return "running"
     if slurm_state in QUEUED:
         return "queued"
+    if job is not None and _result_error(log_dir, job["job_id"]):
+        return "failed"
     if slurm_state:  # COMPLETED without done.json, FAILED, CANCELLED, TIMEOUT, OUT_OF_MEMORY, NODE_FAIL, ...
         return "failed"
     if runguard.lock_holder(run_dir) is not None:
