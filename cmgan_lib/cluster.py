@@ -181,7 +181,7 @@ def make_executor(submitit: Any, folder: Path, options: SlurmOptions, cluster: s
         ) from None
     params: dict[str, Any] = dict(name=name, timeout_min=options.time_min, nodes=1, tasks_per_node=1,
                                   gpus_per_node=options.gpus_per_run, cpus_per_task=options.cpus_per_run,
-                                  mem_gb=options.mem_gb)  # fmt: skip
+                                  mem_gb=float(options.mem_gb))  # fmt: skip
     if cluster == "slurm":
         params.update(slurm_signal_delay_s=options.signal_delay_s,
                       slurm_additional_parameters=options.additional_parameters())  # fmt: skip
@@ -189,9 +189,7 @@ def make_executor(submitit: Any, folder: Path, options: SlurmOptions, cluster: s
             params["slurm_partition"] = options.partition
         if options.array_parallelism:
             params["slurm_array_parallelism"] = options.array_parallelism
-    else:
-        params["local_signal_delay_s"] = options.signal_delay_s
-    executor.update_parameters(**params)
+    executor.update_parameters(**params)  # the local executor's own signal comes 30 s before its time limit
     return executor
 
 
