@@ -26,7 +26,7 @@ from cmgan_lib.study import load_grid
 needs_submitit = pytest.mark.skipif(importlib.util.find_spec("submitit") is None,
                                     reason="submitit is not installed (pip install -e '.[cluster]')")  # fmt: skip
 LOGS = ("training_step_log.csv", "training_epoch_log.csv")
-TINY = dict(epochs=4, batch_size=2, cut_len=8000, num_channel=4, ndf=4, max_steps_per_epoch=2, val_max_files=1,
+TINY = dict(epochs=3, batch_size=2, cut_len=8000, num_channel=4, ndf=4, max_steps_per_epoch=2, val_max_files=1,
             pesq_workers=1, num_workers=0)  # fmt: skip
 
 
@@ -47,7 +47,7 @@ def assert_same_logs(a: Path, b: Path) -> None:
         pd.testing.assert_frame_equal(df, logs(b)[name], check_exact=True, obj=f"{a.name}/{name}")
 
 
-def wait_until_settled(out: Path, timeout: float = 600) -> pd.DataFrame:
+def wait_until_settled(out: Path, timeout: float = 1800) -> pd.DataFrame:
     """--status until no run is queued or running."""
     deadline = time.time() + timeout
     while time.time() < deadline:
