@@ -154,8 +154,10 @@ def test_status_reports_queued_running_done_failed_epochs_slurm_state_and_last_l
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     sacct = bin_dir / "sacct"
-    sacct.write_text("#!/bin/sh\ncat <<'EOF'\n100_0|COMPLETED\n100_1|RUNNING\n100_1.batch|RUNNING\n"
-                     "100_2|CANCELLED by 7\n100_[3%2]|PENDING\nEOF\n")
+    sacct.write_text(
+        "#!/bin/sh\ncat <<'EOF'\n100_0|COMPLETED\n100_1|RUNNING\n100_1.batch|RUNNING\n"
+        "100_2|CANCELLED by 7\n100_[3%2]|PENDING\nEOF\n"
+    )
     sacct.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     table = cluster.grid_status(out).set_index("run")
