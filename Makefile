@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,cluster]"
 	@touch $(STAMP)
 
 study: $(STAMP)
@@ -45,7 +45,7 @@ lab: $(LAB_STAMP)
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(LAB_ARGS)
 
 $(LAB_STAMP): $(STAMP)
-	$(PY) -m pip install -q -e ".[dev,lab]"
+	$(PY) -m pip install -q -e ".[dev,cluster,lab]"
 	@touch $(LAB_STAMP)
 
 # What `make lab` shows a user, checked headless: JupyterLab on a free 127.0.0.1 port with a token, notebook 01

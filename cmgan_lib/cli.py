@@ -94,11 +94,44 @@ def _cmd_train(argv: list[str]) -> int:
 def _cmd_ablate(a: argparse.Namespace) -> int:
     from cmgan_lib.study import load_grid, run_ablation
 
+    if a.status:
+        from cmgan_lib.cluster import format_status, grid_status
+
+        print(format_status(grid_status(a.status), a.status))
+        return 0
+    if not a.grid or not a.out:
+        raise ValueError("cmgan ablate needs --grid FILE and --out DIR (or --status DIR alone)")
     grid = load_grid(a.grid)
     if a.seeds:
         grid.seeds = a.seeds
+    if a.executor != "local" or a.emit_sbatch:
+        return _ablate_on_cluster(a, grid)
     run_ablation(grid, a.out, notebooks=not a.no_notebooks, runs_per_gpu=a.runs_per_gpu, audit=a.audit,
                  cpu_runs=a.cpu_runs, train=not a.no_train, time_limit=a.time_limit)  # fmt: skip
+    return 0
+
+
+def _ablate_on_cluster(a: argparse.Namespace, grid) -> int:
+    """--emit-sbatch FILE, or --executor slurm / submitit-local: submit the array and return at once."""
+    from cmgan_lib import cluster
+
+    cli = dict(partition=a.partition, gpus_per_run=a.gpus_per_run, cpus_per_run=a.cpus_per_run, mem_gb=a.mem_gb,
+               time_min=a.slurm_time, array_parallelism=a.array_parallelism, extra=a.sbatch_extra or [],
+               signal_delay_s=a.signal_delay)  # fmt: skip
+    options = cluster.slurm_options(grid.slurm, cli)
+    if a.emit_sbatch:
+        path = cluster.write_sbatch(grid, a.out, options, a.emit_sbatch)
+        print(f"wrote {path}: {len(grid.jobs())} array tasks ({cluster.options_summary(options)}); `sbatch {path}`, "
+              f"then `cmgan ablate --status {a.out}`")  # fmt: skip
+        return 0
+    try:
+        jobs = cluster.submit_grid(grid, a.out, options, executor=a.executor)
+    except cluster.MissingExtraError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if len(jobs):
+        print(f"submitted {len(jobs)} task(s) ({a.executor}; {cluster.options_summary(options)}): job ids in "
+              f"{Path(a.out) / cluster.JOBS_CSV}; progress: `cmgan ablate --status {a.out}`")  # fmt: skip
     return 0
 
 
@@ -239,8 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=None)
 
     ab = sub.add_parser("ablate", help="run every variant x seed of an ablation grid, then evaluate")
-    ab.add_argument("--grid", required=True)
-    ab.add_argument("--out", required=True)
+    ab.add_argument("--grid", help="grid YAML (configs/ablation*.yaml); required unless --status")
+    ab.add_argument("--out", help="output folder (runs in OUT/runs); required unless --status")
     ab.add_argument("--runs-per-gpu", type=int, default=1,
                     help="runs sharing one GPU at a time (default 1; measure before raising it)")  # fmt: skip
     ab.add_argument("--cpu-runs", type=int, default=1,
@@ -257,6 +290,25 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
                     help="start a run only if it should end within SECONDS from now (judged by the longest run "
                          "finished so far); the others are recorded as not started")  # fmt: skip
+    cl = ab.add_argument_group("cluster (docs/cluster.md); options also from the grid YAML's `slurm:` mapping")
+    cl.add_argument("--executor", choices=["local", "slurm", "submitit-local"], default="local",
+                    help="local (default): train here; slurm: one job array through submitit, returns at once "
+                         "(pip install -e '.[cluster]'); submitit-local: the same tasks on this machine")  # fmt: skip
+    cl.add_argument("--status", metavar="OUT", help="per run of OUT: queued/running/done/failed, epochs done, Slurm "
+                    "state and the last log line; nothing trains")  # fmt: skip
+    cl.add_argument("--emit-sbatch", metavar="FILE", help="write a plain sbatch array script for the grid (no "
+                    "submitit needed); submit it with sbatch FILE")  # fmt: skip
+    cl.add_argument("--partition", default=None)
+    cl.add_argument("--gpus-per-run", type=int, default=None, help="GPUs of one run (> 1: torchrun, DDP; default 1)")
+    cl.add_argument("--cpus-per-run", type=int, default=None, help="default 8")
+    cl.add_argument("--mem-gb", type=int, default=None, help="default 64")
+    cl.add_argument("--slurm-time", type=int, default=None, metavar="MINUTES",
+                    help="time limit of one task (default 1440); a longer run is requeued and resumes")  # fmt: skip
+    cl.add_argument("--array-parallelism", type=int, default=None, help="tasks running at once (default: all)")
+    cl.add_argument("--sbatch-extra", action="append", metavar="FLAG",
+                    help="a further sbatch flag, e.g. --sbatch-extra=--account=abc (repeatable)")  # fmt: skip
+    cl.add_argument("--signal-delay", type=int, default=None, metavar="SECONDS",
+                    help="the stop-and-requeue signal comes this long before the time limit (default 120)")  # fmt: skip
     ab.set_defaults(func=_cmd_ablate)
 
     sr = sub.add_parser("share-report", help="copy an ablation's HTML reports, summary and logs into reports/")

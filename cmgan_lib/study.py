@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,8 @@ class Grid:
     `variants` is a list of known names (VARIANTS) or a mapping name -> overrides (a known name's own
     switches apply first), so a grid file can define e.g. `official_p186: {pesq_fail_inject: 0.186}`.
     `comparisons` lists [variant, reference] pairs for notebook 02's verdict (empty: each against official).
+    `slurm`: the cluster options of `cmgan ablate --executor slurm` (cluster.SlurmOptions' fields; the command
+    line overrides them).
     """
 
     base_config: str = "configs/tiny_cpu.yaml"
@@ -48,6 +51,7 @@ class Grid:
     overrides: dict[str, Any] = field(default_factory=dict)
     evaluate_max_files: int | None = None
     comparisons: list[list[str]] = field(default_factory=list)
+    slurm: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if isinstance(self.variants, dict):
@@ -85,7 +89,8 @@ class Grid:
     def to_dict(self) -> dict[str, Any]:
         return dict(base_config=self.base_config, variants=self.variants, seeds=list(self.seeds),
                     overrides=self.overrides, evaluate_max_files=self.evaluate_max_files,
-                    comparisons=self.resolved_comparisons())  # fmt: skip
+                    comparisons=self.resolved_comparisons(),
+                    **({"slurm": self.slurm} if self.slurm else {}))  # fmt: skip
 
 
 def load_grid(path: str | os.PathLike) -> Grid:
@@ -183,16 +188,32 @@ class Trainers:
                 proc.terminate()
 
 
+def trainer_command(nproc: int = 1) -> list[str]:
+    """The command that starts the trainer: itself, or torchrun over `nproc` local processes (one per GPU; the
+    DDP path of train.py). torchrun forwards a cluster's USR1/USR2 to its workers (TORCHELASTIC_SIGNALS_TO_HANDLE,
+    trainer_env) so that they stop together at a step boundary."""
+    if nproc <= 1:
+        return [sys.executable, "-m", "cmgan_lib.training.train"]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m",
+            "cmgan_lib.training.train"]  # fmt: skip
+
+
+TORCHRUN_SIGNALS = "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1,SIGUSR2"  # torchrun's defaults and the requeue signals
+
+
 def train_run(base_config: str, variant: str, seed: int, run_root: str | os.PathLike,
               overrides: dict[str, Any] | None = None, gpu: str | None = None,
               switches: dict[str, Any] | None = None, threads: int | None = None,
-              trainers: Trainers | None = None) -> dict[str, Any]:  # fmt: skip
+              trainers: Trainers | None = None, started: Callable[[subprocess.Popen], None] | None = None,
+              nproc: int = 1) -> dict[str, Any]:  # fmt: skip
     """Train one variant x seed in a subprocess (resuming an interrupted run); log to RUN/train.log.
 
     `switches`: the variant's overrides (default: VARIANTS[variant]). A finished run is skipped only when its
     config.yaml holds what the grid asks for; otherwise its status is 'failed: config differs from the grid'.
     `threads`: the trainer's intra-op threads (OMP_NUM_THREADS), when several runs share the CPU. `trainers`: the
-    grid's running trainers (a stopped grid starts none and names its stopped runs 'interrupted')."""
+    grid's running trainers (a stopped grid starts none and names its stopped runs 'interrupted').
+    `started(process)`: called once the trainer has started (cluster.py forwards a requeue signal to it).
+    `nproc` > 1: torchrun over that many processes (one per GPU)."""
     trainers = trainers if trainers is not None else Trainers()
     run_dir = run_dir_for(run_root, variant, seed)
     status = dict(run=run_dir.name, variant=variant, seed=seed, run_dir=str(run_dir))
@@ -206,10 +227,12 @@ def train_run(base_config: str, variant: str, seed: int, run_root: str | os.Path
     run_dir.mkdir(parents=True, exist_ok=True)
     args = train_overrides(variant_switches, seed, run_dir, overrides or {})
     if (run_dir / "last.pt").is_file():  # interrupted: continue where it stopped
-        cmd = [sys.executable, "-m", "cmgan_lib.training.train", "--resume", str(run_dir), *args]
+        cmd = [*trainer_command(nproc), "--resume", str(run_dir), *args]
     else:
-        cmd = [sys.executable, "-m", "cmgan_lib.training.train", "--config", base_config, *args]
-    env = runguard.child_env()  # the trainer exits when this process dies (no orphan writing into run_dir)
+        cmd = [*trainer_command(nproc), "--config", base_config, *args]
+    # the trainer exits when this process dies (no orphan writing into run_dir); under torchrun its parent is
+    # torchrun, which a cluster's job cleanup ends
+    env = runguard.child_env() if nproc <= 1 else {**os.environ, "TORCHELASTIC_SIGNALS_TO_HANDLE": TORCHRUN_SIGNALS}
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu
     if threads is not None:
@@ -222,6 +245,8 @@ def train_run(base_config: str, variant: str, seed: int, run_root: str | os.Path
         if proc is None:
             log.write("not started: the grid was interrupted\n")
             return {**status, "status": "not started: interrupted", "seconds": 0.0}
+        if started is not None:
+            started(proc)
         rc = trainers.wait(proc)
     seconds = time.perf_counter() - t0
     if rc == 0:

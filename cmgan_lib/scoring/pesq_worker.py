@@ -124,9 +124,10 @@ def _worker_init(owner: int | None = None, interval: float = 0.5) -> None:
     With `owner` (the pool owner's pid), a daemon thread ends the worker when the owner dies."""
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = "1"
-    # Ctrl-C reaches the whole process group: the owner decides when to stop (at a step boundary), and a worker
-    # dying of KeyboardInterrupt would break the pool under it
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Ctrl-C reaches the whole process group, and a cluster's USR1/USR2 (time up, preempted) every process of the
+    # job: the owner decides when to stop (at a step boundary); a worker dying of them would break the pool under it
+    for sig in (signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, signal.SIG_IGN)
     torch = sys.modules.get("torch")  # only present if the parent's __main__ imported it
     if torch is not None:
         torch.set_num_threads(1)

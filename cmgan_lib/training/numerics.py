@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import signal
 from collections.abc import Callable
 from typing import Any
 
@@ -68,7 +69,11 @@ def autocast_call(fn: Callable[..., Any], precision: str, device: torch.device) 
 
 def seed_worker(worker_id: int) -> None:
     """DataLoader worker_init_fn: seed numpy and `random` from the worker's torch seed (itself derived from
-    the loader's generator), so worker-side randomness is repeatable and differs between workers."""
+    the loader's generator), so worker-side randomness is repeatable and differs between workers. A cluster's
+    USR1/USR2 (time up, preempted) reach every process of a job: the trainer stops at a step boundary, and a
+    worker must not die of them before it does."""
+    for sig in (signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, signal.SIG_IGN)
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)

@@ -1,5 +1,6 @@
 """What keeps a run folder whole: one writer at a time, a trainer that dies with the runner that started it,
-SIGINT/SIGTERM that stop at a step boundary, and a full disk named as such.
+SIGINT/SIGTERM that stop at a step boundary, SIGUSR1/SIGUSR2 (a cluster's "your time is up") that stop there too
+and ask for a requeue, and a full disk named as such.
 
 Kept apart from train.py so that the trainer only holds thin hooks (`main` takes the lock and installs the
 handlers; `Trainer._train_epoch` asks `check_stop()` before each step; `atomic_save` asks `write_failure()` why a write
@@ -66,6 +67,26 @@ def run_lock(run_dir: str | os.PathLike) -> Iterator[Path]:
         os.close(fd)  # releases the lock
 
 
+def lock_holder(run_dir: str | os.PathLike) -> int | None:
+    """The pid of the live process that writes this run folder, or None (nobody; `cmgan ablate --status` asks).
+    Takes the lock for an instant when it is free; never creates a folder or a lock file."""
+    path = Path(run_dir) / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        text = os.pread(fd, 64, 0).decode(errors="replace").strip()
+        return int(text) if text.isdigit() else -1  # held, by a pid it has not written yet
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
 # ------------------------------------------------------------------------------------ dying with the parent
 def child_env(env: dict[str, str] | None = None) -> dict[str, str]:
     """The environment for a trainer started by a runner: it asks the trainer to exit when the runner dies."""
@@ -105,16 +126,29 @@ def die_with_parent(interval: float = 0.5) -> None:
 
 
 # ---------------------------------------------------------------------------------------- stop at a boundary
+# Slurm sends SIGUSR1 before a job's time limit (`--signal=B:USR1@120`, forwarded by the batch script) and submitit
+# SIGUSR2 on preemption or time-out: the trainer stops at the next step boundary and exits REQUEUE_EXIT, which
+# asks whoever started it to queue the run again (it continues with --resume from last.pt).
+REQUEUE_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
+REQUEUE_EXIT = 75  # EX_TEMPFAIL (sysexits.h): a temporary failure, try again later
+
+
 class TrainingInterrupted(Exception):
-    """SIGINT or SIGTERM arrived; the trainer stopped at a step boundary."""
+    """SIGINT, SIGTERM, SIGUSR1 or SIGUSR2 arrived; the trainer stopped at a step boundary."""
 
     def __init__(self, signum: int, where: str):
         self.signum, self.where = signum, where
-        super().__init__(f"stopped by {signal.Signals(signum).name} {where}")
+        requeue = f" (exit {REQUEUE_EXIT}: requeue me)" if self.requeue else ""
+        super().__init__(f"stopped by {signal.Signals(signum).name} {where}{requeue}")
+
+    @property
+    def requeue(self) -> bool:
+        return self.signum in REQUEUE_SIGNALS
 
     @property
     def exit_code(self) -> int:
-        return 128 + self.signum  # what a shell reports for a process ended by that signal
+        # a requeue signal: the status that asks for a requeue; else what a shell reports for that signal
+        return REQUEUE_EXIT if self.requeue else 128 + self.signum
 
 
 _requested: list[int] = []
@@ -143,18 +177,21 @@ def _handler(signum: int, frame: Any) -> None:
         return
     request_stop(signum)
     again = " (Ctrl-C again to stop at once)" if signum == signal.SIGINT else ""
+    if signum in REQUEUE_SIGNALS:
+        again = f"; then exit {REQUEUE_EXIT} to be requeued"
     print(f"{signal.Signals(signum).name} received: stopping at the next step boundary{again}", file=sys.stderr,
           flush=True)  # fmt: skip
 
 
 @contextlib.contextmanager
 def stop_handlers() -> Iterator[None]:
-    """SIGINT/SIGTERM request a stop at the next step boundary instead of raising mid-step (main thread only)."""
+    """SIGINT/SIGTERM/SIGUSR1/SIGUSR2 request a stop at the next step boundary instead of raising mid-step (main
+    thread only); a requeue signal's stop exits REQUEUE_EXIT."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     _requested.clear()
-    old = {s: signal.signal(s, _handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    old = {s: signal.signal(s, _handler) for s in (signal.SIGINT, signal.SIGTERM, *REQUEUE_SIGNALS)}
     try:
         yield
     finally:
