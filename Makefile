@@ -11,7 +11,7 @@ LAB_STAMP := $(VENV)/.lab-stamp
 LAB_ARGS ?=
 LAB_SCREENSHOT ?= runs/lab_check.png
 
-.PHONY: setup study test test-fast lint strip clean lab lab-check
+.PHONY: setup study test test-fast test-exhaustive lint strip clean lab lab-check
 
 setup: $(STAMP)
 
@@ -29,6 +29,11 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest --runslow --nbval-lax --durations=20 tests notebooks
+
+# Every case of the matrices (the crash-consistency test at each write point, ...): make test runs their
+# representative cases; these take it past 10 minutes on 2 cores.
+test-exhaustive: $(STAMP)
+	$(PY) -m pytest --runslow --exhaustive -m "exhaustive" --durations=10 tests
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q tests

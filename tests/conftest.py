@@ -1,4 +1,4 @@
-"""Shared fixtures: the ../shared folder (skipped with a reason when absent) and the slow-test switch."""
+"""Shared fixtures: the ../shared folder (skipped with a reason when absent) and the slow and exhaustive switches."""
 
 from __future__ import annotations
 
@@ -13,14 +13,21 @@ SHARED = Path(os.environ.get("CMGAN_SHARED", ROOT.parent / "shared"))
 
 def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", default=False, help="also run tests marked slow")
+    parser.addoption("--exhaustive", action="store_true", default=False,
+                     help="also run tests marked exhaustive (every case of a matrix; make test-exhaustive)")  # fmt: skip
 
 
 def pytest_collection_modifyitems(config, items):
-    if config.getoption("--runslow") or os.environ.get("CMGAN_RUN_SLOW") == "1":
-        return
+    """slow: only with --runslow (make test has it). exhaustive: only with --exhaustive (make test-exhaustive),
+    where a matrix's representative cases already run in make test and the rest would take it past 10 minutes."""
+    slow = config.getoption("--runslow") or os.environ.get("CMGAN_RUN_SLOW") == "1"
+    exhaustive = config.getoption("--exhaustive") or os.environ.get("CMGAN_RUN_EXHAUSTIVE") == "1"
     skip_slow = pytest.mark.skip(reason="slow: run with --runslow (make test does)")
+    skip_exhaustive = pytest.mark.skip(reason="exhaustive: run with --exhaustive (make test-exhaustive)")
     for item in items:
-        if "slow" in item.keywords:
+        if "exhaustive" in item.keywords and not exhaustive:
+            item.add_marker(skip_exhaustive)
+        elif "slow" in item.keywords and not slow:
             item.add_marker(skip_slow)
 
 

@@ -38,7 +38,8 @@ WRITE_POINTS = [
 ]  # fmt: skip
 MODES = {"append": ("kill", "kill-half", "disk-full"), "save": ("kill", "kill-half", "disk-full")}
 CASES = [(i, mode) for i, point in enumerate(WRITE_POINTS) for mode in MODES.get(point.split()[0], ("kill",))]
-# Not slow: the case (a kill right after last.pt's rename), a cut step row, a full disk at best.pt.
+# In make test: the case (a kill right after last.pt's rename), a cut step row, a full disk at best.pt;
+# every other case with --exhaustive (make test-exhaustive: about 20 s each on 2 idle cores).
 FAST = {(11, "kill"), (0, "kill-half"), (5, "disk-full")}  # 11: before the unlink, after the commit
 
 
@@ -164,7 +165,7 @@ def test_the_epoch_end_writes_everything_before_last_pt_commits_it(whole):
 @pytest.mark.parametrize(
     "point, mode",
     [pytest.param(i, m, id=f"{i:02d}-{WRITE_POINTS[i].replace(' ', '-')}-{m}",
-                  marks=() if (i, m) in FAST else pytest.mark.slow) for i, m in CASES],
+                  marks=() if (i, m) in FAST else pytest.mark.exhaustive) for i, m in CASES],
 )  # fmt: skip
 def test_a_kill_or_a_full_disk_at_any_write_resumes_to_the_uninterrupted_run(whole, tmp_path, capsys, monkeypatch,
                                                                              point, mode):  # fmt: skip
