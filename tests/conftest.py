@@ -14,7 +14,7 @@ SHARED = Path(os.environ.get("CMGAN_SHARED", ROOT.parent / "shared"))
 def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", default=False, help="also run tests marked slow")
     parser.addoption("--exhaustive", action="store_true", default=False,
-                     help="also run tests marked exhaustive (every case of a matrix; make test-exhaustive)")  # fmt: skip
+                     help="also run tests marked exhaustive (every case of a matrix)")  # fmt: skip
 
 
 def pytest_collection_modifyitems(config, items):
