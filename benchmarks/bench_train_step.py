@@ -51,11 +51,11 @@ def step_times(config: str, log_steps: bool, steps: int, device: str | None, run
     starts: list[float] = []
     orig = trainer.train_step
 
-    def timed(clean, noisy):
+    def timed(*args, **kwargs):  # the trainer passes the batch's file names too
         if trainer.device.type == "cuda":
             torch.cuda.synchronize()
         starts.append(time.perf_counter())
-        return orig(clean, noisy)
+        return orig(*args, **kwargs)
 
     trainer.train_step = timed
     trainer.fit()
