@@ -78,6 +78,7 @@ def test_a_dry_run_comes_back_in_one_file_and_becomes_a_shared_report(tmp_path):
     8 files, none in a folder), the archive carries the bench table, and `report` turns it into a shared report
     even though the causal stage never ran (~15 s)."""
     import os
+    import re
     import tarfile
 
     env = {**os.environ, "GPU_CHECKS_DRY": "1", "OUT": str(tmp_path / "out"), "GPU_CHECKS_WORK": str(tmp_path / "w"),
@@ -96,5 +97,6 @@ def test_a_dry_run_comes_back_in_one_file_and_becomes_a_shared_report(tmp_path):
                        env={**env, "REPORT_DIR": str(dest)}, capture_output=True, text=True)  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
     readme = (dest / "README.md").read_text()
-    assert "CPU dry run" in readme and "`the command`" in readme and "wall time: 0." in readme
+    assert "CPU dry run" in readme and "`the command`" in readme
+    assert re.search(r"wall time: \d+\.\d min", readme), readme  # read from the run (not "not recorded"); minutes vary
     assert (dest / "bench.txt").read_text() == (tmp_path / "w" / "bench.txt").read_text()
