@@ -225,3 +225,24 @@ def test_default_corpus_time_and_pesq_target(tmp_path: Path) -> None:
     mean = float(np.mean(scores))
     print(f"200 clips in {elapsed:.1f} s; PESQ-WB mean {mean:.3f} sd {np.std(scores):.3f}")
     assert 1.5 <= mean <= 2.6
+
+
+def test_ensure_corpus_builds_once_while_another_process_waits(tmp_path):
+    """Two runs started together on a fresh machine must not write the same default corpus at once."""
+    import fcntl
+    import subprocess
+
+    from cmgan_lib.data.synthetic import ensure_corpus
+
+    out = tmp_path / "corpus"
+    code = f"from cmgan_lib.data.synthetic import ensure_corpus; ensure_corpus({str(out)!r}, n_train=2, n_test=1)"
+    with open(tmp_path / ".corpus.build.lock", "a") as lock:  # as a first builder holds it
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        waiting = subprocess.Popen([sys.executable, "-c", code])
+        time.sleep(3)
+        assert waiting.poll() is None and not out.exists()  # the second builder waits, writing nothing
+    assert waiting.wait(timeout=120) == 0
+    manifest = out / "manifest.csv"
+    stamp = manifest.stat().st_mtime_ns
+    assert ensure_corpus(out, n_train=2, n_test=1) == out and manifest.stat().st_mtime_ns == stamp  # not rebuilt
+    assert len(pd.read_csv(manifest)) == 3 and not list(out.glob(".*.tmp"))

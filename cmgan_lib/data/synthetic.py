@@ -717,5 +717,23 @@ def make_dataset(
             bar.update()
     bar.close()
     manifest = pd.DataFrame(records, columns=MANIFEST_COLUMNS)
-    manifest.to_csv(out / "manifest.csv", index=False)
+    tmp = out / ".manifest.csv.tmp"
+    manifest.to_csv(tmp, index=False)
+    os.replace(tmp, out / "manifest.csv")  # the manifest marks a finished corpus: never seen half written
     return manifest
+
+
+def ensure_corpus(out_dir: str | os.PathLike, **kwargs) -> Path:
+    """The corpus at `out_dir`, built by `make_dataset(out_dir, **kwargs)` when it has no manifest yet.
+
+    Why a lock: runs started together on a fresh machine (`ablate --cpu-runs 2`, parallel tests, two notebooks)
+    would otherwise write the same default corpus at once; the second waits, then finds it finished."""
+    import fcntl
+
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / f".{out.name}.build.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (out / "manifest.csv").exists():
+            make_dataset(out, **kwargs)
+    return out

@@ -20,10 +20,10 @@ def default_corpus(config: str | os.PathLike = TINY_CONFIG, build: bool = True, 
     cfg = load_config(config)
     path = config_corpus_path(cfg)
     if build and not (path / "manifest.csv").exists():
-        from cmgan_lib.data.synthetic import make_dataset
+        from cmgan_lib.data.synthetic import ensure_corpus
 
-        make_dataset(path, cfg.synthetic_n_train, cfg.synthetic_n_test, cfg.synthetic_seed, progress=progress,
-                     n_valid=cfg.synthetic_n_valid)  # fmt: skip
+        ensure_corpus(path, n_train=cfg.synthetic_n_train, n_test=cfg.synthetic_n_test, seed=cfg.synthetic_seed,
+                      progress=progress, n_valid=cfg.synthetic_n_valid)  # fmt: skip
     return path
 
 

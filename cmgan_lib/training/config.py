@@ -293,8 +293,8 @@ def resolve_data_dir(cfg: TrainConfig, is_main: bool = True) -> Path:
         return Path(cfg.data_dir)
     path = config_corpus_path(cfg)
     if is_main and not (path / "manifest.csv").exists():
-        from cmgan_lib.data.synthetic import make_dataset
+        from cmgan_lib.data.synthetic import ensure_corpus
 
-        make_dataset(path, n_train=cfg.synthetic_n_train, n_test=cfg.synthetic_n_test, seed=cfg.synthetic_seed,
-                     n_valid=cfg.synthetic_n_valid)  # fmt: skip
+        ensure_corpus(path, n_train=cfg.synthetic_n_train, n_test=cfg.synthetic_n_test, seed=cfg.synthetic_seed,
+                      n_valid=cfg.synthetic_n_valid)  # fmt: skip
     return path
