@@ -21,7 +21,8 @@ for g in $grids; do
       [ -d runs/vb_regime/$arm ] || $CMGAN make-vb-regime --source "$src" --out runs/vb_regime/$arm --arm $arm || exit 1
     done
   fi
-  echo "=== $(date -u +%FT%TZ) start $grid"
+  code=$(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet HEAD -- cmgan_lib configs 2>/dev/null || echo "+changes")
+  echo "=== $(date -u +%FT%TZ) start $grid (code $code)"  # the commit the runs of this start train with
   $CMGAN ablate --grid "$grid" --out "$OUT/${g##*:}" --cpu-runs "$CPU_RUNS" --no-notebooks
   echo "=== $(date -u +%FT%TZ) end $grid (exit $?)"
 done
