@@ -37,10 +37,7 @@ def configure(precision: str, deterministic: bool) -> None:
     if deterministic:
         # read when cuBLAS creates its handle: must be in the environment before the first CUDA matmul
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
-    # set only when it changes: the call imports torch._dynamo (~4 s of every training process's start on CPU)
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    if torch.are_deterministic_algorithms_enabled() != deterministic or warn_only:
-        torch.use_deterministic_algorithms(deterministic)
+    torch.use_deterministic_algorithms(deterministic)
     torch.backends.cudnn.benchmark = False  # autotuning picks kernels by timing: a run-to-run difference
     torch.backends.cudnn.deterministic = deterministic
 
