@@ -1,4 +1,4 @@
-"""Shared fixtures: the ../shared folder (skipped with a reason when absent) and the slow and exhaustive switches."""
+"""Shared fixtures: the ../shared folder (skipped with a reason when absent) and the slow switch."""
 
 from __future__ import annotations
 
@@ -13,22 +13,35 @@ SHARED = Path(os.environ.get("CMGAN_SHARED", ROOT.parent / "shared"))
 
 def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", default=False, help="also run tests marked slow")
-    parser.addoption("--exhaustive", action="store_true", default=False,
-                     help="also run tests marked exhaustive (every case of a matrix)")  # fmt: skip
 
 
 def pytest_collection_modifyitems(config, items):
-    """slow: only with --runslow (make test has it). exhaustive: only with --exhaustive (make test-exhaustive),
-    where a matrix's representative cases already run in make test and the rest would take it past 10 minutes."""
+    """slow: only with --runslow (make test has it)."""
     slow = config.getoption("--runslow") or os.environ.get("CMGAN_RUN_SLOW") == "1"
-    exhaustive = config.getoption("--exhaustive") or os.environ.get("CMGAN_RUN_EXHAUSTIVE") == "1"
     skip_slow = pytest.mark.skip(reason="slow: run with --runslow (make test does)")
-    skip_exhaustive = pytest.mark.skip(reason="exhaustive: run with --exhaustive (make test-exhaustive)")
     for item in items:
-        if "exhaustive" in item.keywords and not exhaustive:
-            item.add_marker(skip_exhaustive)
-        elif "slow" in item.keywords and not slow:
+        if "slow" in item.keywords and not slow:
             item.add_marker(skip_slow)
+
+
+# Modules whose tests share a module fixture that costs a minute (test_cluster's 2x2 submitit grid): on one worker,
+# so it is built once.
+ONE_WORKER = {"tests/test_cluster.py"}
+
+
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: ignored where xdist is not installed
+def pytest_xdist_make_scheduler(config, log):
+    """Under `pytest -n N` (make test): each test goes to whichever worker is free, but a notebook's cells go
+    together, in order, to one worker, since they share one kernel. (xdist's own `loadgroup` cannot group them
+    here: it renames items through a node attribute pytest 9 no longer has.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class NotebookScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::")[0]
+            return path if path.endswith(".ipynb") or path in ONE_WORKER else nodeid
+
+    return NotebookScheduling(config, log)
 
 
 @pytest.fixture(scope="session")

@@ -223,7 +223,7 @@ def test_submitit_local_runs_a_2x2_grid_end_to_end_and_no_train_reports_it(local
 @pytest.mark.slow
 @needs_submitit
 def test_a_failing_task_is_reported_failed_while_the_others_finish(corpus, tmp_path):
-    grid = write_grid(tmp_path / "g.yaml", corpus, {"official": {}, "too_big": {"batch_size": 64}}, [0],
+    grid = write_grid(tmp_path / "g.yaml", corpus, {"official": {"epochs": 1}, "too_big": {"batch_size": 64}}, [0],
                       slurm={"gpus_per_run": 0})  # fmt: skip
     out = tmp_path / "out"
     assert cli_main(["ablate", "--grid", str(grid), "--out", str(out), "--executor", "submitit-local"]) == 0

@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from test_bad_inputs import short_validation
 
 from cmgan_lib.core.dsp import rms_normalizer
 from cmgan_lib.training.config import load_config
@@ -37,7 +38,7 @@ def corpus(tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("corpus")
     make_dataset(out, n_train=4, n_test=1, seed=0, hard_fraction=0.0, progress=False, n_valid=1)
-    return out
+    return short_validation(out)
 
 
 def test_trainer_logs_the_share_of_the_weighted_gan_term(corpus, tmp_path):

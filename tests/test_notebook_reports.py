@@ -153,7 +153,7 @@ def test_notebook_01_renders_the_audit_with_a_written_verdict(tmp_path, fake_run
     runs = tmp_path / "runs"
     fake_run(runs, "official_s0", [1.2, 1.3, 1.25], np.arange(12) % 2, config={"cut_len": 8000, "batch_size": 4})
     params = {"data_dir": str(data), "run_root": str(runs), "out_dir": str(tmp_path / "audit"), "vb_dir": None,
-              "crop_lengths": [0.5, 2.0], "crops_per_clip": 1}  # fmt: skip
+              "crop_lengths": [0.5, 2.0], "crops_per_clip": 1, "matrix_max_clips": 2}  # fmt: skip
     nb, html = _render("01_pesq_failure_audit", tmp_path, params)
     _assert_clean_report(nb, html)
     assert "Verdict" in html and "56% of batches skip the discriminator update" in html
