@@ -141,7 +141,10 @@ def _interrupt_ablate_after_first_step(corpus: Path, tmp: Path, seeds: str) -> t
     )
     out = tmp / "out"
     cmd = [sys.executable, "-m", "cmgan_lib.cli", "ablate", "--grid", str(grid), "--out", str(out), "--no-notebooks"]
-    ablate = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # SIGINT as a terminal's Ctrl-C finds it: a test process started in the background (`cmd &` in a script)
+    # inherits SIGINT ignored, and an ignored signal stays ignored across exec
+    ablate = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     run = out / "runs" / "official_s0"
     deadline = time.time() + 120
     while time.time() < deadline and not (run / "training_epoch_log.csv").is_file():
@@ -190,10 +193,16 @@ def test_ctrl_c_on_ablate_starts_no_further_run_and_names_each_in_status(tmp_pat
 
     monkeypatch.setattr(study.Trainers, "start", stand_in)
     monkeypatch.setattr(study, "visible_gpus", lambda: [])
+
     monkeypatch.setattr(study.Grid, "data_dir", lambda self, build=False: tmp_path)  # no corpus to build here
     grid = study.Grid(base_config=OFFICIAL, variants=["official", "masked", "seed_fixes"], seeds=[0])
-    assert cli_main(["ablate", "--grid", str(_grid_file(tmp_path, grid)), "--out", str(tmp_path / "out"),
-                     "--no-notebooks"]) == 130  # fmt: skip
+    # Ctrl-C's KeyboardInterrupt even when this process was started with SIGINT ignored (`cmd &` in a script)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        assert cli_main(["ablate", "--grid", str(_grid_file(tmp_path, grid)), "--out", str(tmp_path / "out"),
+                         "--no-notebooks"]) == 130  # fmt: skip
+    finally:
+        signal.signal(signal.SIGINT, previous)
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith("interrupted: 1 run(s) stopped at a step boundary, 2 not started")
