@@ -272,6 +272,17 @@ def test_pool_chunking_and_lifecycle(batch, start_method):
         p.submit(*batch)
 
 
+@pytest.mark.skipif("forkserver" not in multiprocessing.get_all_start_methods(), reason="no forkserver here")
+def test_a_new_pools_workers_start_with_pystoi_already_imported():
+    """Every trainer start opens a pool; its workers used to import pystoi (scipy.signal, 2-3 s of CPU) again at
+    their first STOI. The forkserver now imports it once and workers fork with it loaded."""
+    in_worker = "'pystoi' in __import__('sys').modules"  # evaluated in a worker (eval pickles by reference)
+    for _ in range(2):  # the first pool may be the one that starts the forkserver
+        with PesqPool(n_workers=1, start_method="forkserver") as p:
+            loaded = p._require().submit(eval, in_worker).result()
+    assert loaded, "a new pool's worker had to import pystoi itself"
+
+
 def test_batch_pesq_is_a_drop_in_for_the_published_one(batch, direct):
     """Public API for CMGAN-family code: where the published `batch_pesq(clean, est)` returns None, the labels
     here have `scores is None`; otherwise the scores are its (PESQ - 1) / 3.5, from (B, T) tensors as there."""

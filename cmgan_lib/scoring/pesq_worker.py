@@ -90,6 +90,18 @@ def default_start_method() -> str:
     return "forkserver" if "forkserver" in methods else "spawn"
 
 
+# What every worker needs, imported once in the forkserver (which forks the workers) rather than in each worker of
+# each pool: pystoi pulls in scipy.signal (2-3 s of CPU), paid at every trainer start's first validation before.
+# "__main__" is multiprocessing's own default, kept.
+FORKSERVER_PRELOAD = ("__main__", "cmgan_lib.scoring.pesq_worker", "pystoi")
+
+
+def preload_in_forkserver(context: multiprocessing.context.BaseContext) -> None:
+    """Ask the forkserver to import FORKSERVER_PRELOAD when it starts (no effect once it runs; an import that
+    fails there is skipped by multiprocessing, and the worker then imports it itself)."""
+    context.set_forkserver_preload(list(FORKSERVER_PRELOAD))
+
+
 def _pid_alive(pid: int) -> bool:
     """True while `pid` runs (a zombie, dead but not yet reaped, counts as gone)."""
     try:
@@ -247,9 +259,12 @@ class PesqPool:
             self.warm_up()
 
     def _new_executor(self) -> ProcessPoolExecutor:
+        context = multiprocessing.get_context(self.start_method)
+        if self.start_method == "forkserver":
+            preload_in_forkserver(context)
         return ProcessPoolExecutor(
             max_workers=self.n_workers,
-            mp_context=multiprocessing.get_context(self.start_method),
+            mp_context=context,
             initializer=_worker_init,
             initargs=(os.getpid(),),
         )
