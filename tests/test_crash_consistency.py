@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import os
+import pickle
 import shutil
 from pathlib import Path
 
@@ -265,6 +266,34 @@ def test_commit_keeps_the_previous_best_until_last_pt_commits(tmp_path):
     notes = commit.reconcile(run, state)
     assert commit.checkpoint_epoch(run / "best.pt") == 0 and not (run / commit.PREV_BEST).exists()
     assert len(notes) == 1 and "rebuilt from .best.pt.prev" in notes[0]
+
+
+class _Planted:
+    """A pickled object whose unpickling would write a file: what a checkpoint peek must never run."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "ran"))
+
+
+def test_the_epoch_of_a_checkpoint_is_read_from_its_pickle_alone_and_nothing_in_it_runs(tmp_path):
+    """resume asks best.pt's epoch (and the epochs of the files it may rebuild best.pt from): read from the
+    pickle without a tensor; a global outside a checkpoint's own is refused, never run (as with weights_only)."""
+    state = {"epoch": 7, "generator": torch.nn.Linear(3, 2).state_dict(), "rng_cpu": torch.get_rng_state(),
+             "early_stopping": {"best": 2.5, "best_epoch": 5, "counter": 0}, "config": {"lr_g": 5e-4}}  # fmt: skip
+    runs.atomic_save(state, tmp_path / "best.pt")
+    assert commit._peek_epoch(tmp_path / "best.pt") == 7 == commit.checkpoint_epoch(tmp_path / "best.pt")
+    marker = tmp_path / "ran.txt"
+    torch.save({**state, "epoch": 3, "planted": _Planted(marker)}, tmp_path / "planted.pt")
+    with pytest.raises(pickle.UnpicklingError, match="not in a checkpoint"):  # refused, as weights_only refuses it
+        commit._peek_epoch(tmp_path / "planted.pt")
+    assert commit.checkpoint_epoch(tmp_path / "planted.pt") is None and not marker.exists()
+    (tmp_path / "cut.pt").write_bytes((tmp_path / "best.pt").read_bytes()[:4096])  # a cut copy: unreadable
+    assert commit.checkpoint_epoch(tmp_path / "cut.pt") is None
+    torch.save({"epoch": torch.tensor(4)}, tmp_path / "tensor_epoch.pt")  # not this trainer's layout: torch reads it
+    assert commit.checkpoint_epoch(tmp_path / "tensor_epoch.pt") == 4
 
 
 # ------------------------------------------------------------------------- resume refuses a changed recipe

@@ -9,11 +9,15 @@ into place last, commits it: `--resume` continues from last.pt, so whatever an u
 
 from __future__ import annotations
 
+import collections
 import errno
+import io
 import json
 import os
+import pickle
 import shutil
 import tempfile
+import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -60,8 +64,64 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
+class _Inert:
+    """What every global of a peeked pickle becomes: built from anything, holds nothing, runs nothing."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __call__(self, *args: Any, **kwargs: Any) -> _Inert:  # a global reached through getattr, then called
+        return _Inert()
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        pass
+
+    def append(self, value: Any) -> None:
+        pass
+
+    def extend(self, values: Any) -> None:
+        pass
+
+
+class _Peek(pickle.Unpickler):
+    """A torch checkpoint's `data.pkl` with its tensors left out: dicts, lists and numbers are built, the tensor
+    rebuilders and storages become `_Inert` and no storage is read; any other global is refused (the caller
+    then asks torch.load with weights_only, as before). Runs none of the file's code, at C speed
+    (weights_only's Python unpickler took 0.2-0.9 s a checkpoint)."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) == ("collections", "OrderedDict"):
+            return collections.OrderedDict
+        storage = module == "torch" and name.endswith("Storage")
+        if storage or (module == "torch._utils" and name.startswith("_rebuild_")):
+            return _Inert
+        raise pickle.UnpicklingError(f"{module}.{name}: not in a checkpoint of this trainer")
+
+    def persistent_load(self, pid: Any) -> None:
+        return None
+
+
+def _peek_epoch(path: Path) -> int:
+    with zipfile.ZipFile(path) as archive:
+        (pkl,) = [n for n in archive.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
+        ck = _Peek(io.BytesIO(archive.read(pkl))).load()
+    epoch = ck["epoch"]
+    if type(epoch) is not int:
+        raise TypeError(f"epoch is a {type(epoch).__name__}")
+    return epoch
+
+
 def checkpoint_epoch(path: Path) -> int | None:
-    """The epoch a checkpoint records (its tensors mapped, not read), or None when it is not a readable one."""
+    """The epoch a checkpoint records, or None when it is not a readable one. Read from its pickle alone (no
+    tensor built; a resume asks this of best.pt and of the files it may rebuild best.pt from); anything the
+    peek cannot read goes to torch.load (tensors mapped) as before."""
+    try:
+        return _peek_epoch(path)
+    except Exception:  # noqa: BLE001 (not a zip, a cut file, another layout: torch decides)
+        pass
     try:
         ck = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception:  # noqa: BLE001 (any unreadable file holds no epoch)

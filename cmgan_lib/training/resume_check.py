@@ -32,14 +32,16 @@ def recorded_config(ck_config: dict[str, Any]) -> dict[str, Any]:
         return known
 
 
-def check_resume(run_dir: Path, cfg: TrainConfig, changes: list[Change]) -> tuple[list[Change], str | None]:
+def check_resume(run_dir: Path, cfg: TrainConfig, changes: list[Change],
+                 ck: dict[str, Any] | None = None) -> tuple[list[Change], str | None]:  # fmt: skip
     """(the changes to record, a one-line note when the run is finished and nothing is to be done).
 
     Refuses (ValueError, one line) a value outside RESUMABLE_KEYS that differs between last.pt's recorded config
     and the config now in force (config.yaml with the command line), and `epochs` below the epochs already
     trained. Changes are counted from what last.pt was trained with, so a hand edit of a resumable key is
-    recorded too."""
-    ck = read_checkpoint(run_dir / "last.pt", torch.device("cpu"), mmap=True)
+    recorded too. `ck`: last.pt when the caller has read it already (else it is read here)."""
+    if ck is None:
+        ck = read_checkpoint(run_dir / "last.pt", torch.device("cpu"), mmap=True)
     old, new = recorded_config(ck["config"]), cfg.to_dict()
     differs = [(k, old[k], new[k]) for k in old if k not in NOT_COMPARED and old[k] != new[k]]
     refused = [f"{k} (last.pt {o!r}, config.yaml {n!r})" for k, o, n in differs if k not in RESUMABLE_KEYS]
