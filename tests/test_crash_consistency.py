@@ -156,7 +156,8 @@ def whole(corpus, tmp_path_factory) -> dict:
         argv += ["max_steps_per_epoch=1"]  # a case trains its epoch twice: one step is enough
         assert train_main(argv) == 0
     assert list(pd.read_csv(run / "training_epoch_log.csv").best) == [1, 1]  # epoch 2 is a new best
-    return dict(run=run, snapshot=snapshot, points=writes.points)
+    kept = {p.name: _ck(p) for p in sorted(run.glob("*.pt"))}  # read once for every case's comparisons
+    return dict(run=run, snapshot=snapshot, points=writes.points, logs=_logs(run), files=_files(run), kept=kept)
 
 
 def test_the_epoch_end_writes_everything_before_last_pt_commits_it(whole):
@@ -192,13 +193,13 @@ def test_a_kill_or_a_full_disk_at_any_write_resumes_to_the_uninterrupted_run(who
     assert train_main(["--resume", str(run), f"epochs={committed + 1}"]) == 0
     assert "finished" in capsys.readouterr().out
     best = _ck(run / "last.pt")["early_stopping"]["best_epoch"]
-    assert _same_state(_ck(run / "best.pt"), _ck(whole["run"] / f"epoch_{best + 1:03d}.pt"))
+    assert _same_state(_ck(run / "best.pt"), whole["kept"][f"epoch_{best + 1:03d}.pt"])
     assert train_main(["--resume", str(run)]) == 0
     for name, df in _logs(run).items():
-        pd.testing.assert_frame_equal(df, _logs(whole["run"])[name], check_exact=True, obj=name)
-    assert _same_state(_ck(run / "best.pt"), _ck(whole["run"] / "best.pt"))
-    assert _same_state(_ck(run / "last.pt"), _ck(whole["run"] / "last.pt"))
-    assert _files(run) == _files(whole["run"])
+        pd.testing.assert_frame_equal(df, whole["logs"][name], check_exact=True, obj=name)
+    assert _same_state(_ck(run / "best.pt"), whole["kept"]["best.pt"])
+    assert _same_state(_ck(run / "last.pt"), whole["kept"]["last.pt"])
+    assert _files(run) == whole["files"]
 
 
 # -------------------------------------------------------------------- what --resume finds in a folder

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from cmgan_lib import study
@@ -151,7 +152,10 @@ def test_notebook_01_renders_the_audit_with_a_written_verdict(tmp_path, fake_run
             (data / "train" / sub).mkdir(parents=True, exist_ok=True)
             write_wav(data / "train" / sub / f"s01_{i:03d}.wav", audio)
     runs = tmp_path / "runs"
-    fake_run(runs, "official_s0", [1.2, 1.3, 1.25], np.arange(12) % 2, config={"cut_len": 8000, "batch_size": 4})
+    # a 4-channel run, as every test run: its untrained generator enhances the crops of the estimate sweep (without
+    # num_channel the official 64 channels, 80 of the test's 90 s)
+    fake_run(runs, "official_s0", [1.2, 1.3, 1.25], np.arange(12) % 2,
+             config={"cut_len": 8000, "batch_size": 4, "num_channel": 4})  # fmt: skip
     params = {"data_dir": str(data), "run_root": str(runs), "out_dir": str(tmp_path / "audit"), "vb_dir": None,
               "crop_lengths": [0.5, 2.0], "crops_per_clip": 1, "matrix_max_clips": 2}  # fmt: skip
     nb, html = _render("01_pesq_failure_audit", tmp_path, params)
@@ -164,6 +168,8 @@ def test_notebook_01_renders_the_audit_with_a_written_verdict(tmp_path, fake_run
                "failure_matrix_rates.csv")  # fmt: skip
     assert all((tmp_path / "audit" / f).is_file() for f in written)
     assert "PESQ failures come from very low SNR samples" in html  # issue 20: every claim (a)-(n)
+    pairs = set(pd.read_csv(tmp_path / "audit" / "crop_sweep.csv").pair)
+    assert pairs == {"clean/noisy", "clean/estimate (official_s0)"}, pairs  # the run's generator enhanced crops
 
 
 def _absolute_paths_in(folder: Path, absolute: str, *unless: str) -> list[str]:
