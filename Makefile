@@ -25,10 +25,12 @@ $(STAMP): pyproject.toml Makefile
 study: $(STAMP)
 	$(VENV)/bin/cmgan study --out $(STUDY)
 
-# TEST_WORKERS pytest-xdist workers of one torch thread each (tiny models use a second thread poorly); 3 on 2
-# cores, since many tests wait on the processes they start (ablate, submitit, DDP, kernels). A notebook's cells
-# stay together on one worker (tests/conftest.py). TEST_WORKERS=0: one process.
-TEST_WORKERS ?= 3
+# TEST_WORKERS pytest-xdist workers of one torch thread each (tiny models use a second thread poorly); 4 on 2
+# cores, since many tests wait on the processes they start (ablate, submitit, DDP, kernels): on a fresh clone of
+# ca5e977 (2026-12-07) pytest took 636 s on 3 workers, then 578 s on 4 in the same clone (its default corpus
+# built by then, ~35 s of one worker). A notebook's cells stay together on one worker (tests/conftest.py).
+# TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 4
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports

@@ -12,9 +12,9 @@ from cmgan_lib.core import allocator
 def faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 counts = []
-for rounds in range(2):  # a step's pattern, 30 times per round: large tensors allocated, written and freed
+for rounds in range(2):  # a step's pattern, 10 times per round: large tensors allocated, written and freed
     f0 = faults()
-    for i in range(30):
+    for i in range(10):
         a = torch.empty(40 << 18); a.fill_(1.0); del a   # 40 MB
         b = torch.empty(10 << 18); b.fill_(1.0); del b   # 10 MB
     counts.append(faults() - f0)
@@ -33,6 +33,6 @@ def test_tuned_allocator_reuses_large_blocks_instead_of_faulting_them_in_again()
     on_applied, on_faults = _probe("1")
     off_applied, off_faults = _probe("0")
     assert on_applied and not off_applied
-    pages = 30 * (50 << 20) // os.sysconf("SC_PAGE_SIZE")  # what faulting every block in anew costs
+    pages = 10 * (50 << 20) // os.sysconf("SC_PAGE_SIZE")  # what faulting every block in anew costs
     assert off_faults > pages // 2, "the probe no longer shows the storm it guards against"
-    assert on_faults < pages // 20, f"{on_faults} page faults for 30 reused blocks: the allocator tuning is off"
+    assert on_faults < pages // 20, f"{on_faults} page faults for 10 reused blocks: the allocator tuning is off"

@@ -222,21 +222,13 @@ def test_submitit_local_runs_a_2x2_grid_end_to_end_and_no_train_reports_it(local
 
 @pytest.mark.slow
 @needs_submitit
-def test_a_failing_task_is_reported_failed_while_the_others_finish(corpus, tmp_path):
-    grid = write_grid(tmp_path / "g.yaml", corpus, {"official": {"epochs": 1}, "too_big": {"batch_size": 64}}, [0],
-                      slurm={"gpus_per_run": 0})  # fmt: skip
-    out = tmp_path / "out"
-    assert cli_main(["ablate", "--grid", str(grid), "--out", str(out), "--executor", "submitit-local"]) == 0
-    table = wait_until_settled(out).set_index("run")
-    assert dict(table.state) == {"official_s0": "done", "too_big_s0": "failed"}, table
-    assert "batch_size=64" in table.loc["too_big_s0", "last_line"]
-
-
-@pytest.mark.slow
-@needs_submitit
-def test_a_preempted_task_is_requeued_and_its_logs_equal_an_uninterrupted_runs(local_grid, corpus, tmp_path):
+def test_a_preempted_task_is_requeued_and_a_failing_one_is_reported_failed_while_the_others_finish(
+        local_grid, corpus, tmp_path):  # fmt: skip
+    """One grid, two tasks: `official_s0` preempted mid-training (requeued, resumed, its logs those of the local
+    grid's uninterrupted run) and `too_big_s0` failing at its start (reported failed, with its last line)."""
     _, reference, *_ = local_grid
-    grid = write_grid(tmp_path / "g.yaml", corpus, ["official"], [0], slurm={"gpus_per_run": 0})
+    grid = write_grid(tmp_path / "g.yaml", corpus, {"official": {}, "too_big": {"batch_size": 64}}, [0],
+                      slurm={"gpus_per_run": 0})  # fmt: skip
     out = tmp_path / "out"
     assert cli_main(["ablate", "--grid", str(grid), "--out", str(out), "--executor", "submitit-local"]) == 0
     run = out / "runs" / "official_s0"
@@ -244,8 +236,10 @@ def test_a_preempted_task_is_requeued_and_its_logs_equal_an_uninterrupted_runs(l
     trainer = runguard.lock_holder(run)
     task = int(Path(f"/proc/{trainer}/stat").read_text().rsplit(")", 1)[1].split()[1])  # the submitit task
     os.kill(task, signal.SIGUSR2)  # what submitit's Slurm job receives on preemption
-    table = wait_until_settled(out)
-    assert table.state.tolist() == ["done"] and table.epochs.tolist() == [TINY["epochs"]]
+    table = wait_until_settled(out).set_index("run")
+    assert dict(table.state) == {"official_s0": "done", "too_big_s0": "failed"}, table
+    assert "batch_size=64" in table.loc["too_big_s0", "last_line"]
+    assert table.loc["official_s0", "epochs"] == TINY["epochs"]
     log = (run / "train.log").read_text()
     assert "SIGUSR1 received" in log and "exit 75" in log, log  # stopped at a step boundary, asking for a requeue
     starts = [ln for ln in log.splitlines() if ln.startswith("$ ")]

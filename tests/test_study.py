@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from test_bad_inputs import short_validation
 
 from cmgan_lib import study
 from cmgan_lib.analysis.training_analysis import run_summary
@@ -132,6 +133,7 @@ def test_failing_variant_is_recorded_and_finished_runs_are_skipped(tmp_path, mon
 
     corpus = tmp_path / "corpus"
     make_dataset(corpus, n_train=4, n_test=2, seed=0, hard_fraction=0.0, progress=False, n_valid=1)
+    short_validation(corpus)  # 1 s validation files, as the other training tests
     monkeypatch.setitem(study.VARIANTS, "broken", {"pesq_strategy": "not_a_strategy"})
     grid = study.Grid(base_config=str(ROOT / "configs" / "tiny_cpu.yaml"), variants=["official", "broken"],
                       seeds=[0], overrides={"data_dir": str(corpus), "epochs": 1, "max_steps_per_epoch": 1,
