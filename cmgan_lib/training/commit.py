@@ -65,24 +65,12 @@ def _remove(path: Path) -> None:
 
 
 class _Inert:
-    """What every global of a peeked pickle becomes: built from anything, holds nothing, runs nothing."""
+    """What a peeked pickle's tensor rebuilders and storages become: built from anything, holds nothing."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         pass
 
-    def __call__(self, *args: Any, **kwargs: Any) -> _Inert:  # a global reached through getattr, then called
-        return _Inert()
-
-    def __setstate__(self, state: Any) -> None:
-        pass
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        pass
-
-    def append(self, value: Any) -> None:
-        pass
-
-    def extend(self, values: Any) -> None:
+    def __setstate__(self, state: Any) -> None:  # a rebuilt tensor's state (BUILD)
         pass
 
 

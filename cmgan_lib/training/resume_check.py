@@ -12,10 +12,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from cmgan_lib.training.config import RESUMABLE_KEYS, TrainConfig
-from cmgan_lib.training.runs import read_checkpoint
 
 Change = tuple[str, Any, Any]
 NOT_COMPARED = frozenset({"run_dir"})  # where the folder is now (a moved run stays the same run)
@@ -33,15 +30,13 @@ def recorded_config(ck_config: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_resume(run_dir: Path, cfg: TrainConfig, changes: list[Change],
-                 ck: dict[str, Any] | None = None) -> tuple[list[Change], str | None]:  # fmt: skip
+                 ck: dict[str, Any]) -> tuple[list[Change], str | None]:  # fmt: skip
     """(the changes to record, a one-line note when the run is finished and nothing is to be done).
 
     Refuses (ValueError, one line) a value outside RESUMABLE_KEYS that differs between last.pt's recorded config
     and the config now in force (config.yaml with the command line), and `epochs` below the epochs already
     trained. Changes are counted from what last.pt was trained with, so a hand edit of a resumable key is
-    recorded too. `ck`: last.pt when the caller has read it already (else it is read here)."""
-    if ck is None:
-        ck = read_checkpoint(run_dir / "last.pt", torch.device("cpu"), mmap=True)
+    recorded too. `ck`: the run's last.pt (runs.read_checkpoint)."""
     old, new = recorded_config(ck["config"]), cfg.to_dict()
     differs = [(k, old[k], new[k]) for k in old if k not in NOT_COMPARED and old[k] != new[k]]
     refused = [f"{k} (last.pt {o!r}, config.yaml {n!r})" for k, o, n in differs if k not in RESUMABLE_KEYS]
