@@ -21,7 +21,14 @@ def plan() -> cf.Plan:
     return cf.load_plan(ROOT / cf.PLAN_YAML)
 
 
-def write_grid(root: Path, fake_run, levels: dict[tuple[str, int], float], first_loss=None, epochs: int = EPOCHS):
+def write_grid(
+    root: Path,
+    fake_run,
+    levels: dict[tuple[str, int], float],
+    first_loss=None,
+    epochs: int = EPOCHS,
+    config: dict | None = None,
+):
     """One flat run per (variant, seed) at validation PESQ `level` (a tiny wiggle); the first step's losses are
     the seed's own (identical across variants) unless `first_loss[(variant, seed)]` overrides loss_ri."""
     for (variant, seed), level in levels.items():
@@ -29,7 +36,7 @@ def write_grid(root: Path, fake_run, levels: dict[tuple[str, int], float], first
         ri = (first_loss or {}).get((variant, seed), 1.0 + seed / 100)
         fake_run(root, f"{variant}_s{seed}", curve, 0, steps_per_epoch=2,
                  step_columns={"loss_ri": ri, "loss_mag": 0.5 + seed / 100, "loss_time": 0.3},
-                 config={"epochs": epochs})  # fmt: skip
+                 config={"epochs": epochs, **(config or {})})  # fmt: skip
     return root
 
 
@@ -224,3 +231,23 @@ def test_bottom_line_is_interim_with_seed_counts(tmp_path, fake_run, plan):
     assert any(x.startswith("**Batch-mean labels**: it does not matter") or "not settled" in x for x in lines)
     assert lines[-1].endswith("measured: 0.000 PESQ apart")
     assert rc.interim_label(cf.analyse(tmp_path, plan)) == ""  # no plan of seeds (the exploration): no label
+
+
+def test_the_bottom_lines_scope_is_the_regime_the_runs_trained_in(tmp_path, fake_run, plan):
+    """Each sentence's scope is read from the runs' configs: a grid on real speech with a 32-channel model must
+    not be called the synthetic 16-channel regime (the scope was a fixed sentence before)."""
+    levels = {(v, s): 2.5 + 0.1 * s for v in ("official", "official_p56", "clip5") for s in (100, 101, 102)}
+    write_grid(tmp_path / "w32", fake_run, levels, config=dict(
+        num_channel=32, data_dir="runs/vb_regime/speech", cut_len=16000, fixed_crops=True, batch_size=2,
+        lr_g=0.002, val_max_files=4))  # fmt: skip
+    lines = rc.bottom_line(cf.analyse(tmp_path / "w32", plan, planned_seeds=plan.seeds))
+    skip = next(x for x in lines if x.startswith("**Skipped"))
+    scope = skip.split("Scope: ")[1]
+    assert "a 32-channel model" in scope and "one fixed 1 s crop each" in scope and "12 epochs" in scope
+    assert "synthetic" not in scope and "16" not in scope
+    write_grid(tmp_path / "syn", fake_run, levels, config=dict(synthetic_n_train=2, num_channel=16))
+    write_grid(tmp_path / "syn", fake_run, {("official", 103): 2.5}, config=dict(synthetic_n_train=4,
+                                                                                 num_channel=16))  # fmt: skip
+    scope = rc.scope_words(cf.analyse(tmp_path / "syn", plan))
+    assert scope.startswith("this regime (2 synthetic training clips") and "a 16-channel model" in scope
+    assert scope.endswith("12 epochs; 1 of the 10 runs in 1 other regime)")  # official_s103: 4 clips

@@ -410,7 +410,7 @@ def _given(x) -> bool:
     return x is not None and not (isinstance(x, float) and math.isnan(x))
 
 
-def _regime_parts(c: pd.Series) -> list[str]:
+def regime_parts(c: pd.Series) -> list[str]:
     """The config half of a run's regime, in words; a missing key leaves its part out."""
     parts = []
     if _given(c.get("data_dir")):
@@ -429,7 +429,7 @@ def _regime_parts(c: pd.Series) -> list[str]:
     return parts
 
 
-def _model_parts(c: pd.Series) -> list[str]:
+def model_parts(c: pd.Series) -> list[str]:
     parts = []
     if is_number(c.get("num_channel")):
         parts.append(f"a {int(c['num_channel'])}-channel model")
@@ -451,7 +451,7 @@ def regime_markdown(configs: pd.DataFrame, epochs: pd.DataFrame, steps: pd.DataF
     groups: dict[str, list[str]] = {}
     planned: dict[str, list[float]] = {}
     for _, c in configs.iterrows():
-        key = ", ".join(_regime_parts(c)) + " | " + ", ".join(_model_parts(c))
+        key = ", ".join(regime_parts(c)) + " | " + ", ".join(model_parts(c))
         groups.setdefault(key, []).append(c["run"])
         planned.setdefault(key, []).append(float(c["epochs"]) if is_number(c.get("epochs")) else math.nan)
     texts = []

@@ -23,6 +23,7 @@ from cmgan_lib.analysis.confirmatory import (
 from cmgan_lib.analysis.stats import mean_interval
 from cmgan_lib.core.paths import shown_path
 from cmgan_lib.reports.plotting import EPOCH_LABEL, integer_ticks, legend_outside
+from cmgan_lib.reports.report_02_training import model_parts, regime_parts
 
 ENDPOINT_SHORT = {"late_val_pesq": "late validation PESQ", "drop_smoothed": "smoothed drop",
                   "best_val_pesq": "best validation PESQ"}  # fmt: skip
@@ -312,7 +313,6 @@ def replication_display(rep: pd.DataFrame) -> pd.DataFrame:
 
 # ------------------------------------------------------------------------------------- the bottom line (section 9)
 
-SCOPE = "this regime (collapse_cpu: synthetic speech, 2 training clips, 16 channels, lr x4, {epochs} epochs)"
 FIX_CONTRASTS = {  # proposal -> (treatment, reference) of family F
     "batch-mean labels": ("batch_mean_p56", "official_p56"),
     "clipping at 5": ("clip5", "official"),
@@ -365,8 +365,17 @@ def replication_words(rep: pd.DataFrame | None, contrast: tuple[str, str], main:
 
 
 def scope_words(a: Analysis) -> str:
-    """SCOPE with the runs' own length."""
-    return SCOPE.format(epochs=int(a.endpoints.epochs.max()) if len(a.endpoints) else "?")
+    """The regime the runs trained in, read from their own configs (notebook 02's regime parts) and logs, so that
+    a sentence of the bottom line names the grid it was measured on, whichever grid that is."""
+    configs = a.runs.configs
+    epochs = f", {int(a.endpoints.epochs.max())} epochs" if len(a.endpoints) else ""
+    if configs is None or not len(configs):
+        return f"the runs' regime (no readable config{epochs})"
+    regimes = pd.Series([", ".join([*regime_parts(c), *model_parts(c)]) for _, c in configs.iterrows()])
+    counts = regimes.value_counts(sort=True)
+    other = (f"; {len(configs) - counts.iloc[0]} of the {len(configs)} runs in {len(counts) - 1} other regime"
+             f"{'s' if len(counts) > 2 else ''}" if len(counts) > 1 else "")  # fmt: skip
+    return f"this regime ({counts.index[0]}{epochs}{other})"
 
 
 def interim_label(a: Analysis) -> str:
