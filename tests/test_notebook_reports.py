@@ -157,7 +157,8 @@ def test_notebook_01_renders_the_audit_with_a_written_verdict(tmp_path, fake_run
     fake_run(runs, "official_s0", [1.2, 1.3, 1.25], np.arange(12) % 2,
              config={"cut_len": 8000, "batch_size": 4, "num_channel": 4})  # fmt: skip
     params = {"data_dir": str(data), "run_root": str(runs), "out_dir": str(tmp_path / "audit"), "vb_dir": None,
-              "crop_lengths": [0.5, 2.0], "crops_per_clip": 1, "matrix_max_clips": 2}  # fmt: skip
+              "crop_lengths": [0.5, 2.0], "estimate_crop_lengths": [0.5], "crops_per_clip": 1,
+              "matrix_max_clips": 2}  # fmt: skip
     nb, html = _render("01_pesq_failure_audit", tmp_path, params)
     _assert_clean_report(nb, html)
     assert "Verdict" in html and "56% of batches skip the discriminator update" in html
@@ -168,8 +169,10 @@ def test_notebook_01_renders_the_audit_with_a_written_verdict(tmp_path, fake_run
                "failure_matrix_rates.csv")  # fmt: skip
     assert all((tmp_path / "audit" / f).is_file() for f in written)
     assert "PESQ failures come from very low SNR samples" in html  # issue 20: every claim (a)-(n)
-    pairs = set(pd.read_csv(tmp_path / "audit" / "crop_sweep.csv").pair)
-    assert pairs == {"clean/noisy", "clean/estimate (official_s0)"}, pairs  # the run's generator enhanced crops
+    crops = pd.read_csv(tmp_path / "audit" / "crop_sweep.csv")
+    lengths = crops.groupby("pair").crop_s.unique().map(sorted).to_dict()
+    # the run's generator enhanced crops, at the estimate lengths only (0.5 s), PESQ on clean/noisy at both
+    assert lengths == {"clean/noisy": [0.5, 2.0], "clean/estimate (official_s0)": [0.5]}, lengths
 
 
 def _absolute_paths_in(folder: Path, absolute: str, *unless: str) -> list[str]:

@@ -469,26 +469,30 @@ def audit_sets(data_dir: str | os.PathLike, vb_dir: str | os.PathLike | None) ->
 
 def crop_sweeps(sets: Sequence[AuditSet], run_root: str | os.PathLike | None, lengths_s: Sequence[float],
                 crops_per_clip: int, seed: int, pool, estimate_clips: int | None,
-                cache_dir: str | os.PathLike | None = None) -> pd.DataFrame:  # fmt: skip
+                cache_dir: str | os.PathLike | None = None,
+                estimate_lengths_s: Sequence[float] | None = None) -> pd.DataFrame:  # fmt: skip
     """Notebook 01's crops: (clean, noisy) of every set at every length, then (clean, estimate) on the first set
-    from every checkpoint of the audited run (`audit_run`), when there is one.
+    from every checkpoint of the audited run (`audit_run`), when there is one, at `estimate_lengths_s` (None: every
+    length). Why a separate list: the generator's cost grows with the square of the crop's frames, so 4 s crops
+    cost it 4x the published 2 s ones, while PESQ on (clean, noisy) costs little at any length.
 
     With `cache_dir`, a sweep of the same audio, checkpoints, parameters and code is read back from
     CACHE_DIR/.cache instead of computed again (cache.py; nbval re-executing the notebook after `make study`)."""
     est_run = audit_run(run_root)
+    est_lengths = list(lengths_s if estimate_lengths_s is None else estimate_lengths_s)
 
     def compute() -> pd.DataFrame:
         frames = [crop_length_sweep(s.pairs, lengths_s, crops_per_clip, seed, s.metadata, pool=pool)
                   .assign(dataset=s.name, pair="clean/noisy", model="-") for s in sets]  # fmt: skip
         if est_run is not None:
-            frames.append(estimate_sweep(sets[0].pairs, est_run, lengths_s, 1, seed, pool, estimate_clips)
+            frames.append(estimate_sweep(sets[0].pairs, est_run, est_lengths, 1, seed, pool, estimate_clips)
                           .assign(dataset=sets[0].name, pair=f"clean/estimate ({est_run.name})"))  # fmt: skip
         return pd.concat(frames, ignore_index=True)
 
     if cache_dir is None:
         return compute()
     estimates = None if est_run is None else [est_run.name, run_config(est_run), run_checkpoints(est_run)]
-    inputs = [list(sets), list(lengths_s), crops_per_clip, seed, estimate_clips, estimates]
+    inputs = [list(sets), list(lengths_s), crops_per_clip, seed, estimate_clips, estimates, est_lengths]
     frame, path, reused = cached_frame(cache_dir, "crop_sweep", inputs, compute)
     if reused:
         print(f"crop sweep read back from {path.name} (same audio, checkpoints, parameters and code)")
