@@ -30,6 +30,8 @@ from cmgan_lib.training import runguard
 from cmgan_lib.training.variants import VARIANTS
 
 NOTEBOOKS = ("01_pesq_failure_audit", "02_train_baseline_vs_fixed", "03_evaluate")
+# what a shared report also carries when rendered into the ablation folder (scripts/confirmatory_report.sh)
+REPORT_NOTEBOOKS = (*NOTEBOOKS, "04_confirmatory")
 
 
 @dataclass
@@ -513,17 +515,17 @@ def share_report(out: str | os.PathLike, dest: str | os.PathLike, command: str, 
     from cmgan_lib.reports.report_02_training import COMPARISONS_CSV, PER_SEED_CSV, PER_VARIANT_CSV, runs_data_order
 
     # notebook 02's full tables: its HTML links to them
-    for name in ["summary.csv", "grid.yaml", *(f"{nb}.html" for nb in NOTEBOOKS), PER_SEED_CSV, PER_VARIANT_CSV,
+    for name in ["summary.csv", "grid.yaml", *(f"{nb}.html" for nb in REPORT_NOTEBOOKS), PER_SEED_CSV, PER_VARIANT_CSV,
                  COMPARISONS_CSV]:  # fmt: skip
         if (out / name).is_file():
             shutil.copy2(out / name, dest / name)
             copied.append(name)
-    for nb in NOTEBOOKS:  # the executed notebooks the HTML reports link to, unless audio makes them large
+    for nb in REPORT_NOTEBOOKS:  # the executed notebooks the HTML reports link to, unless audio makes them large
         path = out / f"{nb}.ipynb"
         if path.is_file() and path.stat().st_size <= NOTEBOOK_LIMIT_BYTES:
             (dest / path.name).write_text(shareable_text(path.read_text(), out))
             copied.append(path.name)
-    for sub in ("evaluate", "audit"):
+    for sub in ("evaluate", "audit", "analysis"):  # notebooks 03, 01 and 04's tables
         for csv in sorted((out / sub).glob("*.csv")) if (out / sub).is_dir() else []:
             (dest / sub).mkdir(exist_ok=True)
             shutil.copy2(csv, dest / sub / csv.name)

@@ -251,3 +251,25 @@ def test_the_bottom_lines_scope_is_the_regime_the_runs_trained_in(tmp_path, fake
     scope = rc.scope_words(cf.analyse(tmp_path / "syn", plan))
     assert scope.startswith("this regime (2 synthetic training clips") and "a 16-channel model" in scope
     assert scope.endswith("12 epochs; 1 of the 10 runs in 1 other regime)")  # official_s103: 4 clips
+
+
+def test_the_denormalized_sentence_is_notebook_01s_scale_audit(tmp_path):
+    """The bottom line's verdict on denormalized PESQ comes from the claims table's scale-audit rows: refuted
+    everywhere reads 'does not matter' with the measured numbers; a supported row reads 'it matters'."""
+    from cmgan_lib.reports.report_01_claims import CLAIMS
+
+    assert rc.denormalized_words(tmp_path / "claims.csv") is None  # no audit: the bottom line points to notebook 01
+    rows = [("a", CLAIMS[0], "audit: x", "failed crops 1 of 50", "below the claim"),
+            ("c", CLAIMS[2], "real speech: 49 crops, c in 6.44-125", "max |PESQ(cx,cy) - PESQ(x,y)| = 0.000806",
+             "refuted: PESQ is scale invariant (within 0.01)"),
+            ("c", CLAIMS[2], "synthetic: 86 crops, c in 9.9-990", "max |PESQ(cx,cy) - PESQ(x,y)| = 0.000144",
+             "refuted: PESQ is scale invariant (within 0.01)")]  # fmt: skip
+    table = pd.DataFrame(rows, columns=["letter", "claim", "condition", "measured", "verdict"])
+    table.to_csv(tmp_path / "claims.csv", index=False)
+    words = rc.denormalized_words(tmp_path / "claims.csv")
+    assert words.startswith("it does not matter") and "0.000806" in words and "synthetic: 86 crops" in words
+    table.loc[2, "verdict"] = "supported: scaling changes PESQ by up to 0.2"
+    table.to_csv(tmp_path / "claims.csv", index=False)
+    assert rc.denormalized_words(tmp_path / "claims.csv").startswith("it matters")
+    table[table.letter == "a"].to_csv(tmp_path / "claims.csv", index=False)
+    assert rc.denormalized_words(tmp_path / "claims.csv") is None

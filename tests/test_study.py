@@ -165,9 +165,13 @@ def test_share_report_copies_logs_and_html_never_checkpoints(tmp_path):
     (out / "summary.csv").write_text("run\nofficial_s0\n")
     (out / "02_train_baseline_vs_fixed.html").write_text("<html></html>")
     (out / "training_per_seed.csv").write_text("run\nofficial_s0\n")  # notebook 02's HTML links to it
+    (out / "04_confirmatory.html").write_text("<html></html>")  # the confirmatory report's notebook and tables
+    (out / "analysis").mkdir()
+    (out / "analysis" / "confirmatory_families.csv").write_text("contrast\nclip5 - official\n")
     dest = study.share_report(out, tmp_path / "reports" / "r", "cmgan ablate --grid g", "2-core CPU", 600.0, "Found.")
     files = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
     assert "runs/official_s0/training_step_log.csv" in files and "02_train_baseline_vs_fixed.html" in files
+    assert "04_confirmatory.html" in files and "analysis/confirmatory_families.csv" in files
     assert "training_per_seed.csv" in files
     assert not any(f.endswith(".pt") for f in files)
     readme = (dest / "README.md").read_text()

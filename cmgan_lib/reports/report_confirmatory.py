@@ -415,6 +415,25 @@ def early_stopping_words(a: Analysis, rule: str = ES_RULE, variant: str = REFERE
             f"on average. Scope: {scope}; the kept PESQ is read on the validation split that chose it.")  # fmt: skip
 
 
+def denormalized_words(claims_csv: str | os.PathLike) -> str | None:
+    """The bottom line's sentence on denormalized PESQ, from notebook 01's claims.csv (claim c, its scale audit:
+    PESQ of each crop as is and multiplied by the training normalizer c); None when there is no such file or it
+    has no measured row. Why here: the fix document's fourth proposal is no training arm, so its verdict is the
+    audit's."""
+    from cmgan_lib.reports.report_01_claims import CLAIMS
+
+    if not os.path.isfile(claims_csv):
+        return None
+    claims = pd.read_csv(claims_csv)
+    rows = claims[(claims.claim == CLAIMS[2]) & (claims.verdict != "not measured")] if len(claims) else claims
+    if not len(rows):
+        return None
+    refuted = rows.verdict.str.startswith("refuted").all()
+    words = "it does not matter (PESQ is scale-invariant)" if refuted else "it matters: scaling changed PESQ"
+    each = "; ".join(f"{r.condition}: {r.measured}" for r in rows.itertuples())
+    return f"{words}. Notebook 01's scale audit, {each}."
+
+
 def bottom_line(a: Analysis, replications: pd.DataFrame | None = None, denormalized: str | None = None) -> list[str]:
     """Plan section 9: one sentence per proposal of the fix document and for skipping itself, each with its
     interval and scope; INTERIM with seed counts first when fewer than the planned seeds finished.
