@@ -239,6 +239,16 @@ def test_observed_rates_read_every_run_per_run_and_per_epoch(tmp_path):
     assert runs.run_crop_seconds(tmp_path / "official_s0") == 0.5
 
 
+def test_a_live_run_whose_step_log_has_no_header_yet_is_left_out(tmp_path):
+    """Notebook 01 over a grid still training: a run that just created its step log (no header yet) is left out
+    of the observed rates and of the last-epoch disc_loss, not a crash (pandas: 'No columns to parse')."""
+    _run(tmp_path, "official_s0", "skip", [1, 0, 1, 0, 0], [1, 0, 2, 0, 0])
+    live = _run(tmp_path, "seed_fixes_s0", "batch_mean", [0] * 5, [0] * 5)
+    (live / "training_step_log.csv").write_text("")
+    assert list(audit_logs.observed_rates(tmp_path).run) == ["official_s0"]
+    assert audit_logs.last_epoch_disc_loss(tmp_path).empty
+
+
 def test_observed_rates_leave_out_steps_refused_as_nonfinite(tmp_path):
     """A step refused as non-finite logs disc_skipped = 1 but is no PESQ skip; labels count where they were scored
     (NaN pesq_valid_frac: refused before the forward pass; a non-finite loss still scored its labels)."""

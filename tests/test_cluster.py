@@ -23,6 +23,7 @@ from cmgan_lib import cluster
 from cmgan_lib.cli import main as cli_main
 from cmgan_lib.study import load_grid
 from cmgan_lib.training import runguard
+from cmgan_lib.training.runs import read_log
 
 needs_submitit = pytest.mark.skipif(importlib.util.find_spec("submitit") is None,
                                     reason="submitit is not installed (pip install -e '.[cluster]')")  # fmt: skip
@@ -60,11 +61,13 @@ def wait_until_settled(out: Path, timeout: float = 1800) -> pd.DataFrame:
 
 
 def wait_for_epoch(run: Path, epoch: int, timeout: float = 300) -> None:
-    """Until the step log holds a step of `epoch` (0-based): the run is in the middle of its training."""
+    """Until the step log holds a step of `epoch` (0-based): the run is in the middle of its training. Read as
+    the reports read a live run (`read_log`): the trainer creates the file before it writes the header, and a
+    poll in between read an empty file (CI of e43625f, 2026-12-07)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        log = run / "training_step_log.csv"
-        if log.is_file() and (pd.read_csv(log).epoch >= epoch).any():
+        log = read_log(run / "training_step_log.csv")
+        if "epoch" in log and (log.epoch >= epoch).any():
             return
         time.sleep(0.05)
     raise AssertionError(f"{run}: no step of epoch {epoch + 1} within {timeout} s")

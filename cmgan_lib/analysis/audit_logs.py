@@ -15,7 +15,7 @@ import pandas as pd
 from cmgan_lib.analysis.audit import CUT_LEN, SR
 from cmgan_lib.analysis.stats import wilson
 from cmgan_lib.core.paths import run_config
-from cmgan_lib.training.runs import config_crop_seconds, find_runs, parse_run_name, runs_at, step_logs
+from cmgan_lib.training.runs import config_crop_seconds, find_runs, parse_run_name, read_log, runs_at, step_logs
 
 
 def observed_rates(run_root_or_dirs: str | os.PathLike | Sequence[str | os.PathLike], per: str = "run") -> pd.DataFrame:
@@ -33,7 +33,7 @@ def observed_rates(run_root_or_dirs: str | os.PathLike | Sequence[str | os.PathL
         log = d / "training_step_log.csv"
         if not log.is_file():
             continue
-        steps = pd.read_csv(log)
+        steps = read_log(log)  # a live run's log may not have its header yet
         if steps.empty:
             continue
         cfg = run_config(d)
@@ -122,7 +122,9 @@ def last_epoch_disc_loss(run_root: str | os.PathLike, strategy: str = "batch_mea
         log = run / "training_step_log.csv"
         if cfg.get("pesq_strategy") != strategy or not log.is_file():
             continue
-        steps = pd.read_csv(log)
+        steps = read_log(log)
+        if steps.empty:
+            continue
         last = steps[steps["epoch"] == steps["epoch"].max()]
         m = mean_interval(last["disc_loss"].dropna())
         crop = config_crop_seconds(cfg)
