@@ -490,7 +490,10 @@ def shareable_text(text: str, run_root: str | os.PathLike) -> str:
 
 
 NOTEBOOK_LIMIT_BYTES = 2 * 2**20
-REPORT_LIMIT_BYTES = 8 * 2**20  # a shared report is small: HTML, CSV logs; never checkpoints or audio
+# A shared report holds HTML, CSV and logs, never checkpoints or audio files. The confirmatory report's 21 runs of
+# 2026-12-07 came to 11.9 MiB (each run's logs ~110 KB, notebook 03's HTML 3 MB with its audio players, 02's 2 MB);
+# its 72 runs will need about 20 MiB. Over this, something that does not belong was copied.
+REPORT_LIMIT_BYTES = 32 * 2**20
 
 
 def share_report(out: str | os.PathLike, dest: str | os.PathLike, command: str, device: str,
@@ -535,6 +538,9 @@ def share_report(out: str | os.PathLike, dest: str | os.PathLike, command: str, 
             if (run / name).is_file():
                 (dest / "runs" / run.name).mkdir(parents=True, exist_ok=True)
                 shutil.copy2(run / name, dest / "runs" / run.name / name)
+        config = run / "config.yaml"
+        if config.is_file():  # its run_dir relative to the report, as the notebooks' paths
+            (dest / "runs" / run.name / config.name).write_text(shareable_text(config.read_text(), out))
     size = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
     if size > REPORT_LIMIT_BYTES:
         raise ValueError(f"{dest}: {size / 2**20:.1f} MiB is too large for a shared report; check what was copied")

@@ -178,7 +178,7 @@ def test_notebook_01_renders_the_audit_with_a_written_verdict(tmp_path, fake_run
 def _absolute_paths_in(folder: Path, absolute: str, *unless: str) -> list[str]:
     """Files of a shared report (HTML, CSV, README, notebook; not the `unless` suffixes) that print `absolute`,
     a machine's own path."""
-    kinds = {".html", ".csv", ".md", ".ipynb"} - set(unless)
+    kinds = {".html", ".csv", ".md", ".ipynb", ".yaml"} - set(unless)
     return [str(p.relative_to(folder)) for p in sorted(folder.rglob("*"))
             if p.suffix in kinds and absolute in p.read_text(errors="replace")]  # fmt: skip
 
@@ -190,7 +190,13 @@ def test_a_shared_report_carries_no_absolute_machine_path(tmp_path, fake_run):
     out = tmp_path / "ablation"
     runs = out / "runs"
     for variant, strategy in (("official", "skip"), ("masked", "masked")):
-        fake_run(runs, f"{variant}_s0", [2.0, 2.4, 2.3], 0, config={"pesq_strategy": strategy})
+        fake_run(
+            runs,
+            f"{variant}_s0",
+            [2.0, 2.4, 2.3],
+            0,
+            config={"pesq_strategy": strategy, "run_dir": str(runs / f"{variant}_s0")},
+        )  # as ablate writes it
     corpus = tmp_path / "corpus"
     _render("02_train_baseline_vs_fixed", out, {"run_root": str(runs), "out_dir": str(out)})
     _render("03_evaluate", out, {"run_root": str(out / "none"), "out_dir": str(out / "evaluate")})
@@ -202,8 +208,10 @@ def test_a_shared_report_carries_no_absolute_machine_path(tmp_path, fake_run):
     assert summary["test_set"].iloc[0] == "…/corpus/test"
     dest = study.share_report(out, tmp_path / "reports" / "r", "cmgan ablate", "2-core CPU")
     assert "2 runs under <code>…/ablation/runs</code>" in (dest / "02_train_baseline_vs_fixed.html").read_text()
-    assert not _absolute_paths_in(out, str(tmp_path), ".ipynb"), _absolute_paths_in(out, str(tmp_path), ".ipynb")
+    # the run folder's own notebooks and configs keep the paths they ran with
+    assert not _absolute_paths_in(out, str(tmp_path), ".ipynb", ".yaml"), _absolute_paths_in(out, str(tmp_path))
     # the shared copy of an executed notebook too (the run folder's own keeps the paths it ran with)
     shared = _absolute_paths_in(dest, str(tmp_path)) + _absolute_paths_in(dest, str(ROOT))
     assert not shared, shared
     assert '"run_root": "runs"' in (dest / "02_train_baseline_vs_fixed.ipynb").read_text()
+    assert "run_dir: runs/official_s0\n" in (dest / "runs" / "official_s0" / "config.yaml").read_text()

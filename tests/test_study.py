@@ -180,6 +180,20 @@ def test_share_report_copies_logs_and_html_never_checkpoints(tmp_path):
         study.share_report(tmp_path / "nothing", tmp_path / "r2", "c", "d")
 
 
+def test_share_report_refuses_a_report_over_its_size_limit(tmp_path, monkeypatch):
+    """The limit catches what does not belong in a shared report; no README is written for such a report."""
+    out = tmp_path / "ablation"
+    out.mkdir()
+    (out / "summary.csv").write_text("run\nofficial_s0\n")
+    (out / "02_train_baseline_vs_fixed.html").write_text("x" * 5000)
+    monkeypatch.setattr(study, "REPORT_LIMIT_BYTES", 4000)
+    with pytest.raises(ValueError, match="too large for a shared report"):
+        study.share_report(out, tmp_path / "r", "c", "d")
+    assert not (tmp_path / "r" / "README.md").exists()
+    monkeypatch.setattr(study, "REPORT_LIMIT_BYTES", 8000)
+    assert (study.share_report(out, tmp_path / "r2", "c", "d") / "README.md").is_file()
+
+
 def test_ablate_command_passes_seeds_and_no_notebooks(monkeypatch, tmp_path):
     from cmgan_lib import cli
 
