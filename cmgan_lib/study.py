@@ -537,10 +537,10 @@ def share_report(out: str | os.PathLike, dest: str | os.PathLike, command: str, 
         for name in ("config.yaml", "training_step_log.csv", "training_epoch_log.csv"):
             if (run / name).is_file():
                 (dest / "runs" / run.name).mkdir(parents=True, exist_ok=True)
-                shutil.copy2(run / name, dest / "runs" / run.name / name)
-        config = run / "config.yaml"
-        if config.is_file():  # its run_dir relative to the report, as the notebooks' paths
-            (dest / "runs" / run.name / config.name).write_text(shareable_text(config.read_text(), out))
+                if name == "config.yaml":  # its run_dir relative to the report, as the notebooks' paths
+                    (dest / "runs" / run.name / name).write_text(shareable_text((run / name).read_text(), out))
+                else:
+                    shutil.copy2(run / name, dest / "runs" / run.name / name)
     size = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
     if size > REPORT_LIMIT_BYTES:
         raise ValueError(f"{dest}: {size / 2**20:.1f} MiB is too large for a shared report; check what was copied")
