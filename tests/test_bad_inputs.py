@@ -42,7 +42,7 @@ def tiny(corpus: Path, run_dir: Path, *extra: str) -> list[str]:
     """Overrides for a seconds-long run: a 4-channel CMGAN on 0.5 s crops, 2 steps of 2 clips, 1 validation file."""
     return [
         f"data_dir={corpus}", f"run_dir={run_dir}", "epochs=1", "batch_size=2", "cut_len=8000", "num_channel=4",
-        "ndf=4", "max_steps_per_epoch=2", "val_max_files=1", "pesq_workers=1", *extra,
+        "num_tscb=1", "ndf=4", "max_steps_per_epoch=2", "val_max_files=1", "pesq_workers=1", *extra,
     ]  # fmt: skip
 
 

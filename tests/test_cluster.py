@@ -28,8 +28,8 @@ from cmgan_lib.training.runs import read_log
 needs_submitit = pytest.mark.skipif(importlib.util.find_spec("submitit") is None,
                                     reason="submitit is not installed (pip install -e '.[cluster]')")  # fmt: skip
 LOGS = ("training_step_log.csv", "training_epoch_log.csv")
-TINY = dict(epochs=3, batch_size=2, cut_len=8000, num_channel=4, ndf=4, max_steps_per_epoch=2, val_max_files=1,
-            pesq_workers=1, num_workers=0)  # fmt: skip
+TINY = dict(epochs=3, batch_size=2, cut_len=8000, num_channel=4, num_tscb=1, ndf=4, max_steps_per_epoch=2,
+            val_max_files=1, pesq_workers=1, num_workers=0)  # fmt: skip
 
 
 def write_grid(path: Path, corpus: Path | str, variants, seeds, **extra) -> Path:

@@ -44,7 +44,7 @@ def corpus(tmp_path_factory) -> Path:
 def test_trainer_logs_the_share_of_the_weighted_gan_term(corpus, tmp_path):
     cfg = load_config(CONFIGS / "official.yaml", [
         f"data_dir={corpus}", f"run_dir={tmp_path / 'run'}", "batch_size=2", "cut_len=8000", "num_channel=4",
-        "ndf=4", "pesq_workers=1", "grad_share_every=1", "loss_weights=[0.1,0.9,0.2,0.5]"])  # fmt: skip
+        "num_tscb=1", "ndf=4", "pesq_workers=1", "grad_share_every=1", "loss_weights=[0.1,0.9,0.2,0.5]"])  # fmt: skip
     tr = Trainer(cfg)
     try:
         clean, noisy, _ = next(iter(tr.loader))
@@ -73,7 +73,7 @@ def test_trainer_logs_the_share_of_the_weighted_gan_term(corpus, tmp_path):
 def test_share_is_logged_every_n_steps_and_off_by_default(corpus, tmp_path):
     from cmgan_lib.training.train import main
 
-    base = [f"data_dir={corpus}", "epochs=1", "batch_size=1", "cut_len=8000", "num_channel=4", "ndf=4",
+    base = [f"data_dir={corpus}", "epochs=1", "batch_size=1", "cut_len=8000", "num_channel=4", "num_tscb=1", "ndf=4",
             "val_max_files=1", "pesq_workers=1"]  # fmt: skip
     assert main(["--config", str(CONFIGS / "official.yaml"), *base, f"run_dir={tmp_path / 'a'}",
                  "grad_share_every=2"]) == 0  # fmt: skip
@@ -90,8 +90,8 @@ def test_train_disc_false_never_updates_the_discriminator(corpus, tmp_path):
 
     run = tmp_path / "frozen"
     assert main(["--config", str(CONFIGS / "official.yaml"), f"data_dir={corpus}", f"run_dir={run}", "epochs=1",
-                 "batch_size=1", "cut_len=8000", "num_channel=4", "ndf=4", "val_max_files=1", "pesq_workers=1",
-                 "train_disc=false", "grad_share_every=1"]) == 0  # fmt: skip
+                 "batch_size=1", "cut_len=8000", "num_channel=4", "num_tscb=1", "ndf=4", "val_max_files=1",
+                 "pesq_workers=1", "train_disc=false", "grad_share_every=1"]) == 0  # fmt: skip
     steps = pd.read_csv(run / "training_step_log.csv")
     assert (steps.disc_skipped == 1).all() and steps.disc_loss.isna().all() and steps.grad_norm_d.isna().all()
     assert (steps.grad_norm_g_adv > 0).all()  # the adversarial term still reaches the generator

@@ -129,6 +129,28 @@ def test_small_generator_trains_and_keeps_shapes():
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
 
 
+def test_fewer_tscbs_keep_the_published_names_order_and_initial_weights_and_load_back():
+    """num_tscb (the tests' 1-block runs): TSCB_1..TSCB_k of the published layout, built in the published order
+    (so a seed gives the published initial weights up to block k), and load_generator reads k from the names."""
+    from cmgan_lib.scoring.enhance import load_generator
+
+    torch.manual_seed(0)
+    full = TSCNet(num_channel=4).state_dict()
+    torch.manual_seed(0)
+    two = TSCNet(num_channel=4, num_tscb=2)
+    assert list(two.state_dict()) == [k for k in full if not k.startswith(("TSCB_3.", "TSCB_4."))]
+    for k, v in two.state_dict().items():
+        if k.startswith(("dense_encoder.", "TSCB_1.", "TSCB_2.")):
+            assert torch.equal(v, full[k]), k
+    loaded = load_generator(two.state_dict())
+    assert loaded.num_tscb == 2
+    x = torch.randn(1, 2, 11, 201)
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(loaded(x), two.eval()(x), strict=True))
+    with pytest.raises(ValueError, match="num_tscb must be >= 1"):
+        TSCNet(num_channel=4, num_tscb=0)
+
+
 def test_global_max_pool_is_adaptive_max_pool_values_and_gradients():
     """The discriminator's pool (deterministic-safe on CUDA) routes gradients like AdaptiveMaxPool2d(1)."""
     from cmgan_lib.models.discriminator import GlobalMaxPool

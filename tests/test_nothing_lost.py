@@ -143,7 +143,7 @@ def test_killing_ablate_stops_its_trainer_with_a_resumable_run(corpus, tmp_path)
     grid = tmp_path / "grid.yaml"
     grid.write_text(
         f"base_config: {OFFICIAL}\nvariants: [official]\nseeds: [0]\noverrides: {{data_dir: {corpus}, epochs: 50, "
-        "batch_size: 2, cut_len: 8000, num_channel: 4, ndf: 4, max_steps_per_epoch: 2, val_max_files: 1, "
+        "batch_size: 2, cut_len: 8000, num_channel: 4, num_tscb: 1, ndf: 4, max_steps_per_epoch: 2, val_max_files: 1, "
         "pesq_workers: 1}\n"
     )
     out = tmp_path / "out"

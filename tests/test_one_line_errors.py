@@ -136,7 +136,7 @@ def _interrupt_ablate_after_first_step(corpus: Path, tmp: Path, seeds: str) -> t
     grid = tmp / "grid.yaml"
     grid.write_text(
         f"base_config: {OFFICIAL}\nvariants: [official, masked]\nseeds: [{seeds}]\noverrides: {{data_dir: {corpus}, "
-        "epochs: 50, batch_size: 2, cut_len: 8000, num_channel: 4, ndf: 4, max_steps_per_epoch: 2, "
+        "epochs: 50, batch_size: 2, cut_len: 8000, num_channel: 4, num_tscb: 1, ndf: 4, max_steps_per_epoch: 2, "
         "val_max_files: 1, pesq_workers: 1}\n"
     )
     out = tmp / "out"

@@ -452,6 +452,21 @@ def test_regime_markdown_names_the_conditions_and_opens_the_verdict(tmp_path, fa
         "Regime: **a new random 2 s crop each visit, batch 2, all validation files** (1 run).")  # fmt: skip
 
 
+def test_a_shallower_generator_is_named_and_a_config_without_the_key_had_four_blocks(tmp_path, fake_run):
+    """num_tscb is part of the regime: 1 block is said; a run whose config predates the key trained 4 (the code
+    then had no other), so it is the same regime as a run that writes num_tscb 4, not a mixed one."""
+    fake_run(tmp_path, "official_s0", _collapse_curve(50), 0, config=COLLAPSE_CONFIG)  # no num_tscb: from before
+    fake_run(tmp_path, "official_s1", _collapse_curve(50), 0, config={**COLLAPSE_CONFIG, "num_tscb": 4})
+    rep = tr.build_report(tmp_path)
+    assert list(rep.configs.num_tscb) == [4, 4]
+    regime = tr.regime_markdown(rep.configs, rep.epochs)
+    assert "a 16-channel model, lr_g 0.002, 8 validation files** (2 runs)." in regime
+    fake_run(tmp_path, "masked_s0", _collapse_curve(50), 0, config={**COLLAPSE_CONFIG, "num_tscb": 1})
+    rep = tr.build_report(tmp_path)
+    regime = tr.regime_markdown(rep.configs, rep.epochs)
+    assert "a 16-channel, 1-TSCB model, lr_g 0.002, 8 validation files** (1 run)" in regime
+
+
 def test_smoothed_measures_need_ten_epochs(tmp_path, fake_run):
     """Under 10 epochs the 5-epoch peak (or minimum) and the mean of the last 5 epochs share most epochs: no
     smoothed drop, and the overfitting sentence says the runs are too short (never a made-up 0)."""

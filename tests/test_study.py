@@ -137,7 +137,8 @@ def test_failing_variant_is_recorded_and_finished_runs_are_skipped(tmp_path, mon
     monkeypatch.setitem(study.VARIANTS, "broken", {"pesq_strategy": "not_a_strategy"})
     grid = study.Grid(base_config=str(ROOT / "configs" / "tiny_cpu.yaml"), variants=["official", "broken"],
                       seeds=[0], overrides={"data_dir": str(corpus), "epochs": 1, "max_steps_per_epoch": 1,
-                                            "val_max_files": 1, "batch_size": 2, "num_channel": 4})  # fmt: skip
+                                            "val_max_files": 1, "batch_size": 2, "num_channel": 4,
+                                            "num_tscb": 1})  # fmt: skip
     root = tmp_path / "runs"
     status = study.run_grid(grid, root, progress=False)
     assert list(status.status.str.split().str[0]) == ["done", "failed"]

@@ -67,7 +67,7 @@ def tiny(corpus: Path, run_dir: Path, *extra: str) -> list[str]:
     """Overrides for a seconds-long run: a 4-channel CMGAN on 0.5 s crops, 3 steps per epoch."""
     return [
         f"data_dir={corpus}", f"run_dir={run_dir}", "epochs=1", "batch_size=2", "cut_len=8000",
-        "num_channel=4", "ndf=4", "max_steps_per_epoch=3", "val_max_files=2", "pesq_workers=2", *extra,
+        "num_channel=4", "num_tscb=1", "ndf=4", "max_steps_per_epoch=3", "val_max_files=2", "pesq_workers=2", *extra,
     ]  # fmt: skip
 
 

@@ -370,7 +370,7 @@ def make_estimator(checkpoint: str | os.PathLike | None, config: dict, batch_siz
     """Estimates as the training step makes them: RMS-normalized crops through the generator, batches of
     `batch_size`, train mode (batch statistics, as the labels in training see them), no gradient.
 
-    `checkpoint=None`: the untrained generator, built from `config` (num_channel, n_fft, seed) exactly as the
+    `checkpoint=None`: the untrained generator, built from `config` (num_channel, num_tscb, n_fft, seed) exactly as the
     trainer builds it before step 1.
     """
     import torch
@@ -385,7 +385,7 @@ def make_estimator(checkpoint: str | os.PathLike | None, config: dict, batch_siz
         float(config.get("compress", 0.3)),
     )
     torch.manual_seed(int(config.get("seed", 0)))
-    model = TSCNet(num_channel=int(config.get("num_channel", 64)), num_features=n_fft // 2 + 1)
+    model = TSCNet(int(config.get("num_channel", 64)), n_fft // 2 + 1, int(config.get("num_tscb", 4)))
     if checkpoint is not None:
         model.load_state_dict(generator_state_dict(checkpoint), strict=True)
     model.train()

@@ -43,8 +43,10 @@ CONFIG_KEYS = ("pesq_strategy", "pesq_fail_inject", "grad_clip_norm", "batch_siz
 
 
 # further config keys that name the regime a verdict holds under (issue 18: `regime_markdown`)
-REGIME_KEYS = ("synthetic_n_train", "data_dir", "fixed_crops", "train_repeat", "epochs", "num_channel", "lr_g",
-               "val_max_files")  # fmt: skip
+REGIME_KEYS = ("synthetic_n_train", "data_dir", "fixed_crops", "train_repeat", "epochs", "num_channel", "num_tscb",
+               "lr_g", "val_max_files")  # fmt: skip
+# what a run trained with when its config predates the key (the code then had only this value)
+REGIME_DEFAULTS = {"num_tscb": 4}
 
 
 MIXED = "mixed"  # a variant whose seeds ran with different values of a config key
@@ -73,11 +75,13 @@ TINY = 1e-9  # a smoothed rise or interval bound within this of 0 is 0 (float no
 
 
 def load_run_configs(run_root_or_dirs) -> pd.DataFrame:
-    """One row per run: the config keys the reports need (missing keys NaN: runs from before the key)."""
+    """One row per run: the config keys the reports need (missing keys NaN: runs from before the key, unless
+    REGIME_DEFAULTS says what they trained with)."""
     rows = []
     for d in run_dirs(run_root_or_dirs):
         cfg = run_config(d)
-        rows.append({"run": d.name, **{k: cfg.get(k, np.nan) for k in (*CONFIG_KEYS, *REGIME_KEYS)}})
+        keys = (*CONFIG_KEYS, *REGIME_KEYS)
+        rows.append({"run": d.name, **{k: cfg.get(k, REGIME_DEFAULTS.get(k, np.nan)) for k in keys}})
     return pd.DataFrame(rows, columns=["run", *CONFIG_KEYS, *REGIME_KEYS])
 
 

@@ -144,15 +144,16 @@ class ComplexDecoder(nn.Module):
 class TSCNet(nn.Module):
     """The CMGAN generator. `num_features` must equal n_fft // 2 + 1 (201 for the published n_fft 400)."""
 
-    def __init__(self, num_channel: int = 64, num_features: int = 201):
+    def __init__(self, num_channel: int = 64, num_features: int = 201, num_tscb: int = 4):
         super().__init__()
+        if num_tscb < 1:
+            raise ValueError(f"num_tscb must be >= 1, got {num_tscb}")
         self.num_channel = num_channel
         self.num_features = num_features
+        self.num_tscb = num_tscb  # the paper's 4; fewer for seconds-long test runs (the names stay TSCB_k)
         self.dense_encoder = DenseEncoder(in_channel=3, channels=num_channel)
-        self.TSCB_1 = TSCB(num_channel=num_channel)
-        self.TSCB_2 = TSCB(num_channel=num_channel)
-        self.TSCB_3 = TSCB(num_channel=num_channel)
-        self.TSCB_4 = TSCB(num_channel=num_channel)
+        for k in range(1, num_tscb + 1):  # built in the published order: a seed gives the published initial weights
+            setattr(self, f"TSCB_{k}", TSCB(num_channel=num_channel))
         self.mask_decoder = MaskDecoder(num_features, num_channel=num_channel, out_channel=1)
         self.complex_decoder = ComplexDecoder(num_channel=num_channel)
 
@@ -161,7 +162,8 @@ class TSCNet(nn.Module):
         mag = torch.sqrt(real**2 + imag**2).unsqueeze(1)
         noisy_phase = torch.angle(torch.complex(real, imag)).unsqueeze(1)
         h = self.dense_encoder(torch.cat([mag, x], dim=1))
-        h = self.TSCB_4(self.TSCB_3(self.TSCB_2(self.TSCB_1(h))))
+        for k in range(1, self.num_tscb + 1):  # TSCB_1 .. TSCB_4 as published
+            h = getattr(self, f"TSCB_{k}")(h)
         out_mag = self.mask_decoder(h) * mag
         complex_out = self.complex_decoder(h)
         final_real = out_mag * torch.cos(noisy_phase) + complex_out[:, 0:1]

@@ -432,7 +432,9 @@ def regime_parts(c: pd.Series) -> list[str]:
 def model_parts(c: pd.Series) -> list[str]:
     parts = []
     if is_number(c.get("num_channel")):
-        parts.append(f"a {int(c['num_channel'])}-channel model")
+        blocks = c.get("num_tscb")  # said only when it is not the paper's 4
+        depth = f", {int(blocks)}-TSCB" if is_number(blocks) and int(blocks) != 4 else ""
+        parts.append(f"a {int(c['num_channel'])}-channel{depth} model")
     if is_number(c.get("lr_g")):
         parts.append(f"lr_g {float(c['lr_g']):g}")
     v = c.get("val_max_files")

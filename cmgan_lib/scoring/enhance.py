@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,8 +138,9 @@ def load_generator(
     if None in sizes.values():
         key = next(k for k, v in sizes.items() if v is None)
         raise ValueError(f"{name}: not a CMGAN generator this code can load: no tensor {key} (it sets the size)")
+    blocks = len({k.split(".")[0] for k in state if re.match(r"TSCB_\d+\.", k)}) or 4  # none: the mismatch names them
     model = TSCNet(num_channel=sizes["dense_encoder.conv_1.0.weight"],
-                   num_features=sizes["mask_decoder.prelu_out.weight"])  # fmt: skip
+                   num_features=sizes["mask_decoder.prelu_out.weight"], num_tscb=blocks)  # fmt: skip
     problem = state_dict_mismatch(model.state_dict(), state)
     if problem:
         raise ValueError(f"{name}: not a CMGAN generator this code can load: {problem}")

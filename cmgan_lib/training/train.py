@@ -93,7 +93,7 @@ class Trainer:
 
         # Models and optimizers, identical on every rank (same seed; DDP also broadcasts from rank 0).
         torch.manual_seed(cfg.seed)
-        self.gen = TSCNet(num_channel=cfg.num_channel, num_features=cfg.n_fft // 2 + 1).to(self.device)
+        self.gen = TSCNet(cfg.num_channel, cfg.n_fft // 2 + 1, cfg.num_tscb).to(self.device)
         self.disc = Discriminator(ndf=cfg.ndf).to(self.device)
         self.gen_params = list(self.gen.parameters())
         # What the training step calls: under torchrun `gen` wrapped in DDP (which averages its gradients in
