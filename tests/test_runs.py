@@ -44,3 +44,19 @@ def test_find_finished_runs_never_merges_two_grids(tmp_path):
     a = tmp_path / "grid_a" / "runs" / "official_s0"
     assert runs.find_finished_runs(tmp_path / "grid_a") == [a]
     assert runs.find_finished_runs(tmp_path / "grid_a" / "runs") == [a]
+
+
+def test_reading_runs_and_the_reports_import_no_torch():
+    """The reports (notebooks 02-04, `cmgan ablate --status`) read run folders and never touch a tensor: they must
+    not pay torch's import (about 2.5 s of CPU in every kernel and command on this machine), which runs.py did
+    when it imported torch (and the log columns through pesq_labels) at the top."""
+    import subprocess
+    import sys
+
+    modules = ["cmgan_lib.training.runs", "cmgan_lib.reports.report_02_training", "cmgan_lib.reports.report_02_figures",
+               "cmgan_lib.reports.report_03_evaluate", "cmgan_lib.reports.report_confirmatory", "cmgan_lib.study",
+               "cmgan_lib.cluster", "cmgan_lib.analysis.confirmatory"]  # fmt: skip
+    code = f"import sys\nfor m in {modules!r}: __import__(m)\nprint('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"

@@ -25,7 +25,7 @@ from cmgan_lib.analysis.stats import (
     wilson,
 )
 from cmgan_lib.core.paths import run_config
-from cmgan_lib.training.pesq_labels import CAUSE_COLUMNS, INJECTED
+from cmgan_lib.training.log_columns import CAUSE_COLUMNS, INJECTED
 from cmgan_lib.training.runs import run_dirs
 
 REFERENCE = "official"

@@ -13,7 +13,8 @@ from collections.abc import Iterable
 
 import torch
 
-COLUMNS = ["grad_norm_g_adv", "grad_norm_g_rest", "grad_ratio_adv_rest", "grad_cos_adv_rest"]
+from cmgan_lib.training.log_columns import GRAD_SHARE_COLUMNS as COLUMNS
+
 NOT_MEASURED = dict.fromkeys(COLUMNS, math.nan)
 
 

@@ -24,17 +24,9 @@ from cmgan_lib.scoring.pesq_worker import (
     available_cpus,
     serial_scores,
 )
+from cmgan_lib.training.log_columns import CAUSE_COLUMNS, INJECTED
 
 STRATEGIES = ("skip", "batch_mean", "masked", "mpsenet")
-INJECTED = "injected"  # the failure cause of a label failed on purpose by `FailureInjector`
-# Step-log column per failure cause: failed samples of that cause in the batch.
-CAUSE_COLUMNS = {
-    "silent_reference": "pesq_fail_silent_reference",
-    "too_short": "pesq_fail_too_short",
-    "silent_or_nonfinite_estimate": "pesq_fail_estimate",
-    "other": "pesq_fail_other",
-    INJECTED: "pesq_fail_injected",
-}
 ALL_FAILED_LABEL = 0.5  # batch_mean when nothing is valid: the fix document's "middle" value, PESQ 2.75
 
 __all__ = [

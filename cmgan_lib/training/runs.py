@@ -20,16 +20,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-import torch
 import yaml
 
 from cmgan_lib import SAMPLE_RATE
 from cmgan_lib.core.paths import run_config, umask_mode
 from cmgan_lib.training import runguard
-from cmgan_lib.training.grad_share import COLUMNS as GRAD_SHARE_COLUMNS
-from cmgan_lib.training.pesq_labels import CAUSE_COLUMNS
+from cmgan_lib.training.log_columns import CAUSE_COLUMNS, GRAD_SHARE_COLUMNS
 
 if TYPE_CHECKING:
+    import torch
+
     from cmgan_lib.training.config import TrainConfig
 
 
@@ -66,6 +66,8 @@ LOGS = {"training_step_log.csv": STEP_COLUMNS, "training_epoch_log.csv": EPOCH_C
 
 def atomic_save(obj: Any, path: Path) -> None:
     """torch.save to a temporary file in the same folder, then rename: a crash never leaves a half file."""
+    import torch  # imported where a checkpoint is written or read: what only reads logs runs without torch
+
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
@@ -222,6 +224,8 @@ def record_resume_changes(run_dir: Path, changes: list[tuple[str, Any, Any]], cf
 def checkpoint_state(parts: dict[str, Any], epoch: int, step: int, config: dict[str, Any],
                      nonfinite_in_a_row: int) -> dict[str, Any]:  # fmt: skip
     """What `--resume` needs: each part's state dict under its key, the counters, the config, the RNG states."""
+    import torch
+
     return {
         **{key: part.state_dict() for key, part in parts.items()},
         "epoch": epoch,
@@ -235,6 +239,8 @@ def checkpoint_state(parts: dict[str, Any], epoch: int, step: int, config: dict[
 
 def restore_checkpoint(parts: dict[str, Any], ck: dict[str, Any]) -> None:
     """Load each part's state dict from `ck` (as `checkpoint_state` wrote it) and the RNG states."""
+    import torch
+
     for key, part in parts.items():
         part.load_state_dict(ck[key])
     torch.set_rng_state(ck["rng_cpu"].cpu())
@@ -242,9 +248,11 @@ def restore_checkpoint(parts: dict[str, Any], ck: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all([s.cpu() for s in ck["rng_cuda"]])
 
 
-def read_checkpoint(path: Path, device: torch.device, mmap: bool = False) -> dict[str, Any]:
+def read_checkpoint(path: Path, device: torch.device | str, mmap: bool = False) -> dict[str, Any]:
     """A checkpoint this trainer can resume, or an error saying what the file is and what to do instead.
     `mmap`: map the tensors instead of reading them (to look at the counters and the config only)."""
+    import torch
+
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no checkpoint to resume from (the run never finished an epoch; "
                                 "start it again with --config FILE --overwrite)")  # fmt: skip
