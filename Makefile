@@ -28,7 +28,8 @@ study: $(STAMP)
 # TEST_WORKERS pytest-xdist workers of one torch thread each (tiny models use a second thread poorly); 4 on 2
 # cores, since many tests wait on the processes they start (ablate, submitit, DDP, kernels): on a fresh clone of
 # ca5e977 (2026-12-07) pytest took 636 s on 3 workers, then 578 s on 4 in the same clone (its default corpus
-# built by then, ~35 s of one worker). A notebook's cells stay together on one worker (tests/conftest.py).
+# built by then, ~35 s of one worker); on db2cbf8, 546 s on 4 and 562 s on 6. A notebook's cells stay together on
+# one worker (tests/conftest.py).
 # TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 4
 test: $(STAMP)
