@@ -311,3 +311,19 @@ def test_ablate_builds_the_grids_corpus_once_before_runs_start_at_once(monkeypat
     calls.clear()
     study.run_ablation(study.Grid(variants=["official"]), tmp_path / "out", notebooks=False, train=False)
     assert ("data", True) not in calls and not any(c[0] == "runs" for c in calls)
+
+
+def test_the_html_report_shows_outputs_and_markdown_but_no_code(tmp_path):
+    """render_html: what `nbconvert --to html --no-input` writes (the reader's report), in this process."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    code = nbformat.v4.new_code_cell("secret_code_line = 6 * 7", execution_count=1)
+    code.outputs = [nbformat.v4.new_output("execute_result", {"text/plain": "4242424242"}, execution_count=1)]
+    nb.cells = [nbformat.v4.new_markdown_cell("# The heading a reader sees"), code]
+    path = tmp_path / "my_report.ipynb"
+    nbformat.write(nb, path)
+    html = study.render_html(path).read_text()
+    assert study.render_html(path) == tmp_path / "my_report.html"
+    assert "The heading a reader sees" in html and "4242424242" in html and "<title>my_report</title>" in html
+    assert "secret_code_line" not in html and "In&nbsp;[1]" not in html and "Out[1]" not in html
