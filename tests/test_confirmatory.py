@@ -166,14 +166,6 @@ def test_dose_slope_recovers_a_planted_slope():
     assert flat["flat"] and not flat["significant"]
 
 
-def test_smoothed_drops_match_training_analysis():
-    from cmgan_lib.analysis.training_analysis import smoothed_drop
-
-    curves = np.random.default_rng(1).normal(0, 1, (6, 15)).cumsum(axis=1)
-    expected = [smoothed_drop(np.arange(15), c)[0] for c in curves]
-    assert cf.smoothed_drops(curves) == pytest.approx(expected)
-
-
 def _epochs(curves: dict[str, np.ndarray]) -> pd.DataFrame:
     rows = [dict(run=f"{v}_s0", variant=v, seed=0, epoch=i + 1, val_pesq=x) for v, c in curves.items()
             for i, x in enumerate(c)]  # fmt: skip

@@ -489,6 +489,26 @@ def _curves(shape, seeds=3, noise=0.03, epochs=20, rng_seed=1):
     return pd.DataFrame(rows)
 
 
+def test_smoothed_drops_of_many_curves_are_each_curves_smoothed_drop():
+    curves = np.random.default_rng(1).normal(0, 1, (6, 15)).cumsum(axis=1)
+    curves[0, :3] = [5.0, 1.0, 5.0]  # ends over fewer epochs than the window (min_periods)
+    expected = [ta.smoothed_drop(np.arange(15), c)[0] for c in curves]
+    assert ta.smoothed_drops(curves) == pytest.approx(expected, abs=1e-12)
+    assert np.allclose(ta.smoothed_rows(curves), [ta.smoothed(c) for c in curves], atol=1e-12, equal_nan=True)
+
+
+@pytest.mark.parametrize("epochs", [10, 23, 40])
+def test_the_flat_null_floor_is_the_mean_smoothed_drop_of_its_draws_one_curve_at_a_time(epochs):
+    """The noise floor of the collapse verdicts: the seeded draws of `draws` flat curves with the run's residual
+    SD, each curve's smoothed drop, averaged (as the committed reports computed it, one curve at a time)."""
+    v = 2.5 + 0.03 * np.sin(np.arange(epochs)) + np.random.default_rng(epochs).normal(0, 0.05, epochs)
+    sd = float(np.std(v - ta.smoothed(v), ddof=1)) / np.sqrt(1 - 1 / ta.SMOOTH_WINDOW)
+    rng = np.random.default_rng(7)
+    one_at_a_time = np.mean([ta.smoothed_drop(np.arange(epochs), rng.normal(0, sd, epochs))[0] for _ in range(50)])
+    assert ta.flat_null_drop(v, draws=50, seed=7) == pytest.approx(one_at_a_time, abs=1e-12)
+    assert np.isnan(ta.flat_null_drop(v[:9]))
+
+
 def test_collapse_table_calls_a_rise_and_fall_a_collapse_and_a_flat_or_rising_curve_not():
     fall = ta.collapse_table(_curves(lambda ep: 2.0 + 0.1 * min(ep, 6) - 0.04 * max(ep - 6, 0)))
     assert fall.verdict.iloc[0] == "collapse" and fall.drop_smoothed.iloc[0] > 0.4

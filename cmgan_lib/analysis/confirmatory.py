@@ -25,12 +25,13 @@ from scipy import stats as _st
 
 from cmgan_lib.analysis.stats import mean_interval, wilson
 from cmgan_lib.analysis.training_analysis import (
-    SMOOTH_MIN_PERIODS,
     SMOOTH_WINDOW,
     load_run_configs,
     run_summary,
     smoothed,
     smoothed_drop,
+    smoothed_drops,
+    smoothed_rows,
     tail_mean,
 )
 from cmgan_lib.core.paths import repo_root, run_config
@@ -485,26 +486,6 @@ def dose_response(ep: pd.DataFrame, plan: Plan) -> pd.DataFrame:
 # ------------------------------------------------------------------------------------------------------ collapse
 
 
-def _smoothed_rows(curves: np.ndarray) -> np.ndarray:
-    """`training_analysis.smoothed` of every row (complete curves) at once: the centred 5-epoch mean, over 3 or
-    more epochs at the ends (its min_periods), by cumulative sums (pandas' rolling over 2000 columns is slow)."""
-    n, half = curves.shape[1], SMOOTH_WINDOW // 2
-    c = np.concatenate([np.zeros((curves.shape[0], 1)), np.cumsum(curves, axis=1)], axis=1)
-    lo = np.clip(np.arange(n) - half, 0, n)
-    hi = np.clip(np.arange(n) + half + 1, 0, n)
-    count = (hi - lo).astype(float)
-    out = (c[:, hi] - c[:, lo]) / count
-    out[:, count < SMOOTH_MIN_PERIODS] = np.nan
-    return out
-
-
-def smoothed_drops(curves: np.ndarray) -> np.ndarray:
-    """`training_analysis.smoothed_drop` of every row (complete curves of equal length) at once."""
-    n = curves.shape[1]
-    sm = _smoothed_rows(curves)[:, : n - SMOOTH_WINDOW]
-    return np.nanmax(sm, axis=1) - curves[:, -SMOOTH_WINDOW:].mean(axis=1)
-
-
 def residual_sd(values: Sequence[float]) -> float:
     """SD of a curve's residual around its centred 5-epoch mean."""
     v = np.asarray(values, dtype=float)
@@ -527,7 +508,7 @@ def ar1_null(n: int, phi: float, draws: int, quantile: float, seed: int = 0) -> 
     smoothed drop scales linearly with the curve, so a run's threshold is this quantile x (its residual SD / the
     pooled residual SD): the null scaled so that its residual SD equals the run's own."""
     x = ar1_curves(n, phi, draws, np.random.default_rng(seed))
-    resid = x - _smoothed_rows(x)
+    resid = x - smoothed_rows(x)
     pooled = float(np.sqrt(np.mean(resid.var(axis=1, ddof=1))))
     return float(np.quantile(smoothed_drops(x), quantile)), pooled
 
