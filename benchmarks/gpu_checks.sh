@@ -77,7 +77,7 @@ stage_bench() {
   echo "== bench ($(left) s left)"
   local args=(--published --steps 10 --warmup 3)
   [[ "$dry" == 1 ]] && args=(--published --config configs/tiny_cpu.yaml --steps 1 --warmup 1 --precisions fp32
-                              batch_size=2 num_channel=4 cut_len=4000)
+                              batch_size=2 num_channel=4 num_tscb=1 cut_len=4000)
   timeout "${BENCH_S:-150}" "$py" benchmarks/bench_train_step.py "${args[@]}" 2>&1 | log "$work/bench.txt" \
     || echo "bench: exit ${PIPESTATUS[0]} (124: cut at ${BENCH_S:-150} s)" | tee -a "$work/bench.txt"
   pack

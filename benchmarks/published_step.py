@@ -61,7 +61,7 @@ LITERAL = {Attention: LiteralAttention, Swish: LiteralSwish, GLU: LiteralGLU}
 def literal_generator(gen: TSCNet) -> TSCNet:
     """A new TSCNet with `gen`'s weights whose conformer modules run the official formulas (attention, Swish,
     GLU), so the published step gets none of this project's speed-ups."""
-    copy = TSCNet(num_channel=gen.num_channel, num_features=gen.num_features)
+    copy = TSCNet(num_channel=gen.num_channel, num_features=gen.num_features, num_tscb=gen.num_tscb)
     for module in copy.modules():
         if type(module) in LITERAL:
             module.__class__ = LITERAL[type(module)]

@@ -47,8 +47,8 @@ def corpus(tmp_path_factory) -> Path:
 
 
 def overrides(corpus: Path) -> list[str]:
-    return [f"data_dir={corpus}", "val_split=test", "batch_size=2", "cut_len=4000", "num_channel=4", "ndf=4",
-            "pesq_workers=1"]  # fmt: skip
+    return [f"data_dir={corpus}", "val_split=test", "batch_size=2", "cut_len=4000", "num_channel=4", "num_tscb=1",
+            "ndf=4", "pesq_workers=1"]  # fmt: skip
 
 
 def test_published_generator_shares_weights_and_computes_the_same_function():
