@@ -15,13 +15,12 @@ LAB_SCREENSHOT ?= runs/lab_check.png
 
 setup: $(STAMP)
 
-# pip writes bytecode one file at a time; compileall -j 0 writes it on every core. A few files of torch's own test
-# suite are for newer Pythons and never compile (pip skips them silently as well), hence `|| true`.
+# No pip self-upgrade: the venv's own pip installs an editable pyproject project, and the upgrade cost ~6 s. Pip's
+# bytecode compile stays: compileall on both cores after a --no-compile install took twice its CPU (2026-12-07).
 $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --no-compile $(TORCH)
-	$(PY) -m pip install -q --no-compile -e ".[dev,cluster]"
-	$(PY) -m compileall -qq -j 0 $(VENV)/lib > /dev/null || true
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e ".[dev,cluster]"
 	@touch $(STAMP)
 
 study: $(STAMP)
