@@ -15,12 +15,16 @@ LAB_SCREENSHOT ?= runs/lab_check.png
 
 setup: $(STAMP)
 
-# No pip self-upgrade: the venv's own pip installs an editable pyproject project, and the upgrade cost ~6 s. Pip's
-# bytecode compile stays: compileall on both cores after a --no-compile install took twice its CPU (2026-12-07).
+# Bytecode: pip compiles one file at a time; compileall -j 0 after --no-compile installs uses every core. On idle
+# cores (a fresh clone's CI, 2026-12-07) the venv took 121 s so against 142 s with pip's compile, though compileall
+# spends more CPU (160 s against 111 s side by side): beside other work it is the slower one. A few files of torch's
+# own tests are for newer Pythons and never compile (pip skips them silently too), hence `|| true`. No pip
+# self-upgrade: the venv's own pip installs an editable pyproject project.
 $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e ".[dev,cluster]"
+	$(PY) -m pip install -q --no-compile $(TORCH)
+	$(PY) -m pip install -q --no-compile -e ".[dev,cluster]"
+	$(PY) -m compileall -qq -j 0 $(VENV)/lib > /dev/null || true
 	@touch $(STAMP)
 
 study: $(STAMP)
