@@ -16,10 +16,10 @@ LAB_SCREENSHOT ?= runs/lab_check.png
 setup: $(STAMP)
 
 # Bytecode: pip compiles one file at a time; compileall -j 0 after --no-compile installs uses every core. On idle
-# cores (a fresh clone's CI, 2026-12-07) the venv took 121 s so against 142 s with pip's compile, though compileall
-# spends more CPU (160 s against 111 s side by side): beside other work it is the slower one. A few files of torch's
-# own tests are for newer Pythons and never compile (pip skips them silently too), hence `|| true`. No pip
-# self-upgrade: the venv's own pip installs an editable pyproject project.
+# cores (a fresh clone's CI, 2026-12-07) the venv took 121 s with it against 142 s with pip's compile, though
+# compileall spends more CPU (160 s against 111 s side by side): beside other work it is the slower one. A few files
+# of torch's own tests are for newer Pythons and never compile (pip skips them silently too), hence `|| true`. No
+# pip self-upgrade: the venv's own pip installs an editable pyproject project.
 $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --no-compile $(TORCH)
