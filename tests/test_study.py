@@ -323,7 +323,8 @@ def test_the_html_report_shows_outputs_and_markdown_but_no_code(tmp_path):
     nb.cells = [nbformat.v4.new_markdown_cell("# The heading a reader sees"), code]
     path = tmp_path / "my_report.ipynb"
     nbformat.write(nb, path)
-    html = study.render_html(path).read_text()
-    assert study.render_html(path) == tmp_path / "my_report.html"
+    written = study.render_html(path)
+    assert written == tmp_path / "my_report.html"
+    html = written.read_text()
     assert "The heading a reader sees" in html and "4242424242" in html and "<title>my_report</title>" in html
     assert "secret_code_line" not in html and "In&nbsp;[1]" not in html and "Out[1]" not in html

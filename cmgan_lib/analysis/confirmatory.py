@@ -27,8 +27,8 @@ from cmgan_lib.analysis.stats import mean_interval, wilson
 from cmgan_lib.analysis.training_analysis import (
     SMOOTH_WINDOW,
     load_run_configs,
+    residual_sd,
     run_summary,
-    smoothed,
     smoothed_drop,
     smoothed_drops,
     smoothed_rows,
@@ -484,13 +484,6 @@ def dose_response(ep: pd.DataFrame, plan: Plan) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------------------------------------------ collapse
-
-
-def residual_sd(values: Sequence[float]) -> float:
-    """SD of a curve's residual around its centred 5-epoch mean."""
-    v = np.asarray(values, dtype=float)
-    v = v[np.isfinite(v)]
-    return float(np.std(v - smoothed(v), ddof=1)) if v.size >= 2 else math.nan
 
 
 def ar1_curves(n: int, phi: float, draws: int, rng: np.random.Generator) -> np.ndarray:

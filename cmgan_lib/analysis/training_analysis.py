@@ -142,6 +142,13 @@ def smoothed_drops(curves: np.ndarray) -> np.ndarray:
     return np.nanmax(sm, axis=1) - curves[:, -SMOOTH_WINDOW:].mean(axis=1)
 
 
+def residual_sd(values: Sequence[float]) -> float:
+    """SD of a curve's residual around its centred 5-epoch mean."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    return float(np.std(v - smoothed(v), ddof=1)) if v.size >= 2 else math.nan
+
+
 def run_summary(epochs: pd.DataFrame, steps: pd.DataFrame, configs: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per run (seed): where validation PESQ peaked and how far it fell after, the skip rate actually
     applied (Wilson 95%), failures by cause, disc_loss of updates that ran, pre-clip norms against the clip."""
@@ -510,7 +517,7 @@ def flat_null_drop(val_pesq: np.ndarray, draws: int = NULL_DRAWS, seed: int = 0)
     v = v[np.isfinite(v)]
     if v.size < MIN_SMOOTH_EPOCHS:
         return math.nan
-    sd = float(np.std(v - smoothed(v), ddof=1)) / math.sqrt(1 - 1 / SMOOTH_WINDOW)  # residual of a mean of 5: 0.89 sd
+    sd = residual_sd(v) / math.sqrt(1 - 1 / SMOOTH_WINDOW)  # residual of a mean of 5: 0.89 sd
     flat = np.random.default_rng(seed).normal(0.0, sd, (draws, v.size))  # as `draws` draws of one curve each
     return float(np.mean(smoothed_drops(flat)))
 
