@@ -15,16 +15,21 @@ LAB_SCREENSHOT ?= runs/lab_check.png
 
 setup: $(STAMP)
 
-# Bytecode: pip compiles one file at a time; compileall -j 0 after --no-compile installs uses every core. On idle
-# cores (a fresh clone's CI, 2026-12-07) the venv took 121 s with it against 142 s with pip's compile, though
-# compileall spends more CPU (160 s against 111 s side by side): beside other work it is the slower one. A few files
-# of torch's own tests are for newer Pythons and never compile (pip skips them silently too), hence `|| true`. No
-# pip self-upgrade: the venv's own pip installs an editable pyproject project.
+# Bytecode: pip compiles one file at a time; compileall -j 0 after --no-compile installs uses every core (on idle
+# cores, a fresh clone's CI of 2026-12-07: venv 121 s against 142 s with pip's compile). torch and sympy (56 of the
+# 137 MB compiled) compile on the second core while pip installs the rest. Nothing compiles what no process imports
+# (the packages' own test suites, 44 MB; torch's test helpers; pip; setuptools); cmgan_lib does, an editable install
+# imported by every trainer, kernel and worker. A few files of torch's tests are for newer Pythons and never compile
+# (pip skips them silently too), hence `|| true`. No pip self-upgrade: the venv's own pip installs an editable
+# pyproject project.
+NO_BYTECODE := /tests?/|/torch/testing/_internal/|/site-packages/(pip|setuptools)/
 $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --no-compile $(TORCH)
-	$(PY) -m pip install -q --no-compile -e ".[dev,cluster]"
-	$(PY) -m compileall -qq -j 0 $(VENV)/lib > /dev/null || true
+	{ $(PY) -m compileall -qq -x '$(NO_BYTECODE)' $(VENV)/lib/python*/site-packages/torch \
+		$(VENV)/lib/python*/site-packages/sympy > /dev/null 2>&1 || true; } & \
+	$(PY) -m pip install -q --no-compile -e ".[dev,cluster]"; rc=$$?; wait; exit $$rc
+	$(PY) -m compileall -qq -j 0 -x '$(NO_BYTECODE)' $(VENV)/lib cmgan_lib > /dev/null || true
 	@touch $(STAMP)
 
 study: $(STAMP)

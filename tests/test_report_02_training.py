@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import matplotlib
 import numpy as np
 import pandas as pd
@@ -522,3 +525,24 @@ def test_collapse_table_calls_a_rise_and_fall_a_collapse_and_a_flat_or_rising_cu
     assert "`fall` (3 seeds, 20 epochs)" in text and "**collapse**" in text
     short = ta.collapse_table(_curves(lambda ep: 2.5, epochs=6))
     assert "not measured" in tr.collapse_markdown(short)
+
+
+def test_the_tables_are_written_whole_then_renamed(tmp_path, fake_run, monkeypatch):
+    """`make study` runs notebook 01 beside 02, and 01 reads 02's training_comparisons.csv when it is there: each
+    table is written to a temporary file and renamed, so a reader sees the whole table or none."""
+    for seed in range(2):
+        fake_run(tmp_path / "runs", f"official_s{seed}", [2.0, 2.4, 2.2], 0)
+        fake_run(tmp_path / "runs", f"masked_s{seed}", [2.0, 2.5, 2.4], 0, config={"pesq_strategy": "masked"})
+    renamed = []
+    real_replace = os.replace
+
+    def replace(src, dst):
+        renamed.append((Path(src).name, Path(dst).name, pd.read_csv(src).shape))  # whole before the rename
+        real_replace(src, dst)
+
+    monkeypatch.setattr(tr.os, "replace", replace)
+    rep = tr.build_report(tmp_path / "runs")
+    paths = rep.write_csvs(tmp_path / "out")
+    assert [(src, dst) for src, dst, _ in renamed] == [(f".{p.name}.tmp", p.name) for p in paths]
+    assert [shape for *_, shape in renamed] == [pd.read_csv(p).shape for p in paths]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(p.name for p in paths)  # no temporary left

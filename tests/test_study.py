@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -125,6 +126,58 @@ def test_cpu_runs_train_that_many_at_once_with_the_cores_split(monkeypatch, tmp_
     state.update(peak=0, threads=set())
     study.run_grid(grid, tmp_path, progress=False)
     assert state["peak"] == 1 and state["threads"] == {None}  # the default: one run, the trainer's own threads
+
+
+def test_make_study_trains_its_runs_at_once(monkeypatch, tmp_path):
+    """On 2 cores the three tiny runs take 287 s at once against 376 s one after another (run_study's docstring)."""
+    seen = {}
+
+    def fake_grid(grid, run_root, progress=True, runs_per_gpu=1, cpu_runs=1, time_limit=None):
+        seen["cpu_runs"], seen["jobs"] = cpu_runs, len(grid.jobs())
+        return pd.DataFrame(columns=["run", "variant", "seed", "status"])
+
+    monkeypatch.setattr(study, "run_grid", fake_grid)
+    monkeypatch.setattr(study, "run_ablation", lambda *a, **k: None)
+    monkeypatch.setattr(study.Grid, "data_dir", lambda self, build=False: tmp_path)
+    monkeypatch.chdir(ROOT)  # run_study moves to the project root; monkeypatch puts the cwd back after
+    study.run_study(tmp_path / "STUDY")
+    assert seen["cpu_runs"] == seen["jobs"] == 3
+
+
+def test_notebooks_run_at_once_and_a_failure_is_raised_after_the_others_end(monkeypatch, tmp_path):
+    import threading
+    import time
+
+    state = {"active": 0, "peak": 0, "ended": [], "threads": set()}
+    lock = threading.Lock()
+
+    def fake_execute(name, out_dir, parameters):
+        with lock:
+            state["active"] += 1
+            state["peak"] = max(state["peak"], state["active"])
+            state["threads"].add((os.environ.get("OMP_NUM_THREADS"), os.environ.get("MKL_NUM_THREADS")))
+        time.sleep(0.2 if name == "02" else 0.05)
+        with lock:
+            state["active"] -= 1
+            state["ended"].append(name)
+        if name == "01":
+            raise RuntimeError("cell 3 failed")
+        return Path(out_dir) / f"{name}.ipynb"
+
+    monkeypatch.setattr(study, "execute_notebook", fake_execute)
+    monkeypatch.setattr(study.os, "cpu_count", lambda: 4)
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    names = ["01", "02", "03"]
+    done = study.execute_notebooks(names[1:], tmp_path, {n: {} for n in names})
+    assert done == [tmp_path / "02.ipynb", tmp_path / "03.ipynb"]
+    assert state["peak"] == 2 and state["threads"] == {("2", "2")}  # each kernel its share of the 4 cores
+    assert os.environ["OMP_NUM_THREADS"] == "7" and "MKL_NUM_THREADS" not in os.environ  # as they were
+    state.update(peak=0, ended=[], threads=set())
+    with pytest.raises(RuntimeError, match="cell 3 failed"):
+        study.execute_notebooks(names, tmp_path, {n: {} for n in names})
+    assert state["peak"] == 3 and sorted(state["ended"]) == names  # 02, the slowest, ended before the raise
+    assert state["threads"] == {("1", "1")} and os.environ["OMP_NUM_THREADS"] == "7"
 
 
 @pytest.mark.slow

@@ -254,7 +254,9 @@ class TrainingReport:
         paths = []
         for name, df in ((PER_SEED_CSV, self.per_seed), (PER_VARIANT_CSV, self.per_variant),
                          (COMPARISONS_CSV, self.comparisons)):  # fmt: skip
-            df.to_csv(out / name, index=False, float_format="%.6g")
+            tmp = out / f".{name}.tmp"  # then renamed: notebook 01, run beside this one, never reads half a table
+            df.to_csv(tmp, index=False, float_format="%.6g")
+            os.replace(tmp, out / name)
             paths.append(out / name)
         return paths
 
