@@ -194,11 +194,12 @@ class Trainers:
 def trainer_command(nproc: int = 1) -> list[str]:
     """The command that starts the trainer: itself, or torchrun over `nproc` local processes (one per GPU; the
     DDP path of train.py). torchrun forwards a cluster's USR1/USR2 to its workers (TORCHELASTIC_SIGNALS_TO_HANDLE,
-    trainer_env) so that they stop together at a step boundary."""
+    trainer_env) so that they stop together at a step boundary. The package's `__main__`, not
+    `cmgan_lib.training.train`: PESQ workers then never import the trainer and torch (training/__main__.py)."""
     if nproc <= 1:
-        return [sys.executable, "-m", "cmgan_lib.training.train"]
+        return [sys.executable, "-m", "cmgan_lib.training"]
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m",
-            "cmgan_lib.training.train"]  # fmt: skip
+            "cmgan_lib.training"]  # fmt: skip
 
 
 TORCHRUN_SIGNALS = "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1,SIGUSR2"  # torchrun's defaults and the requeue signals

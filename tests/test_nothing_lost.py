@@ -298,7 +298,7 @@ def test_sigint_stops_at_a_step_boundary_and_resume_continues_exactly(corpus, tm
 
 def test_a_real_sigint_ends_in_one_line_and_leaves_a_resumable_run(corpus, tmp_path):
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "cmgan_lib.training.train", "--config", OFFICIAL, *tiny(corpus, run, "epochs=100")]
+    cmd = [sys.executable, "-m", "cmgan_lib.training", "--config", OFFICIAL, *tiny(corpus, run, "epochs=100")]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and not (run / "last.pt").is_file():

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import math
 import multiprocessing
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pesq
@@ -11,11 +14,14 @@ import pytest
 import torch
 from torch import nn
 
+from cmgan_lib import study
 from cmgan_lib.core.audio import read_wav
 from cmgan_lib.data.crops import crop_pair
 from cmgan_lib.scoring import pesq_worker
 from cmgan_lib.training.losses import discriminator_loss
 from cmgan_lib.training.pesq_labels import PesqPool, batch_pesq, make_labels, normalize_pesq
+
+ROOT = Path(__file__).resolve().parents[1]
 
 B = 4
 CUT = 32000
@@ -281,6 +287,31 @@ def test_a_new_pools_workers_start_with_pystoi_already_imported():
         with PesqPool(n_workers=1, start_method="forkserver") as p:
             loaded = p._require().submit(eval, in_worker).result()
     assert loaded, "a new pool's worker had to import pystoi itself"
+
+
+@pytest.mark.skipif("forkserver" not in multiprocessing.get_all_start_methods(), reason="no forkserver here")
+def test_the_trainers_pesq_workers_never_import_the_trainer_or_torch():
+    """multiprocessing runs the parent's main module again in each worker it starts (as `__mp_main__`), unless that
+    module is a package's `__main__`. Started as `-m cmgan_lib.training.train`, every PESQ worker imported the
+    trainer and torch (~3 s of CPU, ~300 MB each); `cmgan ablate` now starts `-m cmgan_lib.training`. One process,
+    two pools: the trainer's command as `python -m` sets it, then a plain module (which workers do run again)."""
+    assert study.trainer_command()[1:] == ["-m", "cmgan_lib.training"]
+    probe = "\n".join([
+        "import importlib.util, sys",
+        "from cmgan_lib.scoring.pesq_worker import PesqPool",
+        "for name in sys.argv[1:]:",
+        "    spec = importlib.util.find_spec(name)",
+        "    assert spec is not None, name",
+        "    sys.modules['__main__'].__spec__ = spec  # what `python -m NAME` leaves there",
+        "    with PesqPool(n_workers=1, start_method='forkserver') as p:",
+        "        seen = \"(__import__('sys').modules['__main__'].__name__, 'torch' in __import__('sys').modules)\"",
+        "        print(name, *p._require().submit(eval, seen).result())",
+    ])  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", probe, "cmgan_lib.training.__main__", "cmgan_lib.core.paths"],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["cmgan_lib.training.__main__ __main__ False",  # left alone
+                                       "cmgan_lib.core.paths __mp_main__ False"]  # run again in the worker
 
 
 def test_batch_pesq_is_a_drop_in_for_the_published_one(batch, direct):

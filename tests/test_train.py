@@ -313,7 +313,7 @@ def test_invalid_data_is_refused_before_anything_starts(tmp_path, capsys):
 def test_ddp_two_gloo_processes_see_different_shards_and_stay_identical(corpus, tmp_path):
     run = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
-           "-m", "cmgan_lib.training.train", "--config", str(CONFIGS / "official.yaml"),
+           "-m", "cmgan_lib.training", "--config", str(CONFIGS / "official.yaml"),
            *tiny(corpus, run, "epochs=2", "max_steps_per_epoch=2", "batch_size=1", "pesq_workers=1",
                  "device=cpu")]  # fmt: skip
     # the package first, then whatever the caller's PYTHONPATH holds (on the GPU machine: the dependencies)
