@@ -85,7 +85,7 @@ def test_clipping_claim_counts_pre_clip_norms(tmp_path, fake_run):
 
 
 def test_causal_claims_build_the_table_when_notebook_02_has_not_run(tmp_path, fake_run):
-    """`make study` runs notebook 01 before 02: the claims then compute notebook 02's table from the runs."""
+    """`make study` runs notebook 01 beside 02: before 02 wrote its table, the claims compute it from the runs."""
     runs = tmp_path / "STUDY" / "runs"
     for seed, drop in ((0, 0.5), (1, 0.6), (2, 0.55)):
         fake_run(runs, f"official_s{seed}", [2.0, 2.5, 2.5 - drop], 0)

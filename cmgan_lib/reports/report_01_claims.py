@@ -349,7 +349,8 @@ def _comparison_tables(roots: Sequence[str | os.PathLike]) -> list[tuple[Path, p
                 seen.add(folder.resolve())
                 break
             if folder == Path(root).parent and (folder / "runs").is_dir():
-                # notebook 01 runs before notebook 02 writes the CSV: the same table, from the same function
+                # notebook 01 runs beside notebook 02 (make study), maybe before it writes the CSV: the same table,
+                # from the same function
                 rep = build_report(folder / "runs", grid.get("comparisons") or None)
                 if rep is not None and len(rep.comparisons):
                     found.append((folder, rep.comparisons, switches))
