@@ -128,7 +128,7 @@ def test_notebook_03_renders_on_a_tiny_synthetic_corpus(tmp_path):
     run = tmp_path / "runs" / "official_s0"
     run.mkdir(parents=True)
     torch.manual_seed(0)
-    torch.save({"generator": models.TSCNet(num_channel=4).state_dict()}, run / "best.pt")
+    torch.save({"generator": models.TSCNet(num_channel=4, num_tscb=1).state_dict()}, run / "best.pt")  # depth read
     (run / "done.json").write_text("{}")
     (run / "config.yaml").write_text(yaml.safe_dump({"data_dir": str(corpus), "num_channel": 4, "seed": 0}))
     params = {"run_root": str(tmp_path / "runs"), "out_dir": str(tmp_path / "evaluate"), "n_examples": 1}

@@ -217,7 +217,7 @@ def test_a_long_file_beside_a_short_one_enhances_and_a_failing_file_is_one_line(
 
     torch.manual_seed(0)
     ckpt = tmp_path / "g.pt"
-    torch.save(TSCNet(num_channel=4).state_dict(), ckpt)
+    torch.save(TSCNet(num_channel=4, num_tscb=1).state_dict(), ckpt)  # 1 block: `enhance` reads the depth
     inp = tmp_path / "in"
     inp.mkdir()
     rng = np.random.default_rng(0)
@@ -225,7 +225,7 @@ def test_a_long_file_beside_a_short_one_enhances_and_a_failing_file_is_one_line(
     sf.write(inp / "short.wav", 0.1 * rng.standard_normal(SR // 10), SR, subtype="PCM_16")
     from cmgan_lib.scoring.memory import enhance_bytes
 
-    room = 2 * enhance_bytes(TSCNet(num_channel=4), 1, 2 * SR)  # half of it, the budget, fits one 2 s chunk
+    room = 2 * enhance_bytes(TSCNet(num_channel=4, num_tscb=1), 1, 2 * SR)  # half of it, the budget, fits one 2 s chunk
     monkeypatch.setattr("cmgan_lib.scoring.memory.free_bytes", lambda device: room)
     argv = ["enhance", "--checkpoint", str(ckpt), "--input", str(inp), "--output", str(tmp_path / "out")]
     assert cli_main(argv) == 0
