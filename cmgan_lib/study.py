@@ -15,8 +15,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,27 @@ NOTEBOOKS = ("01_pesq_failure_audit", "02_train_baseline_vs_fixed", "03_evaluate
 # what a shared report also carries when rendered into the ablation folder (scripts/confirmatory_report.sh)
 REPORT_NOTEBOOKS = (*NOTEBOOKS, "04_confirmatory")
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")  # a process's torch (OpenMP, MKL) intra-op threads
+
+
+def thread_share(parts: int) -> int:
+    """Each of `parts` processes' even share of this machine's cores as torch threads (at least 1)."""
+    return max(1, (os.cpu_count() or 1) // max(1, parts))
+
+
+@contextmanager
+def thread_env(threads: int) -> Iterator[None]:
+    """THREAD_VARIABLES set to `threads` in this process's environment (what a child started inside inherits),
+    restored on the way out, unset ones unset again."""
+    saved = {k: os.environ.get(k) for k in THREAD_VARIABLES}
+    os.environ.update(dict.fromkeys(THREAD_VARIABLES, str(threads)))
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 @dataclass
@@ -293,7 +315,7 @@ def run_grid(grid: Grid, run_root: str | os.PathLike, progress: bool = True, run
     slots: queue.Queue[str | None] = queue.Queue()
     for slot in [g for g in gpus for _ in range(runs_per_gpu)] or [None] * cpu_runs:
         slots.put(slot)
-    threads = None if gpus or cpu_runs == 1 else max(1, (os.cpu_count() or 1) // cpu_runs)
+    threads = None if gpus or cpu_runs == 1 else thread_share(cpu_runs)
     bar = tqdm(total=len(jobs), desc="ablation runs", unit="run", disable=not progress)
     deadline = None if time_limit is None else time.monotonic() + time_limit
     longest = 0.0  # seconds of the longest run finished so far (shared by the worker threads)
@@ -366,19 +388,10 @@ def execute_notebooks(names: list[str] | tuple[str, ...], out_dir: str | os.Path
     another they left a core idle through every kernel's start and every plot. Without the split, two kernels of
     two OpenMP threads each on 2 cores ran slower together than one after another. All run to their end; then
     the first failure, in the order given, is raised."""
-    threads = str(max(1, (os.cpu_count() or 1) // max(1, len(names))))
+    threads = thread_share(len(names))
     print(f"  notebooks {', '.join(names)} (at once, {threads} thread(s) each)")
-    saved = {k: os.environ.get(k) for k in THREAD_VARIABLES}
-    os.environ.update(dict.fromkeys(THREAD_VARIABLES, threads))  # what each kernel inherits when it starts
-    try:
-        with ThreadPoolExecutor(max_workers=max(1, len(names))) as ex:
-            futures = [ex.submit(execute_notebook, name, out_dir, parameters[name]) for name in names]
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    with thread_env(threads), ThreadPoolExecutor(max_workers=max(1, len(names))) as ex:  # kernels inherit it
+        futures = [ex.submit(execute_notebook, name, out_dir, parameters[name]) for name in names]
     return [f.result() for f in futures]
 
 
