@@ -14,17 +14,11 @@ from cmgan_lib.training.runs import TINY_CONFIG
 
 
 def default_corpus(config: str | os.PathLike = TINY_CONFIG, build: bool = True, progress: bool = False) -> Path:
-    """The synthetic corpus the tiny training config uses (shared with training); built when missing."""
-    from cmgan_lib.training.config import config_corpus_path, load_config
+    """The corpus the training config uses (the synthetic one of the tiny config: shared with training); built
+    when missing unless `build` is False."""
+    from cmgan_lib.training.config import load_config, resolve_data_dir
 
-    cfg = load_config(config)
-    path = config_corpus_path(cfg)
-    if build and not (path / "manifest.csv").exists():
-        from cmgan_lib.data.synthetic import ensure_corpus
-
-        ensure_corpus(path, n_train=cfg.synthetic_n_train, n_test=cfg.synthetic_n_test, seed=cfg.synthetic_seed,
-                      progress=progress, n_valid=cfg.synthetic_n_valid)  # fmt: skip
-    return path
+    return resolve_data_dir(load_config(config), is_main=build, progress=progress)
 
 
 def failure_sweep_table(sweeps: pd.DataFrame, batch_size: int = CLAIMED_SKIP_BATCH_SIZE) -> pd.DataFrame:

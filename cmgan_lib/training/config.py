@@ -289,8 +289,9 @@ def config_corpus_path(cfg: TrainConfig) -> Path:
                                  cfg.synthetic_n_valid)  # fmt: skip
 
 
-def resolve_data_dir(cfg: TrainConfig, is_main: bool = True) -> Path:
-    """The configured data folder, or the embedded synthetic corpus, generated on first use."""
+def resolve_data_dir(cfg: TrainConfig, is_main: bool = True, progress: bool = False) -> Path:
+    """The configured data folder, or the embedded synthetic corpus, generated on first use (by the main process
+    only: `is_main` False returns its path unbuilt)."""
     if cfg.data_dir is not None:
         return Path(cfg.data_dir)
     path = config_corpus_path(cfg)
@@ -298,5 +299,5 @@ def resolve_data_dir(cfg: TrainConfig, is_main: bool = True) -> Path:
         from cmgan_lib.data.synthetic import ensure_corpus
 
         ensure_corpus(path, n_train=cfg.synthetic_n_train, n_test=cfg.synthetic_n_test, seed=cfg.synthetic_seed,
-                      n_valid=cfg.synthetic_n_valid)  # fmt: skip
+                      n_valid=cfg.synthetic_n_valid, progress=progress)  # fmt: skip
     return path
