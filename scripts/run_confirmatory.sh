@@ -5,26 +5,52 @@
 #   setsid nohup bash scripts/run_confirmatory.sh > runs/confirmatory.log 2>&1 < /dev/null &
 # CPU_RUNS runs share the cores (one thread each); OUT is where the grids' folders go. TIME_LIMIT (seconds from
 # now): no run starts that should end after it (judged by the longest run finished so far), since a session's end
-# kills the grid and a fresh checkout keeps no run folder. RESTORE: a shared report's copies of finished main-grid
-# runs (logs and config.yaml, no checkpoint), put back with a done.json so that they are not trained again.
+# kills the grid and a fresh checkout keeps no run folder. So finished runs are kept in the INTERIM report (logs
+# and config.yaml, never a checkpoint: the main grid's in runs/, a replication's in replications/<its OUT name>/):
+#   bash scripts/run_confirmatory.sh save    # copy the runs finished since into INTERIM, then commit it
+# and every start first puts them back with a done.json naming their source, so that none is trained again
+# (RESTORE=0: train them again; their logs should come out the same apart from `seconds`: same seed, same math).
+{  # read whole before it runs: editing this file (a commit, a checkout) under a running grid changes nothing
 set -u
 cd "$(dirname "$0")/.."
 CMGAN=${CMGAN:-.venv/bin/cmgan}
 OUT=${OUT:-runs}
 CPU_RUNS=${CPU_RUNS:-2}
-RESTORE=${RESTORE:-reports/2026-12-07_confirmatory_cpu_interim/runs}
+INTERIM=${INTERIM:-reports/2026-12-07_confirmatory_cpu_interim}
 end=$(( $(date +%s) + ${TIME_LIMIT:-10000000} ))
-if [ -d "$RESTORE" ]; then
-  mkdir -p "$OUT/CONFIRMATORY_CPU/runs"
-  for d in "$RESTORE"/*/; do
-    run=$(basename "$d"); dest=$OUT/CONFIRMATORY_CPU/runs/$run
-    [ -e "$dest" ] && continue
-    cp -r "$d" "$dest" && printf '{"seconds": null, "restored_from": "%s"}\n' "$d" > "$dest/done.json"
-    echo "=== restored $run from $d"
-  done
-fi
 grids="confirmatory_cpu:CONFIRMATORY_CPU replication_syn1_cpu:REPLICATION_SYN1_CPU replication_syn2_cpu:REPLICATION_SYN2_CPU"
 grids="$grids replication_vb_cpu:REPLICATION_VB_CPU replication_width32_cpu:REPLICATION_W32_CPU"
+kept() { if [ "$1" = CONFIRMATORY_CPU ]; then echo "$INTERIM/runs"; else echo "$INTERIM/replications/$1"; fi; }
+
+if [ "${1:-}" = save ]; then
+  for g in $grids; do
+    name=${g##*:}
+    for d in "$OUT/$name"/runs/*/; do
+      [ -f "$d/done.json" ] || continue
+      grep -q restored_from "$d/done.json" && continue  # came from INTERIM
+      dest=$(kept "$name")/$(basename "$d")
+      [ -e "$dest" ] && continue
+      mkdir -p "$dest" && cp "$d"/config.yaml "$d"/training_epoch_log.csv "$d"/training_step_log.csv "$dest"/ || exit 1
+      echo "saved $dest"
+    done
+  done
+  exit 0
+fi
+
+if [ "${RESTORE:-1}" != 0 ]; then
+  for g in $grids; do
+    name=${g##*:}
+    src=$(kept "$name")
+    [ -d "$src" ] || continue
+    mkdir -p "$OUT/$name/runs"
+    for d in "$src"/*/; do
+      run=$(basename "$d"); dest=$OUT/$name/runs/$run
+      [ -e "$dest" ] && continue
+      cp -r "$d" "$dest" && printf '{"seconds": null, "restored_from": "%s"}\n' "$d" > "$dest/done.json"
+      echo "=== restored $name/$run from $d"
+    done
+  done
+fi
 for g in $grids; do
   grid=configs/${g%%:*}.yaml
   if [ ! -f "$grid" ]; then echo "=== $grid: not in this checkout, left out"; continue; fi
@@ -42,3 +68,5 @@ for g in $grids; do
   $CMGAN ablate --grid "$grid" --out "$OUT/${g##*:}" --cpu-runs "$CPU_RUNS" --no-notebooks --time-limit "$left"
   echo "=== $(date -u +%FT%TZ) end $grid (exit $?)"
 done
+exit
+}

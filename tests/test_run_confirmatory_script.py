@@ -1,5 +1,6 @@
 """scripts/run_confirmatory.sh's plumbing with `cmgan` replaced by a stub that records its calls: a fresh checkout
-gets the shared report's finished runs back (so they are not trained again) and TIME_LIMIT reaches every grid."""
+gets the interim report's finished runs back (so they are not trained again), `save` keeps the runs finished since,
+and TIME_LIMIT reaches every grid."""
 
 from __future__ import annotations
 
@@ -23,30 +24,61 @@ def _run(tmp_path: Path, **env: str) -> tuple[int, list[str], str]:
     return proc.returncode, log.read_text().splitlines() if log.is_file() else [], proc.stdout
 
 
-def test_shared_runs_come_back_with_done_json_and_a_kept_run_is_not_overwritten(tmp_path):
-    shared = tmp_path / "shared"
-    for run in ("official_s100", "no_disc_s100"):
-        (shared / run).mkdir(parents=True)
-        (shared / run / "training_epoch_log.csv").write_text(f"epoch\n0\n# {run}\n")
-    kept = tmp_path / "out" / "CONFIRMATORY_CPU" / "runs" / "no_disc_s100"
-    kept.mkdir(parents=True)
-    (kept / "last.pt").write_text("a live run's checkpoint")
-    rc, calls, out = _run(tmp_path, RESTORE=str(shared))
+def _logs(run: Path, tag: str) -> None:
+    run.mkdir(parents=True)
+    for name in ("config.yaml", "training_epoch_log.csv", "training_step_log.csv"):
+        (run / name).write_text(f"# {tag}\n")
+
+
+def test_kept_runs_come_back_with_done_json_and_a_live_run_is_not_overwritten(tmp_path):
+    interim = tmp_path / "interim"
+    _logs(interim / "runs" / "official_s100", "official_s100")
+    _logs(interim / "runs" / "no_disc_s100", "no_disc_s100")
+    _logs(interim / "replications" / "REPLICATION_SYN1_CPU" / "official_s100", "syn1")
+    live = tmp_path / "out" / "CONFIRMATORY_CPU" / "runs" / "no_disc_s100"
+    live.mkdir(parents=True)
+    (live / "last.pt").write_text("a live run's checkpoint")
+    rc, calls, out = _run(tmp_path, INTERIM=str(interim))
     assert rc == 0, out
     back = tmp_path / "out" / "CONFIRMATORY_CPU" / "runs" / "official_s100"
-    assert (back / "training_epoch_log.csv").read_text().endswith("# official_s100\n")
-    assert json.loads((back / "done.json").read_text())["restored_from"].startswith(str(shared))
-    assert not (kept / "done.json").exists() and not (kept / "training_epoch_log.csv").exists()
-    assert "restored official_s100" in out and "restored no_disc_s100" not in out
+    assert (back / "training_epoch_log.csv").read_text() == "# official_s100\n"
+    assert json.loads((back / "done.json").read_text())["restored_from"].startswith(str(interim / "runs"))
+    syn1 = tmp_path / "out" / "REPLICATION_SYN1_CPU" / "runs" / "official_s100"
+    assert (syn1 / "config.yaml").read_text() == "# syn1\n" and (syn1 / "done.json").is_file()
+    assert not (live / "done.json").exists() and not (live / "training_epoch_log.csv").exists()
+    assert "restored CONFIRMATORY_CPU/official_s100" in out and "no_disc_s100 from" not in out
     assert calls and calls[0].startswith("cmgan ablate --grid configs/confirmatory_cpu.yaml")
+    # RESTORE=0 puts nothing back
+    rc, _, out = _run(tmp_path, INTERIM=str(interim), RESTORE="0", OUT=str(tmp_path / "fresh"))
+    assert rc == 0 and "restored" not in out and not (tmp_path / "fresh" / "CONFIRMATORY_CPU").exists()
+
+
+def test_save_keeps_finished_runs_logs_without_checkpoints_and_never_what_came_back(tmp_path):
+    interim = tmp_path / "interim"
+    out = tmp_path / "out"
+    done = out / "REPLICATION_W32_CPU" / "runs" / "official_s0"
+    _logs(done, "w32")
+    (done / "done.json").write_text("{}")
+    (done / "best.pt").write_text("checkpoint")
+    _logs(out / "CONFIRMATORY_CPU" / "runs" / "clip5_s105", "live")  # no done.json: still training
+    back = out / "CONFIRMATORY_CPU" / "runs" / "official_s100"
+    _logs(back, "restored")
+    (back / "done.json").write_text('{"restored_from": "somewhere"}')
+    rc = subprocess.run(["bash", str(SCRIPT), "save"], env={**os.environ, "OUT": str(out), "INTERIM": str(interim)},
+                        capture_output=True, text=True).returncode  # fmt: skip
+    assert rc == 0
+    kept = interim / "replications" / "REPLICATION_W32_CPU" / "official_s0"
+    assert sorted(p.name for p in kept.iterdir()) == ["config.yaml", "training_epoch_log.csv",
+                                                      "training_step_log.csv"]  # fmt: skip
+    assert not (interim / "runs").exists()  # neither the live run nor the restored one
 
 
 def test_time_limit_is_passed_on_and_once_spent_no_grid_starts(tmp_path):
-    rc, calls, _ = _run(tmp_path, RESTORE=str(tmp_path / "none"), TIME_LIMIT="5000")
+    rc, calls, _ = _run(tmp_path, RESTORE="0", TIME_LIMIT="5000")
     ablate = [c for c in calls if c.startswith("cmgan ablate")]
     assert rc == 0 and len(ablate) >= 4  # the main grid and the synthetic and width replications
     limits = [float(c.split("--time-limit ")[1]) for c in ablate]
     assert all(4900 < t <= 5000 for t in limits), limits
-    rc, calls, out = _run(tmp_path, RESTORE="", TIME_LIMIT="0")
+    rc, calls, out = _run(tmp_path, RESTORE="0", TIME_LIMIT="0")
     assert rc == 0 and len(calls) == len(ablate)  # nothing new was called
     assert "TIME_LIMIT reached, left out" in out
