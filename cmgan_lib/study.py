@@ -65,7 +65,9 @@ class Grid:
     switches apply first), so a grid file can define e.g. `official_p186: {pesq_fail_inject: 0.186}`.
     `comparisons` lists [variant, reference] pairs for notebook 02's verdict (empty: each against official).
     `slurm`: the cluster options of `cmgan ablate --executor slurm` (cluster.SlurmOptions' fields; the command
-    line overrides them).
+    line overrides them). `test_after_training`: score each run's best checkpoint on the grid's test split as soon
+    as it finishes (RUN/test/), so that its test scores outlive the checkpoint (a fresh checkout keeps no run
+    folder; a shared report keeps no checkpoint).
     """
 
     base_config: str = "configs/tiny_cpu.yaml"
@@ -77,6 +79,7 @@ class Grid:
     evaluate_max_files: int | None = None
     comparisons: list[list[str]] = field(default_factory=list)
     slurm: dict[str, Any] = field(default_factory=dict)
+    test_after_training: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.variants, dict):
@@ -115,7 +118,8 @@ class Grid:
         return dict(base_config=self.base_config, variants=self.variants, seeds=list(self.seeds),
                     overrides=self.overrides, evaluate_max_files=self.evaluate_max_files,
                     comparisons=self.resolved_comparisons(),
-                    **({"slurm": self.slurm} if self.slurm else {}))  # fmt: skip
+                    **({"slurm": self.slurm} if self.slurm else {}),
+                    **({"test_after_training": True} if self.test_after_training else {}))  # fmt: skip
 
 
 def load_grid(path: str | os.PathLike) -> Grid:
@@ -283,6 +287,27 @@ def train_run(base_config: str, variant: str, seed: int, run_root: str | os.Path
     return {**status, "status": f"{how} (exit {rc}): {tail[0][:200]}", "seconds": seconds}
 
 
+def score_run_on_test(result: dict[str, Any], test_dir: str | os.PathLike,
+                      max_files: int | None = None) -> dict[str, Any]:  # fmt: skip
+    """A finished run's best checkpoint scored on the test split into RUN/test/ (`TEST_SCORES`: the rows notebook
+    03 writes for it), once: a run that has them, or no checkpoint left (kept logs only), is left as it is. A
+    failure makes the run's status 'failed: test scores ...' (it trained; the next start scores it again)."""
+    from cmgan_lib.analysis.evaluate import evaluate_runs
+    from cmgan_lib.training.runs import TEST_SCORES, resolve_checkpoint
+
+    run_dir = Path(result["run_dir"])
+    if (run_dir / TEST_SCORES).is_file() or resolve_checkpoint(run_dir, strict=False) is None:
+        return result
+    t0 = time.perf_counter()
+    try:
+        evaluate_runs([run_dir], test_dir, run_dir / Path(TEST_SCORES).parent, max_files=max_files, n_jobs=1,
+                      progress=False)  # fmt: skip
+        status = result["status"]
+    except Exception as exc:  # any error: the run is reported, the grid goes on
+        status = f"failed: test scores ({type(exc).__name__}: {exc})"[:300]
+    return {**result, "status": status, "seconds": result["seconds"] + time.perf_counter() - t0}
+
+
 def visible_gpus() -> list[str]:
     """GPU ids from CUDA_VISIBLE_DEVICES (or all CUDA devices); empty on a CPU machine."""
     ids = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -318,6 +343,7 @@ def run_grid(grid: Grid, run_root: str | os.PathLike, progress: bool = True, run
     threads = None if gpus or cpu_runs == 1 else thread_share(cpu_runs)
     bar = tqdm(total=len(jobs), desc="ablation runs", unit="run", disable=not progress)
     deadline = None if time_limit is None else time.monotonic() + time_limit
+    test_dir = grid.data_dir() if grid.test_after_training else None  # every variant is tested on the same files
     longest = 0.0  # seconds of the longest run finished so far (shared by the worker threads)
     trainers = Trainers()
 
@@ -337,6 +363,8 @@ def run_grid(grid: Grid, run_root: str | os.PathLike, progress: bool = True, run
                 result = train_run(grid.base_config, variant, seed, run_root, grid.overrides, gpu=gpu,
                                    switches=grid.variant_overrides(variant), threads=threads,
                                    trainers=trainers)  # fmt: skip
+                if test_dir is not None and result["status"].startswith("done"):
+                    result = score_run_on_test(result, test_dir, grid.evaluate_max_files)
                 longest = max(longest, result["seconds"])
         finally:
             slots.put(gpu)

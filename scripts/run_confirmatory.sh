@@ -5,8 +5,8 @@
 #   setsid nohup bash scripts/run_confirmatory.sh > runs/confirmatory.log 2>&1 < /dev/null &
 # CPU_RUNS runs share the cores (one thread each); OUT is where the grids' folders go. TIME_LIMIT (seconds from
 # now): no run starts that should end after it (judged by the longest run finished so far), since a session's end
-# kills the grid and a fresh checkout keeps no run folder. So finished runs are kept in the INTERIM report (logs
-# and config.yaml, never a checkpoint: the main grid's in runs/, a replication's in replications/<its OUT name>/):
+# kills the grid and a fresh checkout keeps no run folder. So finished runs are kept in the INTERIM report (logs,
+# config.yaml and test/metrics_per_file.csv where the grid scores its runs; never a checkpoint: the main grid's in runs/, a replication's in replications/<its OUT name>/):
 #   bash scripts/run_confirmatory.sh save    # copy the runs finished since into INTERIM, then commit it
 # and every start first puts them back with a done.json naming their source, so that none is trained again
 # (RESTORE=0: train them again; their logs should come out the same apart from `seconds`: same seed, same math).
@@ -31,6 +31,9 @@ if [ "${1:-}" = save ]; then
       dest=$(kept "$name")/$(basename "$d")
       [ -e "$dest" ] && continue
       mkdir -p "$dest" && cp "$d"/config.yaml "$d"/training_epoch_log.csv "$d"/training_step_log.csv "$dest"/ || exit 1
+      if [ -f "$d/test/metrics_per_file.csv" ]; then  # its test scores (grids with test_after_training)
+        mkdir -p "$dest/test" && cp "$d/test/metrics_per_file.csv" "$dest/test/" || exit 1
+      fi
       echo "saved $dest"
     done
   done

@@ -265,3 +265,53 @@ def test_the_denormalized_sentence_is_notebook_01s_scale_audit(tmp_path):
     assert rc.denormalized_words(tmp_path / "claims.csv").startswith("it matters")
     table[table.letter == "a"].to_csv(tmp_path / "claims.csv", index=False)
     assert rc.denormalized_words(tmp_path / "claims.csv") is None
+
+
+def _test_scores(run: Path, scores: dict[str, list[float]], excluded: str = "") -> None:
+    """RUN/test/metrics_per_file.csv as evaluate_runs writes it: file name -> PESQ, one file failed to score."""
+    variant, seed = run.name.rsplit("_s", 1)
+    rows = [dict(run=run.name, variant=variant, seed=int(seed), name=f"{spk}_{i:03d}.wav", pesq=v, reason=None)
+            for spk, values in scores.items() for i, v in enumerate(values)]  # fmt: skip
+    if excluded:
+        rows.append(dict(run=run.name, variant=variant, seed=int(seed), name=excluded, pesq=None, reason="silent"))
+    (run / "test").mkdir()
+    pd.DataFrame(rows).to_csv(run / "test" / "metrics_per_file.csv", index=False)
+
+
+def test_per_speaker_contrasts_are_paired_unadjusted_and_skip_unscored_files(tmp_path, fake_run, plan):
+    """R-vb per speaker: no_disc is 0.3 worse on the training speaker p232 only; a file that could not be scored
+    counts for nothing (it would pull p257's mean to 0)."""
+    levels = {(v, s): 2.0 for v in ("official", "no_disc") for s in range(5)}
+    write_grid(tmp_path, fake_run, levels)
+    for variant, seed in levels:
+        base = 2.0 + 0.2 * seed + 0.01 * (seed % 2) * (variant == "no_disc")
+        shift = -0.3 if variant == "no_disc" else 0.0
+        _test_scores(tmp_path / f"{variant}_s{seed}", {"p232": [base + shift, base + shift + 0.1],
+                                                       "p257": [base - 0.5, base - 0.4, base - 0.3]},
+                     excluded="p257_999.wav")  # fmt: skip
+    scores = cf.test_scores(tmp_path)
+    assert len(scores) == 10 * 2 and set(scores.files) == {2, 3}
+    fam = cf.per_speaker_family(tmp_path, plan).set_index("speaker")
+    assert list(fam.index) == ["p232", "p257"] and (fam.method == "paired").all() and (fam.n == 5).all()
+    assert fam.loc["p232", "difference"] == pytest.approx(-0.3, abs=0.01)
+    assert fam.loc["p232", "verdict"] != cf.INCONCLUSIVE
+    assert abs(fam.loc["p257", "difference"]) < 0.01 and fam.loc["p257", "files"] == "3"
+    assert (fam.family_m == 1).all() and (fam.holm_level == 1 - plan.alpha).all()  # exploratory: no adjustment
+    view = rc.per_speaker_display(fam.reset_index())
+    assert list(view.contrast) == ["no_disc - official"] * 2
+    assert view.iloc[0]["difference"] == f"{fam.loc['p232', 'difference']:+.3f}" and view.iloc[0]["speaker"] == "p232"
+    assert cf.per_speaker_family(tmp_path / "no such root", plan).empty
+
+
+def test_replication_family_is_one_holm_family_over_every_root(tmp_path, fake_run, plan):
+    for name, effect in (("syn1", -0.3), ("syn2", 0.0)):
+        levels = {}
+        for seed in range(5):
+            levels[("official", seed)] = 2.0 + 0.2 * seed
+            levels[("no_disc", seed)] = 2.0 + 0.2 * seed + effect + 0.01 * (seed % 2)
+        write_grid(tmp_path / name, fake_run, levels)
+    rep = cf.replication_family({"R-syn1": tmp_path / "syn1", "R-syn2": tmp_path / "syn2",
+                                 "R-none": tmp_path / "none"}, plan).set_index("replication")  # fmt: skip
+    assert list(rep.index) == ["R-syn1", "R-syn2"] and (rep.family_m == 2).all() and (rep.seeds == 5).all()
+    assert rep.loc["R-syn1", "difference"] == pytest.approx(-0.3, abs=0.01)
+    assert rep.loc["R-syn1", "holm_level"] == pytest.approx(1 - plan.alpha / 2)  # Holm over the two

@@ -60,6 +60,9 @@ def test_save_keeps_finished_runs_logs_without_checkpoints_and_never_what_came_b
     _logs(done, "w32")
     (done / "done.json").write_text("{}")
     (done / "best.pt").write_text("checkpoint")
+    (done / "test" / "official_s0" / "enhanced").mkdir(parents=True)
+    (done / "test" / "metrics_per_file.csv").write_text("run,name,pesq\n")
+    (done / "test" / "official_s0" / "enhanced" / "a.wav").write_text("audio")
     _logs(out / "CONFIRMATORY_CPU" / "runs" / "clip5_s105", "live")  # no done.json: still training
     back = out / "CONFIRMATORY_CPU" / "runs" / "official_s100"
     _logs(back, "restored")
@@ -68,8 +71,8 @@ def test_save_keeps_finished_runs_logs_without_checkpoints_and_never_what_came_b
                         capture_output=True, text=True).returncode  # fmt: skip
     assert rc == 0
     kept = interim / "replications" / "REPLICATION_W32_CPU" / "official_s0"
-    assert sorted(p.name for p in kept.iterdir()) == ["config.yaml", "training_epoch_log.csv",
-                                                      "training_step_log.csv"]  # fmt: skip
+    assert sorted(str(p.relative_to(kept)) for p in kept.rglob("*") if p.is_file()) == [
+        "config.yaml", "test/metrics_per_file.csv", "training_epoch_log.csv", "training_step_log.csv"]  # fmt: skip
     assert not (interim / "runs").exists()  # neither the live run nor the restored one
 
 

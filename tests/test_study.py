@@ -381,3 +381,48 @@ def test_the_html_report_shows_outputs_and_markdown_but_no_code(tmp_path):
     html = written.read_text()
     assert "The heading a reader sees" in html and "4242424242" in html and "<title>my_report</title>" in html
     assert "secret_code_line" not in html and "In&nbsp;[1]" not in html and "Out[1]" not in html
+
+
+def test_test_after_training_scores_each_finished_run_once_and_reports_a_failure(monkeypatch, tmp_path):
+    """The glue only (notebook 03's tests score real checkpoints): each finished run with a checkpoint is scored
+    once on the grid's test split into RUN/test/, a run with no checkpoint left is not, a failure is reported."""
+    import inspect
+
+    from cmgan_lib.analysis import evaluate
+    from cmgan_lib.training.runs import TEST_SCORES
+
+    real = evaluate.evaluate_runs
+    calls = []
+
+    def fake_train(base, variant, seed, root, overrides=None, gpu=None, switches=None, threads=None, trainers=None):
+        run_dir = Path(root) / f"{variant}_s{seed}"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "done.json").write_text("{}")
+        if variant != "kept_logs_only":
+            (run_dir / "best.pt").write_text("a checkpoint")
+        return dict(run=run_dir.name, variant=variant, seed=seed, run_dir=str(run_dir), status="done", seconds=1.0)
+
+    def fake_evaluate(*args, **kwargs):
+        bound = inspect.signature(real).bind(*args, **kwargs)  # a call the real function accepts
+        run_dirs, test_dir, out = (bound.arguments[k] for k in ("run_dirs", "test_dir", "out_dir"))
+        calls.append((Path(run_dirs[0]).name, str(test_dir), bound.arguments.get("max_files")))
+        if "masked" in str(run_dirs[0]):
+            raise FileNotFoundError("no test files")
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / Path(TEST_SCORES).name).write_text("run,name,pesq\n")
+
+    monkeypatch.setattr(study, "train_run", fake_train)
+    monkeypatch.setattr(evaluate, "evaluate_runs", fake_evaluate)
+    monkeypatch.setitem(study.VARIANTS, "kept_logs_only", {})
+    grid = study.Grid(variants=["official", "masked", "kept_logs_only"], seeds=[0],
+                      overrides={"data_dir": str(tmp_path / "vb")}, evaluate_max_files=17,
+                      test_after_training=True)  # fmt: skip
+    status = study.run_grid(grid, tmp_path / "runs", progress=False).set_index("run").status
+    assert calls == [("official_s0", str(tmp_path / "vb"), 17), ("masked_s0", str(tmp_path / "vb"), 17)]
+    assert status["official_s0"] == "done" and status["kept_logs_only_s0"] == "done"
+    assert status["masked_s0"].startswith("failed: test scores (FileNotFoundError: no test files")
+    assert (tmp_path / "runs" / "official_s0" / TEST_SCORES).is_file()
+    study.run_grid(grid, tmp_path / "runs", progress=False)  # scored runs are not scored again; the failed one is
+    assert [c[0] for c in calls[2:]] == ["masked_s0"]
+    assert study.Grid(**yaml.safe_load(yaml.safe_dump(grid.to_dict()))).test_after_training
+    assert "test_after_training" not in study.Grid().to_dict()  # other grids' grid.yaml unchanged

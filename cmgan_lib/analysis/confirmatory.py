@@ -35,7 +35,7 @@ from cmgan_lib.analysis.training_analysis import (
     tail_mean,
 )
 from cmgan_lib.core.paths import repo_root, run_config
-from cmgan_lib.training.runs import EPOCH_LOG, find_runs, load_runs, read_log
+from cmgan_lib.training.runs import EPOCH_LOG, TEST_SCORES, find_runs, load_runs, read_log
 
 PLAN_YAML = "configs/analysis_plan.yaml"
 PLAN_DOC = "docs/analysis_plan.md"
@@ -706,3 +706,44 @@ def replication_family(roots: Mapping[str, str | os.PathLike], plan: Plan) -> pd
     if not rows:
         return pd.DataFrame()
     return _adjusted(pd.DataFrame(rows), plan)
+
+
+def speaker_of(name: str) -> str:
+    """Voice Bank's speaker of a file name: p232_003.wav -> p232."""
+    return Path(str(name)).name.split("_")[0]
+
+
+def test_scores(run_root: str | os.PathLike) -> pd.DataFrame:
+    """Per finished run and speaker: mean test PESQ of the run's own test scores (TEST_SCORES, its best checkpoint
+    on the test split, scored as it finished) over the files that could be scored, and their number."""
+    cols = ["run", "variant", "seed", "speaker", "test_pesq", "files"]
+    rows = []
+    for d in finished_runs(run_root):
+        if not (d / TEST_SCORES).is_file():
+            continue
+        df = pd.read_csv(d / TEST_SCORES)
+        df = df[df["reason"].isna()] if "reason" in df else df
+        for speaker, g in df.groupby(df["name"].map(speaker_of), sort=True):
+            rows.append(dict(run=g.run.iloc[0], variant=g.variant.iloc[0], seed=int(g.seed.iloc[0]),
+                             speaker=speaker, test_pesq=float(g.pesq.mean()), files=len(g)))  # fmt: skip
+    return pd.DataFrame(rows, columns=cols)
+
+
+def per_speaker_family(run_root: str | os.PathLike, plan: Plan) -> pd.DataFrame:
+    """R-vb per speaker (plan section 4: exploratory, no adjustment): the family-F contrasts whose two variants the
+    root ran, on each speaker's mean test PESQ, paired by seed (the pairing checked on the step logs as for
+    every contrast). p257 is a speaker (and a gender) no run trained on."""
+    scores = test_scores(run_root) if Path(run_root).is_dir() else pd.DataFrame()
+    if not len(scores):
+        return pd.DataFrame()
+    runs = load_finished(run_root)
+    wide = scores.pivot_table(index=["run", "variant", "seed"], columns="speaker", values="test_pesq")
+    ep = wide.add_prefix("test_pesq_").reset_index()
+    tables = []
+    for speaker in wide.columns:
+        fam = family_table(ep, runs.steps, plan.contrasts, f"test_pesq_{speaker}", plan, adjust=False)
+        if len(fam):
+            files = scores[scores.speaker == speaker].files
+            tables.append(fam.assign(speaker=speaker, files=f"{files.min()}-{files.max()}" if files.nunique() > 1
+                                     else str(files.iloc[0])))  # fmt: skip
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()

@@ -6,7 +6,7 @@ dose-response plot in the style of `plotting`."""
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -271,8 +271,9 @@ def plot_dose_response(a: Analysis, endpoint: str | None = None):
     return fig
 
 
-def write_tables(a: Analysis, out_dir: str | os.PathLike) -> list:
-    """Every table of the analysis as CSV under `out_dir` (per-run endpoints, families, dose, collapse, replay)."""
+def write_tables(a: Analysis, out_dir: str | os.PathLike, more: Mapping[str, pd.DataFrame] | None = None) -> list:
+    """Every table of the analysis as CSV under `out_dir` (per-run endpoints, families, dose, collapse, replay),
+    and `more` (file name -> table: the replications')."""
     from pathlib import Path
 
     out = Path(out_dir)
@@ -280,7 +281,8 @@ def write_tables(a: Analysis, out_dir: str | os.PathLike) -> list:
     tables = {"confirmatory_endpoints.csv": a.endpoints, "confirmatory_families.csv": a.families,
               "confirmatory_exploratory.csv": a.exploratory, "confirmatory_dose.csv": a.dose,
               "confirmatory_collapse_runs.csv": a.collapse_runs, "confirmatory_loso.csv": a.loso,
-              "confirmatory_replay_runs.csv": a.replay_runs, "confirmatory_clipping.csv": a.clipping}  # fmt: skip
+              "confirmatory_replay_runs.csv": a.replay_runs, "confirmatory_clipping.csv": a.clipping,
+              **(more or {})}  # fmt: skip
     paths = []
     for name, table in tables.items():
         table.to_csv(out / name, index=False)
@@ -309,6 +311,24 @@ def replication_display(rep: pd.DataFrame) -> pd.DataFrame:
         .assign(replication=rep.replication.to_numpy())
         .pipe(lambda d: d[["replication", *d.columns[:-1]]])
     )
+
+
+NO_SPEAKER_SCORES = ("R-vb per speaker: no finished real-speech run has test scores yet (RUN/test/, written as "
+                     "each run of `configs/replication_vb_cpu.yaml` finishes).")  # fmt: skip
+
+
+def per_speaker_display(spk: pd.DataFrame) -> pd.DataFrame:
+    """R-vb per speaker (exploratory, unadjusted): each contrast's paired difference in mean test PESQ of the
+    runs' best checkpoints, with its 95% interval."""
+    if not len(spk):
+        return pd.DataFrame()
+    return pd.DataFrame({
+        "speaker": spk.speaker, "test files": spk.files,
+        "contrast": [f"{t} - {r}" for t, r in zip(spk.treatment, spk.reference, strict=True)],
+        "method": spk.method, "seeds": spk.n, "difference": spk.difference.map(lambda x: f"{x:+.3f}"),
+        "95% CI (unadjusted)": [_ci(lo, hi) for lo, hi in zip(spk.ci95_low, spk.ci95_high, strict=True)],
+        "verdict (exploratory)": spk.verdict,
+    })  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------- the bottom line (section 9)

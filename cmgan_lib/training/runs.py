@@ -50,6 +50,9 @@ RUN_FILES = (  # what a run writes into its folder (and epoch_NNN.pt); `--overwr
     "config.yaml", "last.pt", "best.pt", "training_step_log.csv", "training_epoch_log.csv", "ddp_ranks.json",
     "validation_dropped.csv", "nonfinite_batches.csv", "resume_overrides.csv",
 )  # fmt: skip
+# A run's own test scores, written as soon as it finished when its grid asks (`test_after_training`): the best
+# checkpoint scored on the grid's test split, as notebook 03 scores it (study.score_run_on_test).
+TEST_SCORES = "test/metrics_per_file.csv"
 # What a checkpoint must hold to be resumed; keys added later (e.g. nonfinite_in_a_row) are read with a default.
 CHECKPOINT_REQUIRED = frozenset({
     "generator", "discriminator", "opt_g", "opt_d", "sched_g", "sched_d", "early_stopping", "epoch", "step",
