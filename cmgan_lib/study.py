@@ -28,6 +28,7 @@ import yaml
 from cmgan_lib.core.paths import repo_root, run_config, shown_path
 from cmgan_lib.core.strict_yaml import load_unique
 from cmgan_lib.training import runguard
+from cmgan_lib.training.runs import TEST_SCORES, resolve_checkpoint
 from cmgan_lib.training.variants import VARIANTS
 
 NOTEBOOKS = ("01_pesq_failure_audit", "02_train_baseline_vs_fixed", "03_evaluate")
@@ -66,8 +67,8 @@ class Grid:
     `comparisons` lists [variant, reference] pairs for notebook 02's verdict (empty: each against official).
     `slurm`: the cluster options of `cmgan ablate --executor slurm` (cluster.SlurmOptions' fields; the command
     line overrides them). `test_after_training`: score each run's best checkpoint on the grid's test split as soon
-    as it finishes (RUN/test/), so that its test scores outlive the checkpoint (a fresh checkout keeps no run
-    folder; a shared report keeps no checkpoint).
+    as it finishes (RUN/test/; local grids), so that its test scores outlive the checkpoint (a fresh checkout
+    keeps no run folder; a shared report keeps no checkpoint).
     """
 
     base_config: str = "configs/tiny_cpu.yaml"
@@ -287,24 +288,37 @@ def train_run(base_config: str, variant: str, seed: int, run_root: str | os.Path
     return {**status, "status": f"{how} (exit {rc}): {tail[0][:200]}", "seconds": seconds}
 
 
-def score_run_on_test(result: dict[str, Any], test_dir: str | os.PathLike,
-                      max_files: int | None = None) -> dict[str, Any]:  # fmt: skip
-    """A finished run's best checkpoint scored on the test split into RUN/test/ (`TEST_SCORES`: the rows notebook
-    03 writes for it), once: a run that has them, or no checkpoint left (kept logs only), is left as it is. A
-    failure makes the run's status 'failed: test scores ...' (it trained; the next start scores it again)."""
-    from cmgan_lib.analysis.evaluate import evaluate_runs
-    from cmgan_lib.training.runs import TEST_SCORES, resolve_checkpoint
+def evaluate_command(run_dir: str | os.PathLike, test_dir: str | os.PathLike, max_files: int | None) -> list[str]:
+    """The process that scores one finished run on the test split (`evaluate.evaluate_runs`, as notebook 03 does)
+    into RUN/test/. A process of its own, as a trainer: in the grid's process, two runs scored at once by two
+    threads each with the machine's OpenMP threads took 7.7 min for 17 files beside two trainers (2026-12-07)."""
+    code = ("import sys; from cmgan_lib.analysis.evaluate import evaluate_runs; "
+            "evaluate_runs([sys.argv[1]], sys.argv[2], sys.argv[3], max_files=int(sys.argv[4]) or None, n_jobs=1, "
+            "progress=False)")  # fmt: skip
+    out = Path(run_dir) / Path(TEST_SCORES).parent
+    return [sys.executable, "-c", code, str(run_dir), str(test_dir), str(out), str(max_files or 0)]
 
+
+def score_run_on_test(result: dict[str, Any], test_dir: str | os.PathLike, max_files: int | None = None,
+                      threads: int | None = None) -> dict[str, Any]:  # fmt: skip
+    """A finished run's best checkpoint scored on the test split into RUN/test/ (`TEST_SCORES`: the rows notebook
+    03 writes for it), once: a run that has them, or no checkpoint left (kept logs only), is left as it is. Its
+    output goes to RUN/train.log; a failure makes the run's status 'failed: test scores ...' (it trained; the
+    next start scores it again). `threads`: its torch threads, as a trainer's."""
     run_dir = Path(result["run_dir"])
     if (run_dir / TEST_SCORES).is_file() or resolve_checkpoint(run_dir, strict=False) is None:
         return result
+    cmd = evaluate_command(run_dir, test_dir, max_files)
+    env = {**os.environ, **(dict.fromkeys(THREAD_VARIABLES, str(threads)) if threads else {})}
     t0 = time.perf_counter()
-    try:
-        evaluate_runs([run_dir], test_dir, run_dir / Path(TEST_SCORES).parent, max_files=max_files, n_jobs=1,
-                      progress=False)  # fmt: skip
-        status = result["status"]
-    except Exception as exc:  # any error: the run is reported, the grid goes on
-        status = f"failed: test scores ({type(exc).__name__}: {exc})"[:300]
+    with open(run_dir / "train.log", "a") as log:
+        log.write("test scores of best.pt: " + " ".join(cmd[3:]) + "\n")
+        log.flush()
+        rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=repo_root()).returncode
+    status = result["status"]
+    if rc != 0 or not (run_dir / TEST_SCORES).is_file():
+        tail = (run_dir / "train.log").read_text().strip().splitlines()[-1:] or [""]
+        status = f"failed: test scores (exit {rc}): {tail[0][:200]}"
     return {**result, "status": status, "seconds": result["seconds"] + time.perf_counter() - t0}
 
 
@@ -364,7 +378,7 @@ def run_grid(grid: Grid, run_root: str | os.PathLike, progress: bool = True, run
                                    switches=grid.variant_overrides(variant), threads=threads,
                                    trainers=trainers)  # fmt: skip
                 if test_dir is not None and result["status"].startswith("done"):
-                    result = score_run_on_test(result, test_dir, grid.evaluate_max_files)
+                    result = score_run_on_test(result, test_dir, grid.evaluate_max_files, threads)
                 longest = max(longest, result["seconds"])
         finally:
             slots.put(gpu)

@@ -384,45 +384,51 @@ def test_the_html_report_shows_outputs_and_markdown_but_no_code(tmp_path):
 
 
 def test_test_after_training_scores_each_finished_run_once_and_reports_a_failure(monkeypatch, tmp_path):
-    """The glue only (notebook 03's tests score real checkpoints): each finished run with a checkpoint is scored
-    once on the grid's test split into RUN/test/, a run with no checkpoint left is not, a failure is reported."""
-    import inspect
+    """Each finished run with a checkpoint is scored once, in a process of its own, on the grid's test split into
+    RUN/test/ (notebook 03's rows: a random 1-block generator on two 1 s files); a run with no checkpoint left
+    (kept logs only) is not; an unreadable checkpoint is reported and scored again at the next start."""
+    import numpy as np
+    import soundfile as sf
+    import torch
 
-    from cmgan_lib.analysis import evaluate
+    from cmgan_lib.models.generator import TSCNet
     from cmgan_lib.training.runs import TEST_SCORES
 
-    real = evaluate.evaluate_runs
-    calls = []
+    rng = np.random.default_rng(0)
+    t = np.arange(16000) / 16000
+    for i in range(2):
+        clean = (0.3 * np.sin(2 * np.pi * (150 + 50 * i) * t) * (1 + np.sin(2 * np.pi * 3 * t))).astype(np.float32)
+        for kind, audio in (("clean", clean), ("noisy", clean + 0.05 * rng.standard_normal(t.size))):
+            (tmp_path / "vb" / "test" / kind).mkdir(parents=True, exist_ok=True)
+            sf.write(tmp_path / "vb" / "test" / kind / f"p257_{i:03d}.wav", audio.astype(np.float32), 16000)
 
     def fake_train(base, variant, seed, root, overrides=None, gpu=None, switches=None, threads=None, trainers=None):
         run_dir = Path(root) / f"{variant}_s{seed}"
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "done.json").write_text("{}")
-        if variant != "kept_logs_only":
-            (run_dir / "best.pt").write_text("a checkpoint")
+        if variant == "official":
+            torch.manual_seed(0)
+            torch.save(TSCNet(num_channel=4, num_tscb=1).state_dict(), run_dir / "best.pt")
+        elif variant == "masked":
+            (run_dir / "best.pt").write_text("not a checkpoint")
         return dict(run=run_dir.name, variant=variant, seed=seed, run_dir=str(run_dir), status="done", seconds=1.0)
 
-    def fake_evaluate(*args, **kwargs):
-        bound = inspect.signature(real).bind(*args, **kwargs)  # a call the real function accepts
-        run_dirs, test_dir, out = (bound.arguments[k] for k in ("run_dirs", "test_dir", "out_dir"))
-        calls.append((Path(run_dirs[0]).name, str(test_dir), bound.arguments.get("max_files")))
-        if "masked" in str(run_dirs[0]):
-            raise FileNotFoundError("no test files")
-        Path(out).mkdir(parents=True, exist_ok=True)
-        (Path(out) / Path(TEST_SCORES).name).write_text("run,name,pesq\n")
-
     monkeypatch.setattr(study, "train_run", fake_train)
-    monkeypatch.setattr(evaluate, "evaluate_runs", fake_evaluate)
     monkeypatch.setitem(study.VARIANTS, "kept_logs_only", {})
     grid = study.Grid(variants=["official", "masked", "kept_logs_only"], seeds=[0],
-                      overrides={"data_dir": str(tmp_path / "vb")}, evaluate_max_files=17,
-                      test_after_training=True)  # fmt: skip
-    status = study.run_grid(grid, tmp_path / "runs", progress=False).set_index("run").status
-    assert calls == [("official_s0", str(tmp_path / "vb"), 17), ("masked_s0", str(tmp_path / "vb"), 17)]
-    assert status["official_s0"] == "done" and status["kept_logs_only_s0"] == "done"
-    assert status["masked_s0"].startswith("failed: test scores (FileNotFoundError: no test files")
-    assert (tmp_path / "runs" / "official_s0" / TEST_SCORES).is_file()
-    study.run_grid(grid, tmp_path / "runs", progress=False)  # scored runs are not scored again; the failed one is
-    assert [c[0] for c in calls[2:]] == ["masked_s0"]
+                      overrides={"data_dir": str(tmp_path / "vb")}, test_after_training=True)  # fmt: skip
+    root = tmp_path / "runs"
+    status = study.run_grid(grid, root, progress=False).set_index("run").status
+    assert status["official_s0"] == "done" and status["kept_logs_only_s0"] == "done", status
+    assert status["masked_s0"].startswith("failed: test scores (exit 1)"), status
+    scores = pd.read_csv(root / "official_s0" / TEST_SCORES)
+    assert list(scores.name) == ["p257_000", "p257_001"] and scores.pesq.between(1.0, 4.6).all()
+    assert (scores.run == "official_s0").all() and (scores.seed == 0).all()
+    assert not (root / "kept_logs_only_s0" / "test").exists()
+    assert "test scores of best.pt" in (root / "official_s0" / "train.log").read_text()
+    again = study.run_grid(grid, root, progress=False).set_index("run").status  # the failed one is tried again
+    assert again["official_s0"] == "done" and again["masked_s0"].startswith("failed: test scores")
+    assert (root / "masked_s0" / "train.log").read_text().count("test scores of best.pt") == 2
+    assert (root / "official_s0" / "train.log").read_text().count("test scores of best.pt") == 1
     assert study.Grid(**yaml.safe_load(yaml.safe_dump(grid.to_dict()))).test_after_training
     assert "test_after_training" not in study.Grid().to_dict()  # other grids' grid.yaml unchanged
