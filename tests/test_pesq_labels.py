@@ -294,7 +294,8 @@ def test_the_trainers_pesq_workers_never_import_the_trainer_or_torch():
     """multiprocessing runs the parent's main module again in each worker it starts (as `__mp_main__`), unless that
     module is a package's `__main__`. Started as `-m cmgan_lib.training.train`, every PESQ worker imported the
     trainer and torch (~3 s of CPU, ~300 MB each); `cmgan ablate` now starts `-m cmgan_lib.training`. One process,
-    two pools: the trainer's command as `python -m` sets it, then a plain module (which workers do run again)."""
+    three pools: the trainer's command as `python -m` sets it, then a plain module (which workers do run again),
+    then the old alias `-m cmgan_lib.train` (run again too, but it imports nothing at its top)."""
     assert study.trainer_command()[1:] == ["-m", "cmgan_lib.training"]
     probe = "\n".join([
         "import importlib.util, sys",
@@ -307,12 +308,13 @@ def test_the_trainers_pesq_workers_never_import_the_trainer_or_torch():
         "        seen = \"(__import__('sys').modules['__main__'].__name__, 'torch' in __import__('sys').modules)\"",
         "        print(name, *p._require().submit(eval, seen).result())",
     ])  # fmt: skip
-    out = subprocess.run([sys.executable, "-c", probe, "cmgan_lib.training.__main__", "cmgan_lib.core.paths"],
-                         capture_output=True, text=True, timeout=120, cwd=ROOT)  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", probe, "cmgan_lib.training.__main__", "cmgan_lib.core.paths",
+                          "cmgan_lib.train"], capture_output=True, text=True, timeout=120, cwd=ROOT)  # fmt: skip
     assert out.returncode == 0, out.stderr
-    left_alone, run_again = out.stdout.splitlines()
+    left_alone, run_again, alias = out.stdout.splitlines()
     assert left_alone == "cmgan_lib.training.__main__ __main__ False"
     assert run_again == "cmgan_lib.core.paths __mp_main__ False"
+    assert alias == "cmgan_lib.train __mp_main__ False"  # the old `-m cmgan_lib.train`: run again, imports nothing
 
 
 def test_batch_pesq_is_a_drop_in_for_the_published_one(batch, direct):
