@@ -537,6 +537,11 @@ def main(argv: list[str] | None = None) -> int:
             if trainer.is_main:
                 record_resume_changes(trainer.run_dir, changes, cfg, trainer.start_epoch - 1)
             trainer.fit()
+            # Every rank's collectives done before the process group goes: its Gloo destructor holds the GIL while it
+            # joins its worker thread, and that thread, still dropping the last collective's tensor, may need the GIL:
+            # a rank hung there at exit on 2026-12-07 (pytorch/pytorch#56297). Not on an error path: a failed rank
+            # never reaches a barrier.
+            trainer.ranks.barrier()
     except (DataValidationError, FileNotFoundError, RunExistsError, ValueError, runguard.RunLockedError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
