@@ -5,7 +5,8 @@
 #   setsid nohup bash scripts/run_confirmatory.sh > runs/confirmatory.log 2>&1 < /dev/null &
 # CPU_RUNS runs share the cores (one thread each); OUT is where the grids' folders go. TIME_LIMIT (seconds from
 # now): no run starts that should end after it (judged by the longest run finished so far), since a session's end
-# kills the grid and a fresh checkout keeps no run folder. So finished runs are kept in the INTERIM report (logs,
+# kills the grid and a fresh checkout keeps no run folder; a grid it leaves unfinished keeps the later ones waiting
+# (the plan's order). So finished runs are kept in the INTERIM report (logs,
 # config.yaml and test/metrics_per_file.csv where the grid scores its runs; never a checkpoint: the main grid's in runs/, a replication's in replications/<its OUT name>/):
 #   bash scripts/run_confirmatory.sh save    # copy the runs finished since into INTERIM, then commit it
 # and every start first puts them back with a done.json naming their source, so that none is trained again
@@ -70,6 +71,9 @@ for g in $grids; do
   if [ "$left" -le 0 ]; then echo "=== $grid: TIME_LIMIT reached, left out"; continue; fi
   $CMGAN ablate --grid "$grid" --out "$OUT/${g##*:}" --cpu-runs "$CPU_RUNS" --no-notebooks --time-limit "$left"
   echo "=== $(date -u +%FT%TZ) end $grid (exit $?)"
+  if grep -q "not started" "$OUT/${g##*:}/summary.csv" 2>/dev/null; then  # the plan's order: no later grid first
+    echo "=== $grid: runs left for the next start; the later grids wait"; break
+  fi
 done
 exit
 }

@@ -85,3 +85,21 @@ def test_time_limit_is_passed_on_and_once_spent_no_grid_starts(tmp_path):
     rc, calls, out = _run(tmp_path, RESTORE="0", TIME_LIMIT="0")
     assert rc == 0 and len(calls) == len(ablate)  # nothing new was called
     assert "TIME_LIMIT reached, left out" in out
+
+
+def test_a_grid_cut_by_the_time_limit_keeps_the_later_grids_waiting(tmp_path):
+    """The plan's order: a main grid left unfinished by TIME_LIMIT starts no replication run (a new `ablate` knows
+    no run length yet, so its first runs would start regardless of the time left)."""
+    log = tmp_path / "calls.txt"
+    stub = tmp_path / "cmgan"
+    stub.write_text(
+        f'#!/bin/sh\necho "cmgan $*" >> {log}\n'
+        'while [ $# -gt 0 ]; do [ "$1" = --out ] && out=$2; shift; done\n'
+        'mkdir -p "$out" && printf "run,status\\nofficial_s107,not started: time limit (9 s)\\n" > "$out/summary.csv"\n'
+    )
+    stub.chmod(0o755)
+    env = {**os.environ, "CMGAN": str(stub), "OUT": str(tmp_path / "out"), "RESTORE": "0", "TIME_LIMIT": "5000"}
+    proc = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True)
+    calls = log.read_text().splitlines()
+    assert proc.returncode == 0 and len(calls) == 1 and "confirmatory_cpu.yaml" in calls[0], calls
+    assert "runs left for the next start; the later grids wait" in proc.stdout
