@@ -107,7 +107,8 @@ def _cmd_ablate(a: argparse.Namespace) -> int:
     if a.executor != "local" or a.emit_sbatch:
         return _ablate_on_cluster(a, grid)
     run_ablation(grid, a.out, notebooks=not a.no_notebooks, runs_per_gpu=a.runs_per_gpu, audit=a.audit,
-                 cpu_runs=a.cpu_runs, train=not a.no_train, time_limit=a.time_limit)  # fmt: skip
+                 cpu_runs=a.cpu_runs, train=not a.no_train, time_limit=a.time_limit,
+                 run_seconds=a.run_seconds)  # fmt: skip
     return 0
 
 
@@ -290,6 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
                     help="start a run only if it should end within SECONDS from now (judged by the longest run "
                          "finished so far); the others are recorded as not started")  # fmt: skip
+    ab.add_argument("--run-seconds", type=float, default=0.0, metavar="SECONDS",
+                    help="with --time-limit: what one run is expected to take until a run of OUT has finished "
+                         "(say, the last grid's longest); without it the first runs start regardless")  # fmt: skip
     cl = ab.add_argument_group("cluster (docs/cluster.md); options also from the grid YAML's `slurm:` mapping")
     cl.add_argument("--executor", choices=["local", "slurm", "submitit-local"], default="local",
                     help="local (default): train here; slurm: one job array through submitit, returns at once "

@@ -25,7 +25,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from cmgan_lib.core.paths import repo_root, run_config, shown_path
+from cmgan_lib.core.paths import replace_text, repo_root, run_config, shown_path
 from cmgan_lib.core.strict_yaml import load_unique
 from cmgan_lib.training import runguard
 from cmgan_lib.training.runs import TEST_SCORES, resolve_checkpoint
@@ -266,8 +266,7 @@ def train_run(base_config: str, variant: str, seed: int, run_root: str | os.Path
     env = runguard.child_env() if nproc <= 1 else {**os.environ, "TORCHELASTIC_SIGNALS_TO_HANDLE": TORCHRUN_SIGNALS}
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu
-    if threads is not None:
-        env.update(dict.fromkeys(THREAD_VARIABLES, str(threads)))
+    env = with_threads(env, threads)
     t0 = time.perf_counter()
     with open(run_dir / "train.log", "a") as log:
         log.write("$ " + " ".join(cmd) + "\n")
@@ -283,9 +282,34 @@ def train_run(base_config: str, variant: str, seed: int, run_root: str | os.Path
     if rc == 0:
         (run_dir / "done.json").write_text(json.dumps({"seconds": seconds, "cmd": cmd}))
         return {**status, "status": "done", "seconds": seconds}
-    tail = (run_dir / "train.log").read_text().strip().splitlines()[-1:] or [""]
     how = "interrupted" if trainers.stopping else "failed"
-    return {**status, "status": f"{how} (exit {rc}): {tail[0][:200]}", "seconds": seconds}
+    return {**status, "status": f"{how} (exit {rc}): {last_log_line(run_dir)}", "seconds": seconds}
+
+
+def with_threads(env: dict[str, str], threads: int | None) -> dict[str, str]:
+    """A child's environment with its torch intra-op threads set (THREAD_VARIABLES), or as it is for None."""
+    return {**env, **dict.fromkeys(THREAD_VARIABLES, str(threads))} if threads is not None else env
+
+
+def last_log_line(run_dir: str | os.PathLike) -> str:
+    """RUN/train.log's last line, cut to 200 characters: what a failed run's status says went wrong."""
+    log = Path(run_dir) / "train.log"
+    lines = log.read_text().strip().splitlines() if log.is_file() else []
+    return lines[-1][:200] if lines else ""
+
+
+def longest_finished(run_root: str | os.PathLike) -> float:
+    """Seconds of the longest run finished in RUN_ROOT on this machine (its done.json: training plus the test
+    scoring; a run restored from logs records none): what a time limit judges the next run by before a run of
+    this start has finished."""
+    longest = 0.0
+    for path in Path(run_root).glob("*/done.json"):
+        try:
+            done = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        longest = max(longest, float(done.get("seconds") or 0.0) + float(done.get("test_seconds") or 0.0))
+    return longest
 
 
 def evaluate_command(run_dir: str | os.PathLike, test_dir: str | os.PathLike, max_files: int | None) -> list[str]:
@@ -309,17 +333,20 @@ def score_run_on_test(result: dict[str, Any], test_dir: str | os.PathLike, max_f
     if (run_dir / TEST_SCORES).is_file() or resolve_checkpoint(run_dir, strict=False) is None:
         return result
     cmd = evaluate_command(run_dir, test_dir, max_files)
-    env = {**os.environ, **(dict.fromkeys(THREAD_VARIABLES, str(threads)) if threads else {})}
+    env = with_threads(dict(os.environ), threads)
     t0 = time.perf_counter()
     with open(run_dir / "train.log", "a") as log:
         log.write("test scores of best.pt: " + " ".join(cmd[3:]) + "\n")
         log.flush()
         rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=repo_root()).returncode
-    status = result["status"]
+    seconds = time.perf_counter() - t0
     if rc != 0 or not (run_dir / TEST_SCORES).is_file():
-        tail = (run_dir / "train.log").read_text().strip().splitlines()[-1:] or [""]
-        status = f"failed: test scores (exit {rc}): {tail[0][:200]}"
-    return {**result, "status": status, "seconds": result["seconds"] + time.perf_counter() - t0}
+        return {**result, "status": f"failed: test scores (exit {rc}): {last_log_line(run_dir)}",
+                "seconds": result["seconds"] + seconds}  # fmt: skip
+    done = run_dir / "done.json"  # the run's length with its scoring, for a later start's time limit
+    if done.is_file():
+        replace_text(done, json.dumps({**json.loads(done.read_text()), "test_seconds": seconds}))
+    return {**result, "seconds": result["seconds"] + seconds}
 
 
 def visible_gpus() -> list[str]:
@@ -333,7 +360,7 @@ def visible_gpus() -> list[str]:
 
 
 def run_grid(grid: Grid, run_root: str | os.PathLike, progress: bool = True, runs_per_gpu: int = 1,
-             cpu_runs: int = 1, time_limit: float | None = None) -> pd.DataFrame:  # fmt: skip
+             cpu_runs: int = 1, time_limit: float | None = None, run_seconds: float = 0.0) -> pd.DataFrame:  # fmt: skip
     """Train every variant x seed; on GPUs, `runs_per_gpu` runs share each GPU; on CPU, `cpu_runs` at once,
     each with its share of the cores as threads (small models scale poorly past one thread: on 2 cores two
     single-thread runs finish a grid sooner than one two-thread run at a time).
@@ -342,8 +369,10 @@ def run_grid(grid: Grid, run_root: str | os.PathLike, progress: bool = True, run
     that raises throughput is measured, not assumed (the default stays 1).
 
     `time_limit` (seconds from now; a lent GPU machine is held for minutes): a run starts only if it is expected
-    to end in time, judged by the longest run finished so far (the first ones start regardless). Jobs go seed by
-    seed, so what is left out is whole seeds of the grid; each is recorded as 'not started: time limit'.
+    to end in time, judged by the longest run finished so far: in this start, or earlier in RUN_ROOT
+    (`longest_finished`), or `run_seconds` (what a run is expected to take, say the last grid's), whichever is
+    longest; with none of them the first runs start regardless. Jobs go seed by seed, so what is left out is whole
+    seeds of the grid; each is recorded as 'not started: time limit'.
     """
     from tqdm.auto import tqdm
 
@@ -358,7 +387,7 @@ def run_grid(grid: Grid, run_root: str | os.PathLike, progress: bool = True, run
     bar = tqdm(total=len(jobs), desc="ablation runs", unit="run", disable=not progress)
     deadline = None if time_limit is None else time.monotonic() + time_limit
     test_dir = grid.data_dir() if grid.test_after_training else None  # every variant is tested on the same files
-    longest = 0.0  # seconds of the longest run finished so far (shared by the worker threads)
+    longest = max(run_seconds, longest_finished(run_root))  # the longest run so far (shared by the workers)
     trainers = Trainers()
 
     def work(job):
@@ -523,7 +552,8 @@ def has_checkpoints(run_root: str | os.PathLike) -> bool:
 
 def run_ablation(grid: str | os.PathLike | Grid, out: str | os.PathLike, notebooks: bool = True,
                  status: pd.DataFrame | None = None, runs_per_gpu: int = 1, audit: bool = False,
-                 cpu_runs: int = 1, train: bool = True, time_limit: float | None = None) -> pd.DataFrame:  # fmt: skip
+                 cpu_runs: int = 1, train: bool = True, time_limit: float | None = None,
+                 run_seconds: float = 0.0) -> pd.DataFrame:  # fmt: skip
     """`cmgan ablate`: train the grid into OUT/runs (unless `status` says it was, or `train` is False: then the
     runs already there are reported as they are), then notebook 02 (plots) and 03 (metrics, on the test split of
     the grid's data; left out when no run kept a checkpoint), and summary.csv. `audit`: notebook 01 as well."""
@@ -536,7 +566,8 @@ def run_ablation(grid: str | os.PathLike | Grid, out: str | os.PathLike, noteboo
     if status is None and train:
         grid.data_dir(build=True)  # once, before runs start at once (each would build a missing corpus itself)
         left = None if time_limit is None else time_limit - (time.monotonic() - t0)
-        status = run_grid(grid, run_root, runs_per_gpu=runs_per_gpu, cpu_runs=cpu_runs, time_limit=left)
+        status = run_grid(grid, run_root, runs_per_gpu=runs_per_gpu, cpu_runs=cpu_runs, time_limit=left,
+                          run_seconds=run_seconds)  # fmt: skip
     elif status is None:
         status = status_of_runs(grid, run_root)
     params = notebook_parameters(grid, out)

@@ -4,7 +4,7 @@
 # stop. Hours of CPU: start it in the background and keep the log,
 #   setsid nohup bash scripts/run_confirmatory.sh > runs/confirmatory.log 2>&1 < /dev/null &
 # CPU_RUNS runs share the cores (one thread each); OUT is where the grids' folders go. TIME_LIMIT (seconds from
-# now): no run starts that should end after it (judged by the longest run finished so far), since a session's end
+# now): no run starts that should end after it (judged by the longest run finished so far, in any grid), since a session's end
 # kills the grid and a fresh checkout keeps no run folder; a grid it leaves unfinished keeps the later ones waiting
 # (the plan's order). So finished runs are kept in the INTERIM report (logs,
 # config.yaml and test/metrics_per_file.csv where the grid scores its runs; never a checkpoint: the main grid's in runs/, a replication's in replications/<its OUT name>/):
@@ -69,7 +69,14 @@ for g in $grids; do
   echo "=== $(date -u +%FT%TZ) start $grid (code $code)"  # the commit the runs of this start train with
   left=$(( end - $(date +%s) ))
   if [ "$left" -le 0 ]; then echo "=== $grid: TIME_LIMIT reached, left out"; continue; fi
-  $CMGAN ablate --grid "$grid" --out "$OUT/${g##*:}" --cpu-runs "$CPU_RUNS" --no-notebooks --time-limit "$left"
+  longest=0  # the longest run finished here so far, any grid: a new grid's first runs are judged by it
+  for f in "$OUT"/*/runs/*/done.json; do
+    [ -f "$f" ] || continue
+    s=$(grep -o '"[a-z_]*seconds": [0-9.]*' "$f" | awk '{ t += $2 } END { printf "%d", t }')  # + test_seconds
+    [ "$s" -gt "$longest" ] && longest=$s
+  done
+  $CMGAN ablate --grid "$grid" --out "$OUT/${g##*:}" --cpu-runs "$CPU_RUNS" --no-notebooks --time-limit "$left" \
+    --run-seconds "$longest"
   echo "=== $(date -u +%FT%TZ) end $grid (exit $?)"
   if grep -q "not started" "$OUT/${g##*:}/summary.csv" 2>/dev/null; then  # the plan's order: no later grid first
     echo "=== $grid: runs left for the next start; the later grids wait"; break

@@ -80,11 +80,24 @@ def test_time_limit_is_passed_on_and_once_spent_no_grid_starts(tmp_path):
     rc, calls, _ = _run(tmp_path, RESTORE="0", TIME_LIMIT="5000")
     ablate = [c for c in calls if c.startswith("cmgan ablate")]
     assert rc == 0 and len(ablate) >= 4  # the main grid and the synthetic and width replications
-    limits = [float(c.split("--time-limit ")[1]) for c in ablate]
+    limits = [float(c.split("--time-limit ")[1].split()[0]) for c in ablate]
     assert all(4900 < t <= 5000 for t in limits), limits
+    assert all(c.endswith("--run-seconds 0") for c in ablate), ablate  # no run has finished yet
     rc, calls, out = _run(tmp_path, RESTORE="0", TIME_LIMIT="0")
     assert rc == 0 and len(calls) == len(ablate)  # nothing new was called
     assert "TIME_LIMIT reached, left out" in out
+
+
+def test_a_new_grid_judges_its_first_runs_by_the_longest_run_finished_in_any_grid(tmp_path):
+    """A new `ablate` knows no run length of its own: the script passes the longest finished run of all grids
+    (training plus test scoring; a restored run, which records none, counts as 0)."""
+    runs = tmp_path / "out" / "CONFIRMATORY_CPU" / "runs"
+    for name, done in (("official_s100", '{"seconds": 657.9, "cmd": ["x"]}'), ("clip5_s100", '{"seconds": null}'),
+                       ("no_disc_s100", '{"seconds": 500.2, "test_seconds": 300.5}')):  # fmt: skip
+        (runs / name).mkdir(parents=True)
+        (runs / name / "done.json").write_text(done)
+    rc, calls, _ = _run(tmp_path, RESTORE="0", TIME_LIMIT="5000")
+    assert rc == 0 and calls and all(c.endswith("--run-seconds 800") for c in calls), calls
 
 
 def test_a_grid_cut_by_the_time_limit_keeps_the_later_grids_waiting(tmp_path):

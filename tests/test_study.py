@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -323,6 +324,40 @@ def test_a_time_limit_starts_only_the_runs_expected_to_end_in_time(monkeypatch, 
     assert (study.run_grid(grid, tmp_path, progress=False).status == "done").all() and len(started) == 6
 
 
+def test_a_time_limit_judges_the_first_runs_by_runs_finished_before_or_by_run_seconds(monkeypatch, tmp_path):
+    """A new start knows no run length of its own: it takes the longest run finished earlier in the folder (its
+    done.json, training plus test scoring; a restored run records none) or `run_seconds`, so that a grid started
+    near a session's end does not start runs the end will cut."""
+    from types import SimpleNamespace
+
+    clock = [0.0]
+    monkeypatch.setattr(study, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    monkeypatch.setattr(study, "visible_gpus", lambda: [])
+    started = []
+
+    def fake_run(base, variant, seed, root, overrides=None, gpu=None, switches=None, threads=None, trainers=None):
+        started.append(seed)
+        clock[0] += 10.0
+        return dict(run=f"{variant}_s{seed}", variant=variant, seed=seed, run_dir="", status="done", seconds=10.0)
+
+    monkeypatch.setattr(study, "train_run", fake_run)
+    grid = study.Grid(variants=["official"], seeds=[0, 1, 2])
+    for name, done in (("a_s9", '{"seconds": 25.0, "test_seconds": 10.0}'), ("b_s9", '{"seconds": null}'),
+                       ("c_s9", "not json"), ("d_s9", '{"seconds": 20.0}')):  # fmt: skip
+        (tmp_path / "earlier" / name).mkdir(parents=True)
+        (tmp_path / "earlier" / name / "done.json").write_text(done)
+    assert study.longest_finished(tmp_path / "earlier") == 35.0
+    assert study.longest_finished(tmp_path / "nothing_here") == 0.0
+    status = study.run_grid(grid, tmp_path / "earlier", progress=False, time_limit=40.0)
+    assert started == [0]  # 0 + 35 <= 40; 10 + 35 > 40
+    assert list(status.status[1:]) == ["not started: time limit (40 s; longest run 35 s)"] * 2
+    started.clear()
+    clock[0] = 0.0
+    status = study.run_grid(grid, tmp_path / "fresh", progress=False, time_limit=40.0, run_seconds=50.0)
+    assert started == [] and status.status.str.startswith("not started: time limit").all()
+    assert study.run_grid(grid, tmp_path / "fresh2", progress=False, time_limit=40.0).status.eq("done").sum() == 3
+
+
 def test_no_train_reports_the_runs_that_came_back_and_trains_nothing(monkeypatch, tmp_path, fake_run):
     """Logs brought back from a GPU machine (no checkpoints): `cmgan ablate --no-train` renders notebook 02 and
     summary.csv from them, says which runs are missing or unfinished, and leaves notebook 03 out."""
@@ -351,16 +386,22 @@ def test_no_train_reports_the_runs_that_came_back_and_trains_nothing(monkeypatch
 
 def test_ablate_builds_the_grids_corpus_once_before_runs_start_at_once(monkeypatch, tmp_path):
     """Runs started together would each build a missing synthetic corpus into the same folder; ablate builds it
-    first, and `--no-train` builds nothing."""
+    first, and `--no-train` builds nothing. --time-limit and --run-seconds reach the grid."""
+    from cmgan_lib import cli
+
     calls = []
     monkeypatch.setattr(study.Grid, "data_dir", lambda self, build=False: calls.append(("data", build)) or tmp_path)
     done = pd.DataFrame({"run": ["official_s0"], "variant": ["official"], "seed": [0], "run_dir": [""],
                          "status": ["done"]})  # fmt: skip
-    monkeypatch.setattr(study, "run_grid", lambda *a, **k: calls.append(("runs", k["time_limit"])) or done)
+    monkeypatch.setattr(study, "run_grid", lambda *a, **k: calls.append(("runs", k["time_limit"], k["run_seconds"]))
+                        or done)  # fmt: skip
     monkeypatch.setattr(study, "write_summary", lambda *a, **k: None)
-    study.run_ablation(study.Grid(variants=["official"]), tmp_path / "out", notebooks=False, time_limit=600.0)
+    grid = tmp_path / "g.yaml"
+    grid.write_text("variants: [official]\nseeds: [0]\n")
+    assert cli.main(["ablate", "--grid", str(grid), "--out", str(tmp_path / "out"), "--no-notebooks",
+                     "--time-limit", "600", "--run-seconds", "700"]) == 0  # fmt: skip
     assert [c[0] for c in calls] == ["data", "runs", "data"] and calls[0] == ("data", True)  # then the notebooks'
-    assert 599.0 < calls[1][1] <= 600.0  # the time limit counts from the command's start
+    assert 599.0 < calls[1][1] <= 600.0 and calls[1][2] == 700.0  # the time limit counts from the command's start
     calls.clear()
     study.run_ablation(study.Grid(variants=["official"]), tmp_path / "out", notebooks=False, train=False)
     assert ("data", True) not in calls and not any(c[0] == "runs" for c in calls)
@@ -426,6 +467,8 @@ def test_test_after_training_scores_each_finished_run_once_and_reports_a_failure
     assert (scores.run == "official_s0").all() and (scores.seed == 0).all()
     assert not (root / "kept_logs_only_s0" / "test").exists()
     assert "test scores of best.pt" in (root / "official_s0" / "train.log").read_text()
+    assert json.loads((root / "official_s0" / "done.json").read_text())["test_seconds"] > 0  # for a time limit
+    assert "test_seconds" not in json.loads((root / "masked_s0" / "done.json").read_text())
     again = study.run_grid(grid, root, progress=False).set_index("run").status  # the failed one is tried again
     assert again["official_s0"] == "done" and again["masked_s0"].startswith("failed: test scores")
     assert (root / "masked_s0" / "train.log").read_text().count("test scores of best.pt") == 2
