@@ -315,3 +315,34 @@ def test_replication_family_is_one_holm_family_over_every_root(tmp_path, fake_ru
     assert list(rep.index) == ["R-syn1", "R-syn2"] and (rep.family_m == 2).all() and (rep.seeds == 5).all()
     assert rep.loc["R-syn1", "difference"] == pytest.approx(-0.3, abs=0.01)
     assert rep.loc["R-syn1", "holm_level"] == pytest.approx(1 - plan.alpha / 2)  # Holm over the two
+
+
+def test_a_replication_with_one_seed_or_fewer_than_planned_is_not_read_as_agreeing_or_not(tmp_path, fake_run, plan):
+    """The bottom line once read 'R-syn1 does not agree (-0.061, not measured, 1 seeds)' from a replication that
+    had trained one seed: one without a verdict is 'not measured yet', and one with fewer seeds than its grid's
+    grid.yaml plans agrees or not 'so far'."""
+    grids = {"one": ([0], 5), "part": ([0, 1, 2], 5), "done": ([0, 1, 2, 3, 4], 5), "kept": ([0, 1, 2], None)}
+    for name, (seeds, planned) in grids.items():
+        levels = {}
+        for seed in seeds:
+            levels[("official", seed)] = 2.0 + 0.2 * seed
+            levels[("official_p82", seed)] = 2.0 + 0.2 * seed - 0.3 + 0.01 * (seed % 2)
+        write_grid(tmp_path / name / "runs", fake_run, levels)
+        if planned:
+            (tmp_path / name / "grid.yaml").write_text(f"seeds: {list(range(100, 100 + planned))}\n")
+    roots = {f"R-{name}": tmp_path / name / "runs" for name in grids}
+    rep = cf.replication_family(roots, plan)
+    by = rep.set_index("replication")
+    assert list(by.planned_seeds.fillna(0)) == [5, 5, 5, 0] and list(by.seeds) == [1, 3, 5, 3]
+    assert by.loc["R-one", "verdict"] == cf.NOT_MEASURED
+    main = pd.Series(dict(verdict=cf.DIFFERS, difference=-0.3))
+    words = rc.replication_words(rep, ("official_p82", "official"), main)
+    assert "R-one not measured yet (1 of 5 planned seeds)" in words
+    assert "R-part agrees so far (-0.29" in words and "differs, 3 of 5 planned seeds)" in words
+    assert "R-done agrees (-0.29" in words and "differs, 5 of 5 planned seeds)" in words
+    assert "R-kept agrees (" in words and ", 3 seeds)" in words
+    inconclusive = rc.replication_words(rep, ("official_p82", "official"), main.replace(cf.DIFFERS, cf.INCONCLUSIVE))
+    assert "R-one not measured yet" in inconclusive and "R-done does not agree (" in inconclusive
+    view = rc.replication_display(rep)
+    assert view.columns[0] == "replication" and list(view.columns).count("seeds") == 1
+    assert list(view.seeds) == ["1 of 5 planned seeds", "3 of 5 planned seeds", "5 of 5 planned seeds", "3 seeds"]

@@ -689,9 +689,22 @@ def reread(roots: Mapping[str, str | os.PathLike], plan: Plan, drop_seed: int = 
     return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
 
 
+def planned_seed_count(run_root: str | os.PathLike) -> float:
+    """How many seeds the grid that trained RUN_ROOT plans: `seeds` of the grid.yaml `cmgan ablate` writes beside
+    it (OUT/grid.yaml for OUT/runs); NaN when there is none (logs kept without it)."""
+    path = Path(run_root).parent / "grid.yaml"
+    try:
+        seeds = (yaml.safe_load(path.read_text()) or {}).get("seeds")
+    except (OSError, yaml.YAMLError, AttributeError):
+        return math.nan
+    return float(len(seeds)) if isinstance(seeds, list) else math.nan
+
+
 def replication_family(roots: Mapping[str, str | os.PathLike], plan: Plan) -> pd.DataFrame:
     """Family R (plan section 2): in each replication root, the contrasts of family F whose two variants it ran,
-    paired within the root, on the primary endpoint; Holm over all of them together."""
+    paired within the root, on the primary endpoint; Holm over all of them together. `seeds`: the seeds finished
+    for the contrast; `planned_seeds`: its grid's (`planned_seed_count`), so a reader tells a replication still
+    running from a finished one."""
     rows = []
     for name, root in roots.items():
         runs = load_finished(root)
@@ -699,10 +712,12 @@ def replication_family(roots: Mapping[str, str | os.PathLike], plan: Plan) -> pd
             continue
         ep = endpoints(runs.epochs, runs.steps)
         present = set(ep.variant)
+        planned = planned_seed_count(root)
         for t, r in plan.contrasts:
             if t in present and r in present:
                 row = contrast_stats(ep, runs.steps, t, r, plan.primary, plan)
-                rows.append(dict(row, replication=name, seeds=int(ep[ep.variant.isin([t, r])].seed.nunique())))
+                rows.append(dict(row, replication=name, seeds=int(ep[ep.variant.isin([t, r])].seed.nunique()),
+                                 planned_seeds=planned))  # fmt: skip
     if not rows:
         return pd.DataFrame()
     return _adjusted(pd.DataFrame(rows), plan)

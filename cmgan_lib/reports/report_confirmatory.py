@@ -5,6 +5,7 @@ dose-response plot in the style of `plotting`."""
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping, Sequence
 
@@ -308,8 +309,8 @@ def replication_display(rep: pd.DataFrame) -> pd.DataFrame:
     return (
         family_display(rep)
         .drop(columns="endpoint")
-        .assign(replication=rep.replication.to_numpy())
-        .pipe(lambda d: d[["replication", *d.columns[:-1]]])
+        .assign(replication=rep.replication.to_numpy(), seeds=[seeds_words(x) for x in rep.itertuples()])
+        .pipe(lambda d: d[["replication", *(c for c in d.columns if c != "replication")]])
     )
 
 
@@ -367,8 +368,16 @@ def contrast_words(row: pd.Series) -> str:
             f"n = {row.n} seeds; {row.verdict})")  # fmt: skip
 
 
+def seeds_words(x) -> str:
+    """'3 of 5 planned seeds', or '3 seeds' when the replication's plan of seeds is unknown."""
+    planned = float(getattr(x, "planned_seeds", math.nan))
+    return f"{x.seeds} of {planned:.0f} planned seeds" if np.isfinite(planned) else f"{x.seeds} seeds"
+
+
 def replication_words(rep: pd.DataFrame | None, contrast: tuple[str, str], main: pd.Series | None) -> str:
-    """Which replications agree with the main grid's verdict (same verdict and, for differs, the same sign)."""
+    """Which replications agree with the main grid's verdict (same verdict and, for differs, the same sign). One
+    with no verdict yet (fewer than 2 seeds) neither agrees nor disagrees; one with fewer seeds than its grid plans
+    agrees or not 'so far'."""
     if rep is None or not len(rep) or main is None:
         return ""
     r = rep[(rep.treatment == contrast[0]) & (rep.reference == contrast[1])]
@@ -379,8 +388,15 @@ def replication_words(rep: pd.DataFrame | None, contrast: tuple[str, str], main:
         return (v.split(",")[0], np.sign(d) if v.startswith(DIFFERS) else 0)
 
     same = key(main.verdict, main.difference)
-    parts = [f"{x.replication} {'agrees' if key(x.verdict, x.difference) == same else 'does not agree'} "
-             f"({x.difference:+.3f}, {x.verdict}, {x.seeds} seeds)" for x in r.itertuples()]  # fmt: skip
+    parts = []
+    for x in r.itertuples():
+        if x.verdict == NOT_MEASURED or not np.isfinite(x.difference):
+            parts.append(f"{x.replication} not measured yet ({seeds_words(x)})")
+            continue
+        planned = float(getattr(x, "planned_seeds", math.nan))
+        so_far = " so far" if np.isfinite(planned) and x.seeds < planned else ""
+        parts.append(f"{x.replication} {'agrees' if key(x.verdict, x.difference) == same else 'does not agree'}"
+                     f"{so_far} ({x.difference:+.3f}, {x.verdict}, {seeds_words(x)})")  # fmt: skip
     return " Replications (family R, Holm): " + "; ".join(parts) + "."
 
 
