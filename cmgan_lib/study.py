@@ -643,6 +643,7 @@ def share_report(out: str | os.PathLike, dest: str | os.PathLike, command: str, 
     dest.mkdir(parents=True, exist_ok=True)
     copied = []
     from cmgan_lib.reports.report_02_training import COMPARISONS_CSV, PER_SEED_CSV, PER_VARIANT_CSV, runs_data_order
+    from cmgan_lib.reports.report_confirmatory import BOTTOM_LINE_MD
 
     # notebook 02's full tables: its HTML links to them
     for name in ["summary.csv", "grid.yaml", *(f"{nb}.html" for nb in REPORT_NOTEBOOKS), PER_SEED_CSV, PER_VARIANT_CSV,
@@ -655,11 +656,12 @@ def share_report(out: str | os.PathLike, dest: str | os.PathLike, command: str, 
         if path.is_file() and path.stat().st_size <= NOTEBOOK_LIMIT_BYTES:
             (dest / path.name).write_text(shareable_text(path.read_text(), out))
             copied.append(path.name)
-    for sub in ("evaluate", "audit", "analysis"):  # notebooks 03, 01 and 04's tables
-        for csv in sorted((out / sub).glob("*.csv")) if (out / sub).is_dir() else []:
+    for sub in ("evaluate", "audit", "analysis"):  # notebooks 03, 01 and 04's tables (and 04's bottom line)
+        tables = sorted([*(out / sub).glob("*.csv"), *(out / sub).glob(BOTTOM_LINE_MD)])
+        for table in tables:
             (dest / sub).mkdir(exist_ok=True)
-            shutil.copy2(csv, dest / sub / csv.name)
-            copied.append(f"{sub}/{csv.name}")
+            shutil.copy2(table, dest / sub / table.name)
+            copied.append(f"{sub}/{table.name}")
     for run in sorted(p for p in (out / "runs").iterdir() if p.is_dir()) if (out / "runs").is_dir() else []:
         for name in ("config.yaml", "training_step_log.csv", "training_epoch_log.csv"):
             if (run / name).is_file():
@@ -674,7 +676,9 @@ def share_report(out: str | os.PathLike, dest: str | os.PathLike, command: str, 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=repo_root()).stdout.strip() or "unknown"  # fmt: skip
     wall = f"{wall_seconds / 60:.1f} min" if wall_seconds else "not recorded"
-    lines = [f"# {dest.name}", "", f"- device: {device}", f"- command: `{command}`", f"- commit: {commit}",
+    bottom = out / "analysis" / BOTTOM_LINE_MD  # notebook 04's generated bottom line opens the README
+    top = [bottom.read_text().strip(), "", "## How it was made", ""] if bottom.is_file() else []
+    lines = [f"# {dest.name}", "", *top, f"- device: {device}", f"- command: `{command}`", f"- commit: {commit}",
              f"- wall time: {wall}", f"- written: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
              f"- {runs_data_order(out / 'runs')}", "",
              "Files: " + ", ".join(f"`{c}`" for c in copied) + ", and `runs/<run>/` (config.yaml, step and epoch "

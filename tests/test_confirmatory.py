@@ -223,6 +223,9 @@ def test_bottom_line_is_interim_with_seed_counts(tmp_path, fake_run, plan):
     assert any(x.startswith("**Batch-mean labels**: it does not matter") or "not settled" in x for x in lines)
     assert lines[-1].endswith("measured: 0.000 PESQ apart")
     assert rc.interim_label(cf.analyse(tmp_path, plan)) == ""  # no plan of seeds (the exploration): no label
+    md = rc.write_bottom_line(tmp_path / "analysis", a, lines, "abc1234 2026-12-07").read_text()
+    assert md.startswith("## Bottom line for practitioners\n") and "commit abc1234" in md and "**INTERIM**" in md
+    assert all(f"- {x}" in md for x in lines)  # the same words as the notebook shows, none retyped
 
 
 def test_the_bottom_lines_scope_is_the_regime_the_runs_trained_in(tmp_path, fake_run, plan):

@@ -231,6 +231,12 @@ def test_share_report_copies_logs_and_html_never_checkpoints(tmp_path):
     assert not any(f.endswith(".pt") for f in files)
     readme = (dest / "README.md").read_text()
     assert "2-core CPU" in readme and "cmgan ablate --grid g" in readme and "10.0 min" in readme and "Found." in readme
+    assert "Bottom line" not in readme  # no notebook 04 bottom line written: nothing in its place
+    (out / "analysis" / "bottom_line.md").write_text("## Bottom line for practitioners\n\n- **Clipping at 5**: it "
+                                                     "does not matter.\n")  # fmt: skip
+    readme = (study.share_report(out, dest, "c", "d", overwrite=True) / "README.md").read_text()
+    assert readme.index("# r\n") < readme.index("- **Clipping at 5**: it does not matter.") < readme.index("- device")
+    assert (dest / "analysis" / "bottom_line.md").is_file()
     with pytest.raises(FileNotFoundError, match="summary.csv"):
         study.share_report(tmp_path / "nothing", tmp_path / "r2", "c", "d")
 
