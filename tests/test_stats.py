@@ -56,5 +56,8 @@ def test_effect_verdict_follows_the_numbers():
     same = stats.difference_interval(rng.normal(2, 0.1, 3), rng.normal(2, 0.1, 3))
     lower = stats.difference_interval([1.0, 1.05, 0.95], [2.0, 2.05, 1.95])
     assert "no detectable effect" in stats.effect_verdict(same, "best val PESQ")
+    wide = stats.Interval(-0.05, -0.319, 0.293, 3)  # not 'no effect': the largest effect the interval allows
+    assert stats.effect_verdict(wide, "test PESQ").endswith("effects up to 0.319 not excluded)")
+    assert "not excluded" not in stats.effect_verdict(lower, "best val PESQ")
     assert "lower by 1.000" in stats.effect_verdict(lower, "best val PESQ")
     assert "no verdict" in stats.effect_verdict(stats.difference_interval([1.0], [2.0]), "x")

@@ -179,12 +179,15 @@ def paired_difference_interval(a: Sequence[float], b: Sequence[float], confidenc
 
 
 def effect_verdict(diff: Interval, what: str, unit: str = "") -> str:
-    """The study's one rule for a difference: a direction only when the 95% interval excludes zero."""
+    """The study's one rule for a difference: a direction only when the 95% interval excludes zero. Otherwise the
+    words say how large an effect the interval still allows, since "no detectable effect" is not "no effect"."""
     if diff.n == 0 or not np.isfinite(diff.mean):
         return f"{what}: not measured"
     if not np.isfinite(diff.low):
         return f"{what}: {diff.mean:+.3f}{unit} from too few values for an interval (no verdict)"
     if not diff.excludes_zero:
-        return f"{what}: no detectable effect at this budget ({diff}{unit})"
+        allowed = max(abs(diff.low), abs(diff.high))
+        return (f"{what}: no detectable effect at this budget ({diff}{unit}; effects up to {allowed:.3f}{unit} "
+                "not excluded)")  # fmt: skip
     direction = "higher" if diff.mean > 0 else "lower"
     return f"{what}: {direction} by {abs(diff.mean):.3f}{unit} ({diff}{unit})"
