@@ -175,6 +175,29 @@ def test_variant_differences_against_official():
     assert r03.variant_differences(per_file, reference="nope").empty
 
 
+def test_variant_differences_pair_seeds_where_welch_would_be_inconclusive():
+    """Seeds 0-3 differ by 0.6 between them; `masked` is 0.1 above `official` in every seed. Welch over seed means
+    cannot tell (the seed spread swamps 0.1); paired by seed, the interval excludes 0. Seeds in only one variant are
+    left out of the pairs; without two common seeds it falls back to Welch."""
+    values = {}
+    for seed, level in enumerate([1.8, 2.4, 2.0, 2.6]):
+        values[("official", seed)] = [level, level + 0.02]
+        values[("masked", seed)] = [level + 0.1 + 0.01 * (seed % 2), level + 0.12]
+    values[("masked", 9)] = [3.5, 3.5]  # no `official` run of seed 9
+    d = r03.variant_differences(_per_file(values, noisy=[1.0, 1.0])).set_index("variant").loc["masked"]
+    assert d.ci_over == "seeds, paired" and d.n == 4 and d.difference == pytest.approx(0.1025)
+    assert d.ci95_low > 0 and "higher by" in d.verdict and "(over seeds, paired)" in d.verdict
+    from cmgan_lib.analysis.stats import difference_interval
+
+    welch = difference_interval([v[0] + 0.01 for k, v in values.items() if k[0] == "masked" and k[1] < 4],
+                                [v[0] + 0.01 for k, v in values.items() if k[0] == "official"])  # fmt: skip
+    assert not welch.excludes_zero  # what the unpaired rule said
+    apart = {k: v for k, v in values.items() if not (k[0] == "masked" and k[1] in (1, 2, 3))}
+    apart.update({("masked", 5): [2.0, 2.0], ("masked", 6): [2.2, 2.2]})
+    d = r03.variant_differences(_per_file(apart, noisy=[1.0, 1.0])).set_index("variant").loc["masked"]
+    assert d.ci_over == "seeds, Welch"  # one seed in common: no pairs to build an interval on
+
+
 def test_metric_vs_snr_figure_is_readable(check_figure):
     per_file = _per_file({("official", 0): [2.0, 2.1, 2.2]}, noisy=[1.0, 1.5, 2.0]).assign(
         input_snr_db=[0.0, 5.0, 10.0], snr_source="manifest")  # fmt: skip

@@ -298,8 +298,10 @@ def legacy_display(legacy: pd.DataFrame) -> pd.DataFrame:
 
 
 def variant_differences(per_file: pd.DataFrame, metric: str = "pesq", reference: str = "official") -> pd.DataFrame:
-    """Each variant minus `reference` on one metric: over seed means (Welch) when both have two or more seeds,
-    else paired over the files both scored; `verdict` by the study's one rule."""
+    """Each variant minus `reference` on one metric: over seed means paired by seed when two or more seeds are in
+    both (a seed gives every variant of a grid the same initial weights, data order and crops), Welch over seed
+    means when both have two or more seeds but fewer in common, else paired over the files both scored; `verdict`
+    by the study's one rule."""
     from cmgan_lib.analysis.stats import difference_interval, effect_verdict, paired_difference_interval
 
     kept = per_file[per_file["reason"].isna()] if "reason" in per_file else per_file
@@ -309,9 +311,12 @@ def variant_differences(per_file: pd.DataFrame, metric: str = "pesq", reference:
                                      "ci_over", "verdict"])  # fmt: skip
     ref = kept[kept["variant"] == reference]
     for variant, df in kept[~kept["variant"].isin([reference, ""])].groupby("variant", sort=True):
-        if df["seed"].nunique() >= 2 and ref["seed"].nunique() >= 2:
-            a, b = df.groupby("seed")[metric].mean(), ref.groupby("seed")[metric].mean()
-            iv, over = difference_interval(a, b), "seeds"
+        a, b = df.groupby("seed")[metric].mean(), ref.groupby("seed")[metric].mean()
+        common = a.index.intersection(b.index)
+        if len(common) >= 2:
+            iv, over = paired_difference_interval(a[common], b[common]), "seeds, paired"
+        elif len(a) >= 2 and len(b) >= 2:
+            iv, over = difference_interval(a, b), "seeds, Welch"
         else:
             both = df.groupby("name")[metric].mean().to_frame("a").join(ref.groupby("name")[metric].mean(), how="inner")
             iv, over = paired_difference_interval(both["a"], both[metric]), "files"
