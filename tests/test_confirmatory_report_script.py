@@ -42,3 +42,26 @@ def test_options_not_given_are_left_out_and_a_failing_step_stops_it(tmp_path):
     again.mkdir()
     rc, calls = _run(again, fail="ablate")
     assert rc == 3 and len(calls) == 1 and calls[0].startswith("cmgan ablate")  # nothing shared after a failure
+
+
+def test_notebooks_04_renders_04_only_with_01_to_03_taken_back_from_the_report(tmp_path):
+    """NOTEBOOKS=04 (the replications moved on): no `ablate`; what OUT lacks of the main grid's notebooks comes back
+    from DEST (a fresh checkout), what it has stays, and the report's README, runs and notebook 04 are not copied."""
+    dest, out = tmp_path / "report", tmp_path / "out"
+    (dest / "audit").mkdir(parents=True)
+    (dest / "audit" / "claims.csv").write_text("claim\n")
+    (dest / "runs" / "official_s100").mkdir(parents=True)
+    for name in ("03_evaluate.html", "summary.csv", "README.md", "04_confirmatory.html"):
+        (dest / name).write_text(f"report's {name}")
+    out.mkdir()
+    (out / "summary.csv").write_text("this session's")
+    rc, calls = _run(tmp_path, NOTEBOOKS="04", DEST=str(dest), OUT=str(out))
+    assert rc == 0, calls
+    assert not any(c.startswith("cmgan ablate") for c in calls) and calls[0] == f"python - {out}"
+    assert (out / "03_evaluate.html").read_text() == "report's 03_evaluate.html"
+    assert (out / "audit" / "claims.csv").is_file() and (out / "summary.csv").read_text() == "this session's"
+    assert not any((out / n).exists() for n in ("README.md", "04_confirmatory.html", "runs"))
+    assert calls[-1].startswith(f"cmgan share-report {out} {dest}")
+    (tmp_path / "none").mkdir()
+    rc, calls = _run(tmp_path / "none", NOTEBOOKS="04", DEST=str(tmp_path / "no_report"), OUT=str(out))
+    assert rc == 1 and calls == []  # no report to take 01-03 from: nothing runs
