@@ -23,7 +23,7 @@ if [ "${NOTEBOOKS:-all}" = 04 ]; then
   mkdir -p "$OUT"
   for f in "$DEST"/*; do  # what the main grid's notebooks wrote, back where share-report reads it
     name=$(basename "$f")
-    case "$name" in README.md|04_confirmatory.*|analysis|runs) continue ;; esac
+    case "$name" in *.md|04_confirmatory.*|analysis|runs) continue ;; esac  # the README and notes stay in DEST
     [ -e "$OUT/$name" ] || { cp -r "$f" "$OUT/$name" && echo "  $OUT/$name: from $DEST"; }
   done
 else
