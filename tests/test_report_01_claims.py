@@ -123,3 +123,25 @@ def test_claim4_labels_injected_runs_names_the_crop_and_calls_wide_intervals_inc
     wide = fixed.assign(low=0.0, high=0.05 + w)
     assert set(rc.claims_table(fixed=wide).query("claim == @rc.CLAIMS[3]").verdict) == {
         "inconclusive (too few samples)", "imposed (failure injection), not evidence"}  # fmt: skip
+
+
+def test_committed_reports_leave_out_a_shared_copy_of_the_audited_grid(tmp_path, fake_run):
+    """The confirmatory grid's own shared report (reports/<date>_confirmatory_cpu, its runs' logs copied) once
+    counted every run twice in the claims table; one that copies part of the grid goes too, one whose runs differ
+    stays."""
+    import shutil
+
+    grid = tmp_path / "runs" / "GRID" / "runs"
+    for seed in (0, 1):
+        fake_run(grid, f"official_s{seed}", [2.0, 2.2, 2.1 + seed / 10], 0)
+    reports = tmp_path / "reports"
+    for name in ("copy", "part", "other"):
+        (reports / name).mkdir(parents=True)
+        (reports / name / "training_comparisons.csv").write_text("variant\n")
+    shutil.copytree(grid, reports / "copy" / "runs")
+    shutil.copytree(grid / "official_s0", reports / "part" / "runs" / "official_s0")
+    fake_run(reports / "other" / "runs", "official_s0", [2.0, 2.3, 2.2], 0)  # same name, another log
+    found = rc.committed_reports("auto", root=reports, besides=grid)
+    assert [p.name for p in found] == ["other"]
+    assert [p.name for p in rc.committed_reports("auto", root=reports)] == ["copy", "other", "part"]
+    assert rc.copies_runs_of(reports / "part" / "runs", grid) and not rc.copies_runs_of(tmp_path / "none", grid)

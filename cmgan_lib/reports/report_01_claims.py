@@ -465,14 +465,31 @@ def clipping_claims(run_roots: Sequence[str | os.PathLike] | str | os.PathLike |
 
 
 def committed_reports(spec: str | Sequence[str | os.PathLike] | None = "auto", root: str | os.PathLike = "reports",
-                      ) -> list[Path]:  # fmt: skip
+                      besides: str | os.PathLike | None = None) -> list[Path]:  # fmt: skip
     """Committed run reports whose comparison tables the causal claims read: "auto" = every `reports/*/` holding
-    notebook 02's training_comparisons.csv; a list as given; None = none."""
+    notebook 02's training_comparisons.csv, less any whose runs are copies of the runs in `besides` (the grid this
+    notebook audits: its own shared report would count every run twice); a list as given; None = none."""
     from cmgan_lib.reports.report_02_training import COMPARISONS_CSV
 
     if spec == "auto":
-        return sorted(p.parent for p in Path(root).glob(f"*/{COMPARISONS_CSV}"))
+        found = sorted(p.parent for p in Path(root).glob(f"*/{COMPARISONS_CSV}"))
+        return [r for r in found if besides is None or not copies_runs_of(r / "runs", besides)]
     return [Path(p) for p in (spec or [])]
+
+
+def copies_runs_of(copy: str | os.PathLike, run_root: str | os.PathLike) -> bool:
+    """Whether every run under `copy` is a run of `run_root` with the same epoch log, byte for byte (a shared
+    report of that grid, or part of one)."""
+    from cmgan_lib.training.runs import EPOCH_LOG
+
+    logs = sorted(Path(copy).glob(f"*/{EPOCH_LOG}"))
+    if not logs:
+        return False
+    for log in logs:
+        twin = Path(run_root) / log.parent.name / EPOCH_LOG
+        if not twin.is_file() or twin.read_bytes() != log.read_bytes():
+            return False
+    return True
 
 
 def full_claims_table(
