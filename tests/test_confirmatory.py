@@ -338,6 +338,8 @@ def test_a_replication_with_one_seed_or_fewer_than_planned_is_not_read_as_agreei
     by = rep.set_index("replication")
     assert list(by.planned_seeds.fillna(0)) == [5, 5, 5, 0] and list(by.seeds) == [1, 3, 5, 3]
     assert by.loc["R-one", "verdict"] == cf.NOT_MEASURED
+    fake_run(tmp_path / "part" / "runs", "official_s3", [2.6] * 12, 0, config={"epochs": 12})  # no pair for seed 3
+    assert cf.replication_family({"R-part": tmp_path / "part" / "runs"}, plan).seeds.tolist() == [3]
     main = pd.Series(dict(verdict=cf.DIFFERS, difference=-0.3))
     words = rc.replication_words(rep, ("official_p82", "official"), main)
     assert "R-one not measured yet (1 of 5 planned seeds)" in words

@@ -703,8 +703,8 @@ def planned_seed_count(run_root: str | os.PathLike) -> float:
 def replication_family(roots: Mapping[str, str | os.PathLike], plan: Plan) -> pd.DataFrame:
     """Family R (plan section 2): in each replication root, the contrasts of family F whose two variants it ran,
     paired within the root, on the primary endpoint; Holm over all of them together. `seeds`: the seeds finished
-    for the contrast; `planned_seeds`: its grid's (`planned_seed_count`), so a reader tells a replication still
-    running from a finished one."""
+    in both variants of the contrast; `planned_seeds`: its grid's (`planned_seed_count`), so a reader tells a
+    replication still running from a finished one."""
     rows = []
     for name, root in roots.items():
         runs = load_finished(root)
@@ -716,8 +716,8 @@ def replication_family(roots: Mapping[str, str | os.PathLike], plan: Plan) -> pd
         for t, r in plan.contrasts:
             if t in present and r in present:
                 row = contrast_stats(ep, runs.steps, t, r, plan.primary, plan)
-                rows.append(dict(row, replication=name, seeds=int(ep[ep.variant.isin([t, r])].seed.nunique()),
-                                 planned_seeds=planned))  # fmt: skip
+                both = set(ep[ep.variant == t].seed) & set(ep[ep.variant == r].seed)  # the seeds it pairs
+                rows.append(dict(row, replication=name, seeds=len(both), planned_seeds=planned))
     if not rows:
         return pd.DataFrame()
     return _adjusted(pd.DataFrame(rows), plan)
