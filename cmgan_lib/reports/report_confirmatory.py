@@ -383,9 +383,14 @@ def contrast_words(row: pd.Series) -> str:
             f"n = {row.n} seeds; {row.verdict})")  # fmt: skip
 
 
+def _planned(x) -> float:
+    """A family-R row's planned seeds; NaN when its grid's plan of seeds is unknown."""
+    return float(getattr(x, "planned_seeds", math.nan))
+
+
 def seeds_words(x) -> str:
     """'3 of 5 planned seeds', or '3 seeds' when the replication's plan of seeds is unknown."""
-    planned = float(getattr(x, "planned_seeds", math.nan))
+    planned = _planned(x)
     return f"{x.seeds} of {planned:.0f} planned seeds" if np.isfinite(planned) else f"{x.seeds} seeds"
 
 
@@ -408,8 +413,7 @@ def replication_words(rep: pd.DataFrame | None, contrast: tuple[str, str], main:
         if x.verdict == NOT_MEASURED or not np.isfinite(x.difference):
             parts.append(f"{x.replication} not measured yet ({seeds_words(x)})")
             continue
-        planned = float(getattr(x, "planned_seeds", math.nan))
-        so_far = " so far" if np.isfinite(planned) and x.seeds < planned else ""
+        so_far = " so far" if x.seeds < _planned(x) else ""  # NaN (plan unknown) compares False
         parts.append(f"{x.replication} {'agrees' if key(x.verdict, x.difference) == same else 'does not agree'}"
                      f"{so_far} ({x.difference:+.3f}, {x.verdict}, {seeds_words(x)})")  # fmt: skip
     return " Replications (family R, Holm): " + "; ".join(parts) + "."
